@@ -1,0 +1,74 @@
+"""The training entry: check every job's config first, then hand over to Hydra's runner."""
+from __future__ import annotations
+
+import sys
+
+from audiotrain.config import resolvers
+from audiotrain.plugins import registry
+
+resolvers.register()
+registry.register_configs()
+
+PASSTHROUGH = ("--cfg", "-c", "--info", "--hydra-help", "--resolve", "--package", "-p", "--shell-completion")
+from audiotrain.errors import UserError
+
+USER_ERRORS = (UserError,)
+
+
+def _overrides(argv: list[str]) -> tuple[list[str], bool]:
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    return [a for a in argv if not a.startswith("-") and "=" in a], multirun
+
+
+def precheck(argv: list[str]) -> int:
+    """Compose and validate every job; 0 when all are fine, else print the problems and return 2."""
+    from audiotrain.config.compose import check_job, expand_sweep
+    from audiotrain.config.validate import ConfigError
+
+    overrides, multirun = _overrides(argv)
+    jobs = expand_sweep(overrides) if multirun else [overrides]
+    for i, job in enumerate(jobs):
+        try:
+            check_job(job, registry.get)
+        except ConfigError as exc:
+            where = f"Sweep job {i} ({' '.join(job)}): " if multirun else ""
+            print(f"audiotrain: {where}{exc}", file=sys.stderr)
+            return 2
+        except ValueError as exc:
+            print(f"audiotrain: {exc}", file=sys.stderr)
+            return 2
+    return 0
+
+
+def _task(cfg) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from audiotrain.train.run import console, train
+
+    overrides = list(HydraConfig.get().overrides.task)
+    try:
+        summary = train(cfg, overrides)
+    except USER_ERRORS as exc:
+        console.print(f"[red]audiotrain: {exc}[/]")
+        if HydraConfig.get().mode.name == "MULTIRUN":
+            raise
+        sys.exit(2)
+    console.print(
+        f"\n[bold green]Done.[/] {summary['steps']} steps, loss {summary['first_loss']:.4f} → {summary['last_loss']:.4f}\n"
+        f"  run directory: {summary['run_dir']}\n  adapter:       {summary['adapter_dir']}\n"
+        + (f"  MLflow run:    {summary['mlflow_run_id']} in {summary['tracking_uri']}\n"
+           f"  open the UI:   audiotrain ui   (then http://127.0.0.1:5000)" if summary["mlflow_run_id"] else "")
+    )
+
+
+def run(argv: list[str]) -> int:
+    import hydra
+
+    if not any(a.split("=")[0] in PASSTHROUGH for a in argv):
+        code = precheck(argv)
+        if code:
+            return code
+    main = hydra.main(version_base="1.3", config_path="pkg://audiotrain.conf", config_name="train")(_task)
+    sys.argv = [sys.argv[0]] + argv
+    main()
+    return 0

@@ -1,0 +1,127 @@
+"""Validate the composed config before any model is built; every problem comes back at once."""
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from omegaconf import DictConfig, OmegaConf
+
+from audiotrain.errors import UserError
+
+from audiotrain.train.optim import OPTIMIZERS, SCHEDULERS
+
+PRECISIONS = {"32": "32-true", "32-true": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed",
+              "bf16-true": "bf16-true"}
+BACKENDS = ("local", "ddp", "deepspeed")
+MODES = ("train",)
+
+
+class ConfigError(UserError):
+    """All config problems, one sentence each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("The configuration has {} problem{}:\n{}".format(
+            len(problems), "" if len(problems) == 1 else "s", "\n".join(f"  - {p}" for p in problems)))
+
+
+def nearest(key: str, candidates: Iterable[str]) -> str | None:
+    m = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.5)
+    return m[0] if m else None
+
+
+def all_keys(cfg: Any, prefix: str = "") -> list[str]:
+    out = []
+    if isinstance(cfg, DictConfig):
+        for k in cfg.keys():
+            key = f"{prefix}{k}"
+            out.append(key)
+            v = cfg._get_node(k)
+            if isinstance(v, DictConfig):
+                out.extend(all_keys(v, key + "."))
+    return out
+
+
+def _num(cfg: DictConfig, key: str) -> Any:
+    return OmegaConf.select(cfg, key, default=None)
+
+
+def validate(cfg: DictConfig, plugin: Any | None, module_names: list[str] | None = None,
+             need_data: bool = True) -> None:
+    """Raise :class:`ConfigError` listing every problem found."""
+    p: list[str] = []
+    if need_data:
+        data = cfg.get("data")
+        if not data:
+            p.append("No data given: add data=PATH (a folder of songs or a dataset saved to disk).")
+        elif not Path(str(data)).expanduser().exists():
+            p.append(f"data={data} does not exist: give the path of your data folder or dataset.")
+    lora = cfg.lora
+    if lora.get("enabled", True) and not lora.get("config_path"):
+        r = lora.get("r")
+        if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
+            p.append(f"lora.r={r} is not a positive integer: use e.g. lora.r=16 (or lora=none for a full fine-tune).")
+        a = lora.get("alpha")
+        if not isinstance(a, (int, float)) or isinstance(a, bool) or a <= 0:
+            p.append(f"lora.alpha={a} must be a positive number, e.g. lora.alpha=32.")
+        d = lora.get("dropout")
+        if not isinstance(d, (int, float)) or not 0.0 <= float(d) < 1.0:
+            p.append(f"lora.dropout={d} must be in [0, 1).")
+    if lora.get("config_path") and not Path(str(lora.config_path)).expanduser().is_file():
+        p.append(f"lora.config_path={lora.config_path} does not exist: give the path of a lora_config.json.")
+    if lora.get("enabled", True) and lora.get("target_modules") and module_names is not None:
+        from audiotrain.lora.adapter import check_targets, unknown_targets_message
+
+        missing = check_targets(module_names, list(lora.target_modules))
+        if missing:
+            p.append(unknown_targets_message(missing, module_names))
+    prec = str(cfg.precision.get("name"))
+    if prec not in PRECISIONS:
+        p.append(f"precision={prec} is unknown: use one of 32, bf16-mixed, 16-mixed.")
+    if cfg.optimizer.get("name") not in OPTIMIZERS:
+        p.append(f"optimizer={cfg.optimizer.get('name')} is unknown: use one of {', '.join(OPTIMIZERS)}.")
+    lr = cfg.optimizer.get("lr")
+    if not isinstance(lr, (int, float)) or lr <= 0:
+        p.append(f"optimizer.lr={lr} must be a positive number, e.g. optimizer.lr=1e-4.")
+    if cfg.scheduler.get("name") not in SCHEDULERS:
+        p.append(f"scheduler={cfg.scheduler.get('name')} is unknown: use one of {', '.join(SCHEDULERS)}.")
+    if cfg.backend.get("name") not in BACKENDS:
+        p.append(f"backend={cfg.backend.get('name')} is unknown: use one of {', '.join(BACKENDS)}.")
+    tr = cfg.trainer
+    for key in ("max_steps", "accumulate_grad_batches", "devices", "num_nodes"):
+        v = tr.get(key)
+        if not isinstance(v, int) or v < 1:
+            p.append(f"trainer.{key}={v} must be a positive integer.")
+    for key in ("every_n_train_steps", "every_plot_step", "keep_last_n"):
+        v = tr.get(key)
+        if not isinstance(v, int) or v < 0:
+            p.append(f"trainer.{key}={v} must be a non-negative integer (0 turns it off).")
+    if tr.get("gradient_clip_algorithm") not in ("norm", "value"):
+        p.append(f"trainer.gradient_clip_algorithm={tr.get('gradient_clip_algorithm')} must be norm or value.")
+    bs = cfg.dataset.get("batch_size")
+    if not isinstance(bs, int) or bs < 1:
+        p.append(f"dataset.batch_size={bs} must be a positive integer.")
+    if cfg.get("resume") not in (None, "auto"):
+        p.append(f"resume={cfg.get('resume')} must be auto (or leave it unset and use ckpt_path=FILE).")
+    if cfg.get("ckpt_path") and not Path(str(cfg.ckpt_path)).is_file():
+        p.append(f"ckpt_path={cfg.ckpt_path} does not exist: give a .ckpt file from a run's checkpoints/ folder.")
+    uri = cfg.tracking.get("uri")
+    if cfg.tracking.get("name") == "mlflow":
+        if not uri or not str(uri).startswith(("sqlite:///", "http://", "https://", "postgresql", "mysql")):
+            p.append(f"tracking.uri={uri} is not a store MLflow 3 accepts: use sqlite:///path/mlflow.db or an http:// server.")
+    if plugin is not None:
+        p.extend(plugin.validate(cfg))
+    if p:
+        raise ConfigError(p)
+
+
+def lightning_precision(name: str) -> str:
+    return PRECISIONS[str(name)]
+
+
+def cpu_only() -> bool:
+    import torch
+
+    return not torch.cuda.is_available() or os.environ.get("CUDA_VISIBLE_DEVICES") == ""

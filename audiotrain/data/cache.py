@@ -1,0 +1,52 @@
+"""Feature cache: frozen-encoder outputs stored once per (example content, encoder).
+
+Layout: ``<root>/<namespace>/<tokenizer name>-<tokenizer cache_key>/<example fingerprint>.safetensors``.
+The example fingerprint covers the audio bytes, the text fields and the audio spec (sample rate,
+channels, length bounds), so any change of data, encoder config/weights or rate gives a new entry.
+Writes are atomic (temp file + rename) and building is serialised per encoder with a file lock, so
+two jobs (e.g. a sweep) building the same cache at once neither corrupt it nor duplicate work.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from filelock import FileLock
+from safetensors.torch import load_file, save_file
+
+
+class FeatureCache:
+    def __init__(self, root: str | Path, namespace: str):
+        self.root = Path(root) / namespace
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def dir_for(self, tok_name: str, tok_key: str) -> Path:
+        d = self.root / f"{tok_name}-{tok_key}"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def path(self, tok_name: str, tok_key: str, fingerprint: str) -> Path:
+        return self.dir_for(tok_name, tok_key) / f"{fingerprint}.safetensors"
+
+    def has(self, tok_name: str, tok_key: str, fingerprint: str) -> bool:
+        return self.path(tok_name, tok_key, fingerprint).is_file()
+
+    def load(self, tok_name: str, tok_key: str, fingerprint: str) -> dict[str, torch.Tensor]:
+        return load_file(str(self.path(tok_name, tok_key, fingerprint)))
+
+    def save(self, tok_name: str, tok_key: str, fingerprint: str, tensors: Mapping[str, torch.Tensor]) -> None:
+        target = self.path(tok_name, tok_key, fingerprint)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, tmp)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def lock(self, tok_name: str, tok_key: str) -> FileLock:
+        return FileLock(str(self.dir_for(tok_name, tok_key) / ".build.lock"))

@@ -1,0 +1,59 @@
+"""AudioDataset: usable items → per-example inputs, from the feature cache or encoded on the fly."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from audiotrain.data.audio_io import AudioSpec, load_audio
+from audiotrain.data.cache import FeatureCache
+from audiotrain.data.prepare import Item
+from audiotrain.plugins.base import Plugin
+from audiotrain.tokenizers.base import Tokenizer
+
+
+class AudioDataset(Dataset):
+    """``__getitem__`` gives cached features (``{"features": {...}}``) or a raw example to encode.
+
+    Raw examples carry the decoded audio (``audio`` (C, N) float tensor, ``audio_length``) plus the
+    plugin's prepared text fields; the training module encodes them with the same tokenizers the
+    cache uses, so cache on/off feed identical features.
+    """
+
+    def __init__(self, items: Sequence[Item], plugin: Plugin, spec: AudioSpec,
+                 tokenizers: Sequence[Tokenizer], cache: FeatureCache | None):
+        self.items = list(items)
+        self.plugin = plugin
+        self.spec = spec
+        self.tokenizers = list(tokenizers)
+        self.cache = cache
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def durations(self) -> list[float]:
+        return [it.duration for it in self.items]
+
+    @property
+    def speakers(self) -> list[str]:
+        return [str(it.row.get("speaker", "")) for it in self.items]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.items[index]
+        if self.cache is not None:
+            feats: dict[str, torch.Tensor] = {}
+            for t in self.tokenizers:
+                feats.update(self.cache.load(t.name, t.cache_key(), item.fingerprint))
+            return {"key": item.row["key"], "features": feats}
+        example = self.plugin.prepare_example(item.row, None)
+        audio, length = load_audio(item.row["audio_path"], self.spec)
+        example["audio"] = torch.from_numpy(audio)
+        example["audio_length"] = length
+        return {"key": item.row["key"], "raw": example}
+
+
+def collate_passthrough(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keep the list; the training module encodes (if raw) and calls the plugin's collate."""
+    return batch

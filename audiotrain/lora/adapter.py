@@ -1,0 +1,161 @@
+"""LoRAAdapter: PEFT LoRA attached in place to a backbone's adapter root.
+
+Module names stay those of the original model (no ``base_model.model`` wrapper in the live model),
+so the original project's LoRA target names hit the same layers. Saved formats:
+- PEFT: ``adapter_config.json`` + ``adapter_model.safetensors`` (keys ``base_model.model.<name>...``);
+- the original ecosystem's single file where a plugin has one (see ``formats.py``).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from audiotrain.errors import UserError
+
+PEFT_PREFIX = "base_model.model."
+
+
+class LoRAConfigError(UserError):
+    """A LoRA setting a user can fix (unknown target module, bad rank)."""
+
+
+@dataclass
+class LoRASettings:
+    r: int = 16
+    alpha: float = 32
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=list)
+    use_rslora: bool = False
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / math.sqrt(self.r) if self.use_rslora else self.alpha / self.r
+
+    def to_peft(self):
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                          target_modules=list(self.target_modules), use_rslora=self.use_rslora, bias="none")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"r": self.r, "lora_alpha": self.alpha, "lora_dropout": self.dropout,
+                "target_modules": list(self.target_modules), "use_rslora": self.use_rslora}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "LoRASettings":
+        """Read an ACE-Step ``lora_config.json`` / PEFT ``adapter_config.json`` as-is."""
+        return cls(r=int(data.get("r", 8)), alpha=float(data.get("lora_alpha", data.get("alpha", 8))),
+                   dropout=float(data.get("lora_dropout", 0.0)),
+                   target_modules=list(data.get("target_modules") or []),
+                   use_rslora=bool(data.get("use_rslora", False)))
+
+
+def matches(name: str, target: str) -> bool:
+    """PEFT's suffix rule: the module name equals the target or ends with ``.target``."""
+    return name == target or name.endswith("." + target)
+
+
+def check_targets(module_names: Iterable[str], targets: Iterable[str]) -> list[str]:
+    """Targets that match no module (empty list = all fine)."""
+    names = list(module_names)
+    return [t for t in targets if not any(matches(n, t) for n in names)]
+
+
+def unknown_targets_message(missing: list[str], module_names: Iterable[str]) -> str:
+    leaves = sorted({n.split(".")[-1] if not n.split(".")[-1].isdigit() else ".".join(n.split(".")[-2:])
+                     for n in module_names if n})
+    return (f"lora.target_modules has {', '.join(repr(m) for m in missing)}, which match no module of this model; "
+            f"use names from: {', '.join(leaves)}.")
+
+
+def expected_trainable(root: nn.Module, settings: LoRASettings) -> int:
+    """The LoRA parameter count by formula: r·(in + out) per Linear, r·(in·k + out) per Conv."""
+    total = 0
+    for name, mod in root.named_modules():
+        if not any(matches(name, t) for t in settings.target_modules):
+            continue
+        if isinstance(mod, nn.Linear):
+            total += settings.r * (mod.in_features + mod.out_features)
+        elif isinstance(mod, (nn.Conv1d, nn.Conv2d)):
+            k = int(torch.tensor(mod.kernel_size).prod())
+            total += settings.r * (mod.in_channels * k // mod.groups) + settings.r * mod.out_channels
+        elif isinstance(mod, nn.Embedding):
+            total += settings.r * (mod.num_embeddings + mod.embedding_dim)
+    return total
+
+
+def attach(root: nn.Module, settings: LoRASettings) -> nn.Module:
+    """Inject LoRA layers into ``root`` in place; freeze everything else. Returns ``root``."""
+    from peft import inject_adapter_in_model
+
+    names = [n for n, _ in root.named_modules()]
+    missing = check_targets(names, settings.target_modules)
+    if missing:
+        raise LoRAConfigError(unknown_targets_message(missing, names))
+    for p in root.parameters():
+        p.requires_grad_(False)
+    inject_adapter_in_model(settings.to_peft(), root)
+    for n, p in root.named_parameters():
+        p.requires_grad_("lora_" in n)
+    return root
+
+
+def adapter_state(root: nn.Module) -> dict[str, torch.Tensor]:
+    """LoRA weights keyed by original module names (``<name>.lora_A.weight``)."""
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(root).items()}
+
+
+def load_adapter_state(root: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    from peft import set_peft_model_state_dict
+
+    result = set_peft_model_state_dict(root, dict(state))
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise LoRAConfigError(f"The adapter has {len(unexpected)} weights this model lacks (first: {unexpected[0]}); "
+                              f"it was trained for other target modules or another model size.")
+
+
+def save_peft(root: nn.Module, settings: LoRASettings, directory: str | Path, base_model: str = "") -> Path:
+    from safetensors.torch import save_file
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    cfg = settings.to_peft()
+    cfg.base_model_name_or_path = base_model or None
+    cfg.save_pretrained(str(d))
+    state = {PEFT_PREFIX + k: v.contiguous() for k, v in adapter_state(root).items()}
+    save_file(state, str(d / "adapter_model.safetensors"), metadata={"format": "pt"})
+    return d
+
+
+def load_peft(directory: str | Path) -> tuple[LoRASettings, dict[str, torch.Tensor]]:
+    from safetensors.torch import load_file
+
+    d = Path(directory)
+    cfg_path, w_path = d / "adapter_config.json", d / "adapter_model.safetensors"
+    if not cfg_path.is_file() or not w_path.is_file():
+        raise LoRAConfigError(f"{d} is not a PEFT adapter folder: it needs adapter_config.json and adapter_model.safetensors.")
+    settings = LoRASettings.from_json(json.loads(cfg_path.read_text()))
+    state = {k[len(PEFT_PREFIX):] if k.startswith(PEFT_PREFIX) else k: v for k, v in load_file(str(w_path)).items()}
+    return settings, state
+
+
+def merge(root: nn.Module) -> nn.Module:
+    """Fold every LoRA layer into its base weight and put the plain layer back. In place."""
+    from peft.tuners.lora import LoraLayer
+
+    for name, mod in list(root.named_modules()):
+        if isinstance(mod, LoraLayer):
+            mod.merge(safe_merge=True)
+            parent_name, _, child = name.rpartition(".")
+            parent = root.get_submodule(parent_name) if parent_name else root
+            setattr(parent, child, mod.get_base_layer())
+    return root

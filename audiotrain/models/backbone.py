@@ -1,0 +1,44 @@
+"""The Backbone seam: the trainable network of one system.
+
+A plugin subclasses :class:`Backbone`. The core only relies on what is declared here:
+it feeds batches of (cached) features, reads back named losses/metrics, attaches LoRA to the
+modules named by ``default_lora_targets`` (or the user's list), and asks for audio samples.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+
+class Backbone(nn.Module, ABC):
+    """Trainable network of a system.
+
+    ``training_losses`` returns a dict with at least ``"loss"`` (the scalar to optimise); every
+    other entry is logged as a metric under ``train/<name>``.
+    """
+
+    #: PEFT target-module suffixes used when the user gives none.
+    default_lora_targets: tuple[str, ...] = ()
+
+    @abstractmethod
+    def training_losses(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Compute named losses for one batch of features."""
+
+    def sample_audio(self, conditions: Mapping[str, Any], *, seed: int, steps: int) -> tuple[torch.Tensor, int]:
+        """Generate audio for fixed prompts; returns (waveforms (B, C, N), sample_rate).
+
+        Plugins that cannot render audio keep the default, and sample callbacks skip them.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot render audio samples")  # abstract: optional capability
+
+    def adapter_root(self) -> nn.Module:
+        """The module LoRA is injected into; its module names are the original project's names."""
+        return self
+
+    def lora_module_names(self) -> list[str]:
+        """Names of the modules LoRA can target (Linear / Conv / Embedding leaves)."""
+        kinds = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)
+        return [name for name, mod in self.adapter_root().named_modules() if isinstance(mod, kinds)]

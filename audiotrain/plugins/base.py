@@ -1,0 +1,101 @@
+"""The Plugin seam: what a system registers under the ``audiotrain.plugins`` entry-point group.
+
+A plugin is a plain object (usually a module-level instance of a :class:`Plugin` subclass). The core
+never imports a plugin by name; it loads whatever the entry points name (see ``registry.py``).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch
+    from omegaconf import DictConfig
+
+    from audiotrain.data.manifest import Manifest
+    from audiotrain.data.report import BadInputReport
+    from audiotrain.models.backbone import Backbone
+    from audiotrain.tokenizers.base import Tokenizer
+
+
+class DataReader(ABC):
+    """Recognises one on-disk data format and turns it into manifest rows."""
+
+    #: short name shown to users ("raw song folder", "HF dataset saved to disk", ...)
+    description: str = ""
+
+    @abstractmethod
+    def matches(self, path: Path) -> bool:
+        """Whether ``path`` is in this reader's format (cheap check, no decoding)."""
+
+    @abstractmethod
+    def read(self, path: Path, report: "BadInputReport") -> "Manifest":
+        """Read rows; every unusable item goes into ``report`` with its reason, never silently dropped."""
+
+
+class Plugin(ABC):
+    """Everything one system contributes to audiotrain."""
+
+    #: the name users type: ``model=<name>``
+    name: str = ""
+    #: audio format the dataset prepares for this system
+    sample_rate: int = 48000
+    channels: int = 2
+
+    @abstractmethod
+    def config_options(self) -> Mapping[tuple[str, str], Path]:
+        """Config group options this plugin adds: ``{(group, option): yaml_path}``.
+
+        Must include ``("model", self.name)``. Options are composed into the global package, so a
+        model option may also set the plugin's defaults for shared groups (optimizer, scheduler, trainer).
+        """
+
+    @abstractmethod
+    def readers(self) -> Sequence[DataReader]:
+        """Data formats this plugin understands, tried in order."""
+
+    @abstractmethod
+    def build_tokenizers(self, cfg: "DictConfig") -> list["Tokenizer"]:
+        """Frozen encoders whose outputs are cached (order matters only for display)."""
+
+    @abstractmethod
+    def build_backbone(self, cfg: "DictConfig", *, device: str = "cpu") -> "Backbone":
+        """The trainable network, weights loaded from ``model.checkpoint_dir`` when the preset asks for it."""
+
+    @abstractmethod
+    def collate(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Batch a list of per-example feature dicts."""
+
+    def validate(self, cfg: "DictConfig") -> list[str]:
+        """Plugin-specific config errors (plain sentences); the core adds them to its own."""
+        return []
+
+    def lora_module_names(self, cfg: "DictConfig") -> list[str]:
+        """Module names LoRA can target, without loading weights (default: build on the meta device)."""
+        import torch
+
+        with torch.device("meta"):
+            backbone = self.build_backbone(cfg, device="meta")
+        return backbone.lora_module_names()
+
+    def commands(self) -> Mapping[str, Callable[[list[str]], int]]:
+        """Extra ``audiotrain <command>`` subcommands (e.g. ``convert``)."""
+        return {}
+
+    def prepare_example(self, row: Mapping[str, Any], rng: Any) -> dict[str, Any]:
+        """Turn a manifest row into the example the tokenizers read (default: the row itself)."""
+        return dict(row)
+
+    def audio_spec(self, cfg: "DictConfig"):
+        """How this system wants its audio (rate/channels from the plugin, bounds from ``dataset``)."""
+        from audiotrain.data.audio_io import AudioSpec
+
+        d = cfg.dataset
+        return AudioSpec(sample_rate=self.sample_rate, channels=self.channels,
+                         min_duration=float(d.min_duration), max_duration=float(d.max_duration),
+                         silence_threshold=float(d.silence_threshold))
+
+    def save_adapter_native(self, root: "torch.nn.Module", settings: Any, directory: Path) -> Path | None:
+        """Write the adapter in the original project's format too (None: the system has none)."""
+        return None

@@ -1,0 +1,46 @@
+"""A Tokenizer whose heavy model is built on first use.
+
+The cache key is known up front (config + weight-file fingerprints), so a run whose features are
+all cached never loads the frozen encoder at all.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import torch
+
+from audiotrain.tokenizers.base import Tokenizer
+
+
+class LazyTokenizer(Tokenizer):
+    def __init__(self, name: str, key: str, factory: Callable[[], Tokenizer], needs_audio: bool = False):
+        self.name = name
+        self._key = key
+        self._factory = factory
+        self._inner: Tokenizer | None = None
+        self.needs_audio = needs_audio
+
+    @property
+    def loaded(self) -> bool:
+        return self._inner is not None
+
+    def get(self) -> Tokenizer:
+        if self._inner is None:
+            self._inner = self._factory()
+        return self._inner
+
+    def cache_key(self) -> str:
+        return self._key
+
+    def encode(self, example: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        return self.get().encode(example)
+
+    def to(self, device: Any) -> "LazyTokenizer":
+        inner = self.get()
+        if hasattr(inner, "to"):
+            inner.to(device)
+        return self
+
+    def release(self) -> None:
+        """Drop the heavy model (e.g. after the cache is built)."""
+        self._inner = None

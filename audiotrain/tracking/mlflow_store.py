@@ -1,0 +1,118 @@
+"""MLflow tracking: embedded SQLite store by default, one run per training job.
+
+Params are the flattened composed config (dotted keys, values truncated to MLflow's limit), plus
+``override.<key>`` params for what the command line changed, so sweep axes are their own columns.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+PARAM_VALUE_LIMIT = 500
+BATCH = 100
+
+
+def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def default_uri(cwd: str | Path | None = None) -> str:
+    return f"sqlite:///{Path(cwd or os.getcwd()).resolve() / 'mlflow.db'}"
+
+
+def artifact_root_for(uri: str) -> str | None:
+    """Artifacts of an embedded store live beside its database, in ``mlartifacts/``."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+class Tracker:
+    """A thin, explicit MLflow client wrapper (no global fluent state, safe in worker processes)."""
+
+    def __init__(self, uri: str, experiment: str):
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            root = artifact_root_for(uri)
+            location = f"{root}/{experiment.replace('/', '_')}" if root else None
+            try:
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            except Exception:  # created meanwhile by a parallel job
+                self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
+        else:
+            self.experiment_id = exp.experiment_id
+        self.experiment = experiment
+        self.run_id: str | None = None
+
+    def start(self, run_name: str, tags: Mapping[str, str], run_id: str | None = None) -> str:
+        if run_id:
+            try:
+                self.client.get_run(run_id)
+                self.run_id = run_id
+                self.client.update_run(run_id, status="RUNNING")
+                return run_id
+            except Exception:
+                pass
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
+        self.run_id = run.info.run_id
+        return self.run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        existing = self.client.get_run(self.run_id).data.params
+        items = [Param(k, _short(v)) for k, v in params.items() if k not in existing]
+        for i in range(0, len(items), BATCH):
+            self.client.log_batch(self.run_id, params=items[i:i + BATCH])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [Metric(k, float(v), ts, int(step)) for k, v in metrics.items()]
+        if items:
+            self.client.log_batch(self.run_id, metrics=items)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, str(v))
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        p = Path(path)
+        if p.is_dir():
+            self.client.log_artifacts(self.run_id, str(p), artifact_path)
+        elif p.is_file():
+            self.client.log_artifact(self.run_id, str(p), artifact_path)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        if self.run_id:
+            self.client.set_terminated(self.run_id, status=status)
+
+
+def _short(v: Any) -> str:
+    s = str(v)
+    return s if len(s) <= PARAM_VALUE_LIMIT else s[: PARAM_VALUE_LIMIT - 3] + "..."
+
+
+def override_params(overrides: Iterable[str]) -> dict[str, str]:
+    """``lora.r=16`` → ``{"override.lora.r": "16"}`` (sweep axes as their own UI columns)."""
+    out = {}
+    for o in overrides:
+        key, sep, value = o.lstrip("+~").partition("=")
+        if sep:
+            out[f"override.{key}"] = value
+    return out

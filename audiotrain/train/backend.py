@@ -1,0 +1,41 @@
+"""Trainer backends: local (one process / Lightning auto), DDP (NCCL on GPU, gloo on CPU), DeepSpeed."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from audiotrain.errors import UserError
+
+
+class BackendError(UserError):
+    pass
+
+
+def accelerator(cfg: Any) -> str:
+    acc = str(cfg.trainer.accelerator)
+    if acc == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if acc == "gpu" and not torch.cuda.is_available():
+        raise BackendError("trainer.accelerator=gpu but no CUDA GPU is visible: use trainer.accelerator=cpu or auto.")
+    return acc
+
+
+def strategy(cfg: Any, acc: str) -> Any:
+    name = cfg.backend.name
+    if name == "local":
+        return "auto"
+    if name == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        pg = cfg.backend.get("process_group_backend") or ("nccl" if acc == "gpu" else "gloo")
+        return DDPStrategy(process_group_backend=pg, find_unused_parameters=bool(cfg.backend.find_unused_parameters))
+    if name == "deepspeed":
+        if acc != "gpu":
+            raise BackendError("backend=deepspeed needs CUDA GPUs here (Lightning's DeepSpeed strategy refuses a CPU); "
+                               "use backend=local or backend=ddp on a CPU.")
+        from lightning.pytorch.strategies import DeepSpeedStrategy
+
+        return DeepSpeedStrategy(stage=int(cfg.backend.stage), offload_optimizer=bool(cfg.backend.offload_optimizer),
+                                 offload_parameters=bool(cfg.backend.offload_parameters))
+    raise BackendError(f"backend={name} is unknown: use local, ddp or deepspeed.")

@@ -1,0 +1,128 @@
+"""Lightning callbacks: progress bar, MLflow metrics, adapter saving, audio samples."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import lightning as L
+import torch
+
+
+class StepProgress(L.Callback):
+    """One tqdm bar over optimizer steps: loss, lr, it/s and ETA."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.bar = None
+
+    def on_train_start(self, trainer, pl_module):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total, initial=trainer.global_step, desc="train", unit="step",
+                        dynamic_ncols=True, smoothing=0.1)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.bar is None:
+            return
+        done = trainer.global_step - self.bar.n
+        m = trainer.callback_metrics
+        post = {}
+        if "train/loss" in m:
+            post["loss"] = f"{float(m['train/loss']):.4f}"
+        if trainer.optimizers:
+            post["lr"] = f"{trainer.optimizers[0].param_groups[0]['lr']:.2e}"
+        self.bar.set_postfix(post, refresh=False)
+        if done > 0:
+            self.bar.update(done)
+
+    def on_train_end(self, trainer, pl_module):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class MetricsToTracker(L.Callback):
+    """Per optimizer step: every ``train/*`` metric, lr, grad_norm and it/s to MLflow."""
+
+    def __init__(self, tracker: Any):
+        self.tracker = tracker
+        self._t = None
+        self._grad_norm: float | None = None
+        self.history: list[dict[str, float]] = []
+
+    def on_train_start(self, trainer, pl_module):
+        self._t = time.perf_counter()
+        self._last_step = trainer.global_step
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        norms = [p.grad.detach().float().norm() for p in pl_module.parameters() if p.grad is not None]
+        self._grad_norm = float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step == self._last_step:
+            return  # still accumulating
+        now = time.perf_counter()
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+        metrics["train/lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+        if self._grad_norm is not None:
+            metrics["train/grad_norm"] = self._grad_norm
+        metrics["train/it_per_s"] = (step - self._last_step) / max(now - self._t, 1e-9)
+        self._t, self._last_step = now, step
+        self.history.append({"step": step, **metrics})
+        if self.tracker is not None:
+            self.tracker.log_metrics(metrics, step)
+
+
+class AdapterSaver(L.Callback):
+    """Adapters every ``every`` optimizer steps and at the end, in every format the run asks for."""
+
+    def __init__(self, every: int, save: Callable[[Path], None], root: Path, tracker: Any):
+        self.every, self.save, self.root, self.tracker = every, save, Path(root), tracker
+        self.saved: list[Path] = []
+
+    def _save(self, name: str) -> Path:
+        out = self.root / name
+        self.save(out)
+        self.saved.append(out)
+        if self.tracker is not None:
+            self.tracker.log_artifact(out, f"adapters/{name}")
+        return out
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if self.every > 0 and step > 0 and step % self.every == 0 and getattr(self, "_last", -1) != step:
+            self._last = step
+            self._save(f"step_{step}")
+
+    def on_train_end(self, trainer, pl_module):
+        self._save("final")
+
+
+class SampleRenderer(L.Callback):
+    """Fixed prompts rendered every ``every`` steps (and at step 0): wav + spectrogram png per prompt."""
+
+    def __init__(self, every: int, render: Callable[[int, Path], list[Path]], root: Path, tracker: Any):
+        self.every, self.render, self.root, self.tracker = every, render, Path(root), tracker
+        self._done: set[int] = set()
+
+    def _maybe(self, trainer, pl_module, step: int) -> None:
+        if self.every <= 0 or step % self.every or step in self._done or trainer.global_rank != 0:
+            return
+        self._done.add(step)
+        out = self.root / f"step_{step}"
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            files = self.render(step, out)
+        finally:
+            pl_module.train(was_training)
+        if self.tracker is not None:
+            for f in files:
+                self.tracker.log_artifact(f, f"samples/step_{step}")
+
+    def on_train_start(self, trainer, pl_module):
+        self._maybe(trainer, pl_module, trainer.global_step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._maybe(trainer, pl_module, trainer.global_step)

@@ -1,0 +1,99 @@
+"""The LightningModule every plugin trains through.
+
+It owns the backbone (trainable), reaches the frozen encoders only when features are not cached,
+seeds every micro-step deterministically (so a resumed run is bit-identical to an uninterrupted
+one), and saves only trainable weights in checkpoints when an adapter is used.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import lightning as L
+import torch
+
+from audiotrain.data.sampler import ResumableSampler
+from audiotrain.models.backbone import Backbone
+from audiotrain.plugins.base import Plugin
+from audiotrain.tokenizers.base import Tokenizer
+from audiotrain.train.optim import build_optimizer, build_scheduler
+
+
+class TrainModule(L.LightningModule):
+    def __init__(self, backbone: Backbone, plugin: Plugin, cfg: Any, tokenizers: Sequence[Tokenizer],
+                 sampler: ResumableSampler | None, adapter_only: bool):
+        super().__init__()
+        self.backbone = backbone
+        self.plugin = plugin
+        self.cfg = cfg
+        self._tokenizers = list(tokenizers)  # not submodules: never in checkpoints, moved on first use
+        self._tokenizers_device: torch.device | None = None
+        self.sampler = sampler
+        self.adapter_only = adapter_only
+        self.strict_loading = not adapter_only
+        self.extra_state: dict[str, Any] = {}
+
+    # ---- features -------------------------------------------------------------------------
+    def features(self, batch: list[dict[str, Any]]) -> dict[str, Any]:
+        items = []
+        for ex in batch:
+            if "features" in ex:
+                items.append(ex["features"])
+            else:
+                items.append(self._encode(ex["raw"]))
+        out = self.plugin.collate(items)
+        return {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in out.items()}
+
+    @torch.no_grad()
+    def _encode(self, example: dict[str, Any]) -> dict[str, torch.Tensor]:
+        if self._tokenizers_device != self.device:
+            for t in self._tokenizers:
+                if hasattr(t, "to"):
+                    t.to(self.device)
+            self._tokenizers_device = self.device
+        ex = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in example.items()}
+        feats: dict[str, torch.Tensor] = {}
+        for t in self._tokenizers:
+            feats.update({k: v.to("cpu") for k, v in t.encode(ex).items()})
+        return feats
+
+    # ---- steps ----------------------------------------------------------------------------
+    def step_generator(self, batch_idx: int) -> torch.Generator:
+        accum = max(1, int(self.cfg.trainer.accumulate_grad_batches))
+        seed = int(self.cfg.seed) * 1_000_003 + int(self.global_step) * 64 + batch_idx % accum
+        torch.manual_seed(seed)  # dropout and any other global-RNG use in the step
+        gen = torch.Generator(device=self.device if self.device.type != "meta" else "cpu")
+        return gen.manual_seed(seed)
+
+    def training_step(self, batch: list[dict[str, Any]], batch_idx: int) -> torch.Tensor:
+        gen = self.step_generator(batch_idx)
+        feats = self.features(batch)
+        losses = self.backbone.training_losses(feats, generator=gen)
+        bs = len(batch)
+        for name, value in losses.items():
+            self.log(f"train/{name}", value.detach().float(), prog_bar=(name == "loss"), batch_size=bs,
+                     on_step=True, on_epoch=False)
+        if self.sampler is not None:
+            self.sampler.advance(bs)
+        return losses["loss"]
+
+    def configure_optimizers(self):
+        opt = build_optimizer(self.cfg.optimizer, self.backbone.parameters())
+        total = int(self.cfg.trainer.max_steps)
+        sched = build_scheduler(self.cfg.scheduler, opt, total)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.adapter_only:
+            keep = {n for n, p in self.named_parameters() if p.requires_grad}
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        checkpoint["audiotrain"] = {
+            "sampler": self.sampler.state_dict() if self.sampler is not None else None,
+            **self.extra_state,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("audiotrain") or {}
+        if self.sampler is not None and state.get("sampler"):
+            self.sampler.load_state_dict(state["sampler"])
+        self.extra_state.update({k: v for k, v in state.items() if k != "sampler"})

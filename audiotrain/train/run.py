@@ -1,0 +1,216 @@
+"""One training job, end to end: validate → data → cache → model → LoRA → Lightning → MLflow."""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from audiotrain.config.validate import lightning_precision, validate
+from audiotrain.data.cache import FeatureCache
+from audiotrain.data.dataset import AudioDataset, collate_passthrough
+from audiotrain.data.prepare import prepare_items, resolve_manifest
+from audiotrain.data.report import BadInputReport
+from audiotrain.data.sampler import ResumableSampler
+from audiotrain.lora import adapter as lora_adapter
+from audiotrain.lora.from_config import settings_from_cfg
+from audiotrain.models.backbone import Backbone
+from audiotrain.plugins import registry
+from audiotrain.tracking.mlflow_store import Tracker, flatten, override_params
+from audiotrain.tracking.samples import write_sample
+from audiotrain.train import run_dir as rd
+
+console = Console(stderr=True, soft_wrap=True)
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal for what matters: our report, the progress bar, the result."""
+    import logging
+
+    for name in ("lightning.pytorch", "lightning.fabric", "bitsandbytes", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*litlogger.*")
+
+
+def _progress(rows, desc):
+    from tqdm.auto import tqdm
+
+    return tqdm(rows, desc=desc, unit="file", dynamic_ncols=True)
+
+
+def resolve_resume(cfg: DictConfig) -> Path | None:
+    if cfg.get("ckpt_path"):
+        return Path(str(cfg.ckpt_path)).resolve()
+    if cfg.get("resume") == "auto":
+        found = rd.find_latest_checkpoint(cfg.paths.log_dir, cfg.exp_name)
+        if found is None:
+            console.print(f"[yellow]resume=auto: no checkpoint yet for exp_name={cfg.exp_name}; starting fresh.[/]")
+        return found
+    return None
+
+
+def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Run one training job. Returns a summary (run dir, adapter dir, MLflow run id, losses)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from audiotrain.train.backend import accelerator, strategy
+    from audiotrain.train.callbacks import AdapterSaver, MetricsToTracker, SampleRenderer, StepProgress
+    from audiotrain.train.module import TrainModule
+
+    overrides = list(overrides or [])
+    quiet_libraries()
+    plugin = registry.get(OmegaConf.select(cfg, "model.name"))
+    validate(cfg, plugin, module_names=plugin.lora_module_names(cfg) if cfg.lora.get("target_modules") else None)
+    ckpt = resolve_resume(cfg)
+    run_dir = rd.run_dir_of_checkpoint(ckpt) if ckpt else Path(str(cfg.paths.run_dir)).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if ckpt:
+        console.print(f"Resuming from {ckpt} (run directory {run_dir}).")
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    acc = accelerator(cfg)
+    prec = lightning_precision(cfg.precision.name)
+    console.print(f"Device: {acc}, precision {prec}, backend {cfg.backend.name}")
+    if prec == "16-mixed" and acc == "cpu":
+        console.print("[yellow]precision=16-mixed on a CPU runs as bf16 (no fp16 loss scaling happens on a CPU).[/]")
+
+    # ---- data ---------------------------------------------------------------------------
+    report = BadInputReport()
+    spec = plugin.audio_spec(cfg)
+    manifest = resolve_manifest(cfg.data, plugin, report).repeated(int(cfg.dataset.repeat_count))
+    tokenizers = plugin.build_tokenizers(cfg)
+    cache = FeatureCache(cfg.cache_dir, plugin.name) if cfg.cache else None
+    try:
+        items = prepare_items(manifest, plugin, spec, tokenizers, cache, report, progress=_progress)
+    finally:
+        console.print(report.render())
+        report.save(run_dir)
+    if cfg.dataset.get("limit"):
+        items = items[: int(cfg.dataset.limit)]
+    if cache is not None:
+        for t in tokenizers:  # with the cache, frozen encoders are not kept during training
+            if hasattr(t, "release"):
+                t.release()
+    dataset = AudioDataset(items, plugin, spec, tokenizers, cache)
+    sampler = ResumableSampler(len(dataset), seed=int(cfg.seed), shuffle=bool(cfg.dataset.shuffle))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=int(cfg.dataset.batch_size), sampler=sampler,
+        num_workers=int(cfg.dataset.num_workers), collate_fn=collate_passthrough,
+        persistent_workers=False, pin_memory=acc == "gpu")
+
+    # ---- model + adapter -----------------------------------------------------------------
+    backbone = plugin.build_backbone(cfg)
+    root = backbone.adapter_root()
+    settings = settings_from_cfg(cfg.lora, backbone.default_lora_targets)
+    if settings is not None:
+        lora_adapter.attach(root, settings)
+    else:
+        for p in root.parameters():
+            p.requires_grad_(True)
+    if cfg.trainer.get("gradient_checkpointing") and hasattr(backbone, "enable_gradient_checkpointing"):
+        backbone.enable_gradient_checkpointing()
+    trainable = sum(p.numel() for p in backbone.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in backbone.parameters())
+    console.print(f"Model {plugin.name} ({cfg.model.get('preset')}): {trainable:,} trainable of {total:,} parameters"
+                  + (f"; LoRA r={settings.r} alpha={settings.alpha:g} on {', '.join(settings.target_modules)}" if settings else "; full fine-tune"))
+    module = TrainModule(backbone, plugin, cfg, tokenizers, sampler, adapter_only=settings is not None)
+
+    # ---- tracking ------------------------------------------------------------------------
+    tracker = None
+    if cfg.tracking.name == "mlflow":
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        tracker = Tracker(str(cfg.tracking.uri), cfg.tracking.get("experiment") or f"audiotrain/{plugin.name}")
+        tags = {"plugin": plugin.name, "git_sha": rd.git_sha(), "run_dir": str(run_dir)}
+        if os.environ.get("AUDIOTRAIN_PARENT_RUN_ID"):
+            tags["mlflow.parentRunId"] = os.environ["AUDIOTRAIN_PARENT_RUN_ID"]
+        run_id = tracker.start(cfg.tracking.get("run_name") or str(cfg.exp_name), tags=tags,
+                               run_id=rd.read_run_id(run_dir) if ckpt else None)
+        rd.write_run_id(run_dir, run_id)
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        params = flatten(resolved)
+        params.update(override_params(overrides))
+        params["lora.trainable_params"] = trainable
+        tracker.log_params(params)
+        cfg_file = run_dir / "config.yaml"
+        cfg_file.write_text(OmegaConf.to_yaml(resolved))
+        tracker.log_artifact(cfg_file)
+        tracker.log_artifact(rd.write_command(run_dir, overrides))
+        for f in ("bad_inputs.txt", "bad_inputs.json"):
+            tracker.log_artifact(run_dir / f, "data")
+
+    # ---- callbacks -----------------------------------------------------------------------
+    adapters_dir = run_dir / "adapters"
+
+    def save_adapter(out: Path) -> None:
+        if settings is None:
+            from safetensors.torch import save_file
+
+            out.mkdir(parents=True, exist_ok=True)
+            save_file({k: v.contiguous() for k, v in root.state_dict().items()}, str(out / "model.safetensors"))
+            return
+        lora_adapter.save_peft(root, settings, out / "peft", base_model=f"{plugin.name}:{cfg.model.get('preset')}")
+        plugin.save_adapter_native(root, settings, out / plugin.name)
+
+    def render(step: int, out: Path) -> list[Path]:
+        k = max(1, int(cfg.trainer.sample_prompts))
+        batch = [dataset[i] for i in range(min(k, len(dataset)))]
+        conditions = module.features(batch)
+        with torch.no_grad():
+            wavs, sr = backbone.sample_audio(conditions, seed=int(cfg.seed), steps=int(cfg.trainer.sample_steps))
+        files: list[Path] = []
+        for i, ex in enumerate(batch):
+            files += write_sample(wavs[i].float().cpu().numpy(), sr, out / f"pred_{i}_{ex['key']}",
+                                  title=f"step {step} — {ex['key']}")
+        return files
+
+    metrics_cb = MetricsToTracker(tracker)
+    callbacks = [
+        StepProgress(int(cfg.trainer.max_steps)) if cfg.trainer.progress_bar else None,
+        metrics_cb,
+        AdapterSaver(int(cfg.trainer.every_n_train_steps), save_adapter, adapters_dir, tracker),
+        ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="step={step}", auto_insert_metric_name=False,
+                        every_n_train_steps=int(cfg.trainer.every_n_train_steps) or None,
+                        save_top_k=int(cfg.trainer.keep_last_n), monitor="step", mode="max", save_last=True),
+    ]
+    if int(cfg.trainer.every_plot_step) > 0 and type(backbone).sample_audio is not Backbone.sample_audio:
+        callbacks.append(SampleRenderer(int(cfg.trainer.every_plot_step), render, run_dir / "samples", tracker))
+    trainer = L.Trainer(
+        accelerator=acc, devices=int(cfg.trainer.devices), num_nodes=int(cfg.trainer.num_nodes),
+        strategy=strategy(cfg, acc), precision=prec,
+        max_steps=int(cfg.trainer.max_steps), max_epochs=int(cfg.trainer.max_epochs),
+        accumulate_grad_batches=int(cfg.trainer.accumulate_grad_batches),
+        gradient_clip_val=cfg.trainer.gradient_clip_val, gradient_clip_algorithm=str(cfg.trainer.gradient_clip_algorithm),
+        reload_dataloaders_every_n_epochs=int(cfg.trainer.reload_dataloaders_every_n_epochs),
+        val_check_interval=cfg.trainer.val_check_interval, log_every_n_steps=int(cfg.trainer.log_every_n_steps),
+        callbacks=[c for c in callbacks if c is not None], logger=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=str(run_dir), num_sanity_val_steps=0,
+        use_distributed_sampler=False, deterministic=False,
+    )
+    status = "FAILED"
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*too few batches.*|.*smaller than the logging interval.*")
+            trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt) if ckpt else None)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if tracker is not None:
+            tracker.finish(status)
+    losses = [h["train/loss"] for h in metrics_cb.history if "train/loss" in h]
+    summary = {
+        "run_dir": str(run_dir), "adapter_dir": str(adapters_dir / "final"),
+        "mlflow_run_id": tracker.run_id if tracker else None, "tracking_uri": str(cfg.tracking.uri) if tracker else None,
+        "steps": trainer.global_step, "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None, "skipped": len(report), "usable": report.usable,
+        "trainable_params": trainable,
+    }
+    rd.summary_file(run_dir, summary)
+    return summary

@@ -1,0 +1,9 @@
+"""Write the demo song folder (ACE-Step's seed format) used by `make demo`."""
+import sys
+
+from audiotrain.data.synth import demo_specs, write_song_folder
+
+if __name__ == "__main__":
+    out = sys.argv[1] if len(sys.argv) > 1 else "demo_data/songs"
+    paths = write_song_folder(out, demo_specs())
+    print(f"Wrote {len(paths)} demo songs (mp3 + _prompt.txt + _lyrics.txt) to {out}")

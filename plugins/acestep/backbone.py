@@ -1,0 +1,125 @@
+"""ACE-Step as an audiotrain Backbone: the transformer, its flow-matching loss and its sampler."""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import torch
+
+from audiotrain.models.backbone import Backbone
+
+from audiotrain_acestep import flow
+from audiotrain_acestep.transformer import ACEStepTransformer2DModel
+
+#: the default of ACE-Step's config/zh_rap_lora_config.json
+DEFAULT_TARGETS = ("speaker_embedder", "linear_q", "linear_k", "linear_v", "to_q", "to_k", "to_v", "to_out.0")
+
+
+class ACEStepBackbone(Backbone):
+    default_lora_targets = DEFAULT_TARGETS
+
+    def __init__(self, transformer: ACEStepTransformer2DModel, settings: Mapping[str, Any],
+                 decoder_factory: Callable[[], Any] | None = None):
+        super().__init__()
+        self.transformer = transformer
+        self.shift = float(settings.get("shift", 3.0))
+        self.num_train_timesteps = int(settings.get("num_train_timesteps", 1000))
+        self.logit_mean = float(settings.get("logit_mean", 0.0))
+        self.logit_std = float(settings.get("logit_std", 1.0))
+        self.text_dropout = float(settings.get("text_dropout", 0.15))
+        self.speaker_dropout = float(settings.get("speaker_dropout", 0.5))
+        self.lyric_dropout = float(settings.get("lyric_dropout", 0.15))
+        self.ssl_coeff = float(settings.get("ssl_coeff", 1.0))
+        self.guidance_scale = float(settings.get("sample_guidance_scale", 1.0))
+        self.register_buffer("sigmas", flow.shifted_sigmas(self.num_train_timesteps, self.shift), persistent=False)
+        self._decoder_factory = decoder_factory
+        self._decoder = None
+
+    def adapter_root(self) -> torch.nn.Module:
+        return self.transformer
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.transformer.enable_gradient_checkpointing()
+
+    # ---- training -------------------------------------------------------------------------
+    def _drop(self, batch_size: int, p: float, gen: torch.Generator | None, device) -> torch.Tensor:
+        """Per-sample keep mask (1 = keep) with drop probability ``p``."""
+        r = torch.rand(batch_size, generator=gen, device=gen.device if gen is not None else "cpu")
+        return (r >= p).to(device=device, dtype=torch.float32)
+
+    def training_losses(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        x0 = batch["latents"]
+        b = x0.shape[0]
+        dev = x0.device
+        text, text_mask = batch["text_hidden"], batch["text_mask"]
+        speaker = batch["speaker_emb"]
+        lyric_ids, lyric_mask = batch["lyric_token_ids"], batch["lyric_mask"]
+        if self.training:  # condition dropout (classifier-free guidance), independent per sample
+            keep_t = self._drop(b, self.text_dropout, generator, dev)
+            keep_s = self._drop(b, self.speaker_dropout, generator, dev)
+            keep_l = self._drop(b, self.lyric_dropout, generator, dev)
+            text = text * keep_t.view(b, 1, 1).to(text.dtype)
+            speaker = speaker * keep_s.view(b, 1).to(speaker.dtype)
+            lyric_ids = lyric_ids * keep_l.view(b, 1).long()
+            lyric_mask = lyric_mask * keep_l.view(b, 1).to(lyric_mask.dtype)
+        sigma = flow.sample_sigma(b, self.sigmas, self.logit_mean, self.logit_std, generator).to(dev)
+        noise = torch.randn(x0.shape, generator=generator, device=generator.device if generator is not None else "cpu").to(dev, x0.dtype)
+        x_t = flow.noisy(x0, sigma.to(x0.dtype), noise)
+        ssl = None
+        if self.ssl_coeff > 0 and "ssl_mert" in batch:
+            ssl = [batch["ssl_mert"], batch["ssl_m-hubert"]]
+        out = self.transformer(
+            hidden_states=x_t, attention_mask=batch["latent_mask"], encoder_text_hidden_states=text,
+            text_attention_mask=text_mask, speaker_embeds=speaker, lyric_token_idx=lyric_ids, lyric_mask=lyric_mask,
+            timestep=sigma * 1000.0, ssl_hidden_states=ssl)
+        denoise = flow.x0_mse(x_t, out.sample, x0, sigma, batch["latent_mask"])
+        losses = {"denoising_loss": denoise}
+        total = denoise
+        if out.proj_losses:
+            for name, value in out.proj_losses:
+                losses[f"{name}_loss"] = value
+            total = total + self.ssl_coeff * torch.stack([v for _, v in out.proj_losses]).mean()
+        losses["loss"] = total
+        return losses
+
+    # ---- samples --------------------------------------------------------------------------
+    def decoder(self):
+        if self._decoder is None:
+            if self._decoder_factory is None:
+                raise RuntimeError("this ACE-Step backbone was built without a DCAE decoder")
+            self._decoder = self._decoder_factory()
+        return self._decoder
+
+    @torch.no_grad()
+    def sample_latents(self, conditions: Mapping[str, Any], *, seed: int, steps: int) -> torch.Tensor:
+        x0 = conditions["latents"]
+        b = x0.shape[0]
+        dev = x0.device
+        tr = self.transformer
+        enc, enc_mask = tr.encode(conditions["text_hidden"], conditions["text_mask"], conditions["speaker_emb"],
+                                  conditions["lyric_token_ids"], conditions["lyric_mask"])
+        if self.guidance_scale != 1.0:
+            null, null_mask = tr.encode(torch.zeros_like(conditions["text_hidden"]), conditions["text_mask"],
+                                        torch.zeros_like(conditions["speaker_emb"]),
+                                        torch.zeros_like(conditions["lyric_token_ids"]),
+                                        torch.zeros_like(conditions["lyric_mask"]))
+        mask = conditions["latent_mask"]
+
+        def velocity(x, t):
+            v, _ = tr.decode(x, mask, enc, enc_mask, t)
+            if self.guidance_scale != 1.0:
+                vu, _ = tr.decode(x, mask, null, null_mask, t)
+                v = vu + self.guidance_scale * (v - vu)
+            return v
+
+        gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        return flow.euler_sample(velocity, tuple(x0.shape), steps, self.shift, gen, dev, x0.dtype)
+
+    @torch.no_grad()
+    def sample_audio(self, conditions: Mapping[str, Any], *, seed: int, steps: int) -> tuple[torch.Tensor, int]:
+        latents = self.sample_latents(conditions, seed=seed, steps=steps)
+        dec = self.decoder()
+        dec.to(latents.device)
+        lengths = conditions["latent_lengths"].cpu() * dec.hop_length * dec.time_multiple
+        lengths = (lengths * dec.source_sample_rate) // dec.sample_rate
+        sr, wavs = dec.decode(latents, audio_lengths=lengths)
+        return wavs, sr

@@ -1,0 +1,85 @@
+"""Finding and loading the released ACE-Step v1 checkpoint (four folders) from local disk only."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from audiotrain.errors import UserError
+
+SUBDIRS = ("music_dcae_f8c8", "music_vocoder", "ace_step_transformer", "umt5-base")
+HF_REPO_FOLDER = "models--ACE-Step--ACE-Step-v1-3.5B"
+
+
+class WeightsNotFound(UserError):
+    pass
+
+
+def _complete(d: Path) -> bool:
+    return all((d / s).is_dir() for s in SUBDIRS)
+
+
+def hf_cache_roots() -> list[Path]:
+    roots = []
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            roots.append(Path(os.environ[var]))
+    if os.environ.get("HF_HOME"):
+        roots.append(Path(os.environ["HF_HOME"]) / "hub")
+    roots.append(Path.home() / ".cache" / "huggingface" / "hub")
+    return roots
+
+
+def locate(checkpoint_dir: str | None) -> Path:
+    """The folder holding the four sub-folders; a clear error when the weights are nowhere."""
+    if checkpoint_dir:
+        d = Path(checkpoint_dir).expanduser()
+        if _complete(d):
+            return d
+        for sub in d.glob(f"{HF_REPO_FOLDER}/snapshots/*") if d.is_dir() else []:
+            if _complete(sub):
+                return sub
+        missing = [s for s in SUBDIRS if not (d / s).is_dir()]
+        raise WeightsNotFound(
+            f"model.checkpoint_dir={checkpoint_dir} lacks {', '.join(s + '/' for s in missing)}: put the ACE-Step v1-3.5B "
+            f"folders ({', '.join(s + '/' for s in SUBDIRS)}) there, or use model.preset=tiny to try audiotrain without weights.")
+    for root in hf_cache_roots():
+        for sub in sorted((root / HF_REPO_FOLDER / "snapshots").glob("*")) if (root / HF_REPO_FOLDER).is_dir() else []:
+            if _complete(sub):
+                return sub
+    raise WeightsNotFound(
+        "The ACE-Step v1-3.5B weights are not on this machine (looked in the Hugging Face cache "
+        f"{hf_cache_roots()[-1]}): put the folders {', '.join(s + '/' for s in SUBDIRS)} in a directory and pass "
+        "model.checkpoint_dir=DIR, or use model.preset=tiny to try audiotrain without weights.")
+
+
+def read_config(folder: Path) -> dict:
+    p = folder / "config.json"
+    if not p.is_file():
+        return {}
+    return {k: v for k, v in json.loads(p.read_text()).items() if not k.startswith("_")}
+
+
+def load_transformer(root: Path, dtype: torch.dtype = torch.float32):
+    """Build the transformer from its config.json on the meta device, then assign the safetensors weights."""
+    from safetensors.torch import load_file
+
+    from audiotrain_acestep.presets import PRESETS
+    from audiotrain_acestep.transformer import ACEStepTransformer2DModel
+
+    folder = root / "ace_step_transformer"
+    config = {**PRESETS["v1-3.5b"], **read_config(folder)}
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    if not weights.is_file():
+        raise WeightsNotFound(f"{weights} is missing: the ace_step_transformer/ folder needs its safetensors file.")
+    with torch.device("meta"):
+        model = ACEStepTransformer2DModel(config)
+    state = {k: v.to(dtype) for k, v in load_file(str(weights)).items()}
+    result = model.load_state_dict(state, strict=False, assign=True)
+    if result.missing_keys or result.unexpected_keys:
+        raise UserError(f"{weights} does not match the ACE-Step transformer: {len(result.missing_keys)} missing keys "
+                        f"(e.g. {result.missing_keys[:2]}), {len(result.unexpected_keys)} unexpected "
+                        f"(e.g. {result.unexpected_keys[:2]}).")
+    return model  # non-persistent caches (RoPE, positions) rebuild themselves on first use

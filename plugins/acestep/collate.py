@@ -1,0 +1,41 @@
+"""Batch ACE-Step per-example features (zero right-padding, masks from lengths)."""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import torch
+
+
+def pad_stack(tensors: Sequence[torch.Tensor], dim: int = -1, value: float = 0.0) -> torch.Tensor:
+    """Right-pad along ``dim`` to the longest, then stack on a new first axis."""
+    longest = max(t.shape[dim] for t in tensors)
+    out = []
+    for t in tensors:
+        pad = longest - t.shape[dim]
+        if pad:
+            shape = list(t.shape)
+            shape[dim] = pad
+            t = torch.cat([t, t.new_full(shape, value)], dim=dim)
+        out.append(t)
+    return torch.stack(out)
+
+
+def collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    latents = pad_stack([it["latents"] for it in items], dim=-1)
+    lengths = torch.cat([it["latent_length"].view(1) for it in items]).long()
+    lengths = torch.minimum(lengths.clamp_min(1), torch.tensor(latents.shape[-1]))
+    frame_mask = (torch.arange(latents.shape[-1])[None, :] < lengths[:, None]).float()
+    batch = {
+        "latents": latents,
+        "latent_lengths": lengths,
+        "latent_mask": frame_mask,
+        "text_hidden": pad_stack([it["text_hidden"] for it in items], dim=0),
+        "text_mask": pad_stack([it["text_mask"] for it in items], dim=0),
+        "lyric_token_ids": pad_stack([it["lyric_token_ids"] for it in items], dim=0).long(),
+        "lyric_mask": pad_stack([it["lyric_mask"] for it in items], dim=0),
+        "speaker_emb": torch.stack([it["speaker_emb"] for it in items]),
+    }
+    for name in ("ssl_mert", "ssl_m-hubert"):
+        if all(name in it for it in items):
+            batch[name] = [it[name] for it in items]
+    return batch

@@ -1,0 +1,112 @@
+"""Building ACE-Step's frozen encoders (lazily) and the trainable backbone from the composed config."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from audiotrain.tokenizers.base import file_fingerprint, stable_hash
+from audiotrain.tokenizers.lazy import LazyTokenizer
+from audiotrain.errors import UserError
+
+from audiotrain_acestep import checkpoint as ckpt
+from audiotrain_acestep.presets import PRESETS
+
+TINY_INIT_SEED = 0  # the tiny preset's frozen encoders are random but always the same
+
+
+def preset_name(cfg: Any) -> str:
+    name = str(cfg.model.preset)
+    if name not in PRESETS:
+        raise UserError(f"model.preset={name} is unknown: use one of {', '.join(PRESETS)}.")
+    return name
+
+
+def transformer_config(cfg: Any) -> dict:
+    if preset_name(cfg) == "tiny":
+        return dict(PRESETS["tiny"])
+    return {**PRESETS["v1-3.5b"], **ckpt.read_config(ckpt.locate(cfg.model.checkpoint_dir) / "ace_step_transformer")}
+
+
+def _seeded(fn):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_INIT_SEED)
+        return fn()
+
+
+def lyric_vocab(cfg: Any, root: Path | None) -> str | None:
+    if cfg.model.get("lyric_vocab_path"):
+        p = Path(str(cfg.model.lyric_vocab_path)).expanduser()
+        if not p.is_file():
+            raise UserError(f"model.lyric_vocab_path={p} does not exist: give ACE-Step's lyrics_utils/vocab.json.")
+        return str(p)
+    if root is None:
+        return None  # tiny: the built-in 6693-id vocabulary
+    for cand in (root / "vocab.json", root / "lyrics_utils" / "vocab.json"):
+        if cand.is_file():
+            return str(cand)
+    raise UserError(
+        f"The lyric tokenizer's vocab.json is not in {root}: copy acestep/models/lyrics_utils/vocab.json from the "
+        "ACE-Step repository there, or pass model.lyric_vocab_path=FILE.")
+
+
+def build_tokenizers(cfg: Any) -> list[LazyTokenizer]:
+    from audiotrain_acestep.features import LatentFeature, SpeakerFeature
+    from audiotrain_acestep.lyric_features import LyricTokenizerFeature
+    from audiotrain_acestep.lyric_tokenizer import LyricTokenizer
+    from audiotrain_acestep.music_dcae import MusicDCAE
+    from audiotrain_acestep.text_encoder import TextEncoder, TextEncoderFeature
+
+    preset = preset_name(cfg)
+    tcfg = transformer_config(cfg)
+    max_text = int(cfg.model.max_text_tokens)
+    if preset == "tiny":
+        root = None
+        dcae_key = stable_hash("tiny-dcae", TINY_INIT_SEED, MusicDCAE.from_preset.__qualname__)
+        text_key = stable_hash("tiny-umt5", TINY_INIT_SEED, max_text)
+        make_dcae = lambda: _seeded(lambda: MusicDCAE.from_preset("tiny"))  # noqa: E731
+        make_text = lambda: TextEncoder.tiny(seed=TINY_INIT_SEED, max_length=max_text)  # noqa: E731
+    else:
+        root = ckpt.locate(cfg.model.checkpoint_dir)
+        dcae_key = stable_hash("dcae", *(file_fingerprint(str(p)) for p in sorted(
+            (root / "music_dcae_f8c8").glob("*.safetensors"))), *(file_fingerprint(str(p)) for p in sorted(
+            (root / "music_vocoder").glob("*.safetensors"))))
+        text_key = stable_hash("umt5", max_text, *(file_fingerprint(str(p)) for p in sorted(
+            (root / "umt5-base").glob("*.safetensors"))), *(file_fingerprint(str(p)) for p in sorted(
+            (root / "umt5-base").glob("tokenizer*.json"))))
+        make_dcae = lambda: MusicDCAE.from_pretrained(root / "music_dcae_f8c8", root / "music_vocoder")  # noqa: E731
+        make_text = lambda: TextEncoder.from_dir(root / "umt5-base", max_length=max_text)  # noqa: E731
+    vocab = lyric_vocab(cfg, root)
+    lyric = LyricTokenizerFeature(LyricTokenizer(vocab))
+    speaker = SpeakerFeature(int(tcfg["speaker_embedding_dim"]))
+    return [
+        LazyTokenizer("latents", stable_hash("latents", dcae_key), lambda: LatentFeature(make_dcae(), dcae_key), needs_audio=True),
+        LazyTokenizer("text", stable_hash("text", text_key), lambda: TextEncoderFeature(make_text())),
+        LazyTokenizer("lyrics", lyric.cache_key(), lambda: lyric),
+        LazyTokenizer("speaker", speaker.cache_key(), lambda: speaker),
+    ]
+
+
+def build_backbone(cfg: Any, device: str = "cpu"):
+    from audiotrain_acestep.backbone import ACEStepBackbone
+    from audiotrain_acestep.music_dcae import MusicDCAE
+    from audiotrain_acestep.transformer import ACEStepTransformer2DModel
+
+    preset = preset_name(cfg)
+    settings = dict(cfg.model)
+    if device == "meta":  # module names only (LoRA target checks): no weights, no files
+        return ACEStepBackbone(ACEStepTransformer2DModel(dict(PRESETS[preset])), settings)
+    if preset == "tiny":
+        transformer = _seeded(lambda: ACEStepTransformer2DModel(dict(PRESETS["tiny"])))
+        decoder = lambda: _seeded(lambda: MusicDCAE.from_preset("tiny"))  # noqa: E731
+    else:
+        root = ckpt.locate(cfg.model.checkpoint_dir)
+        transformer = ckpt.load_transformer(root)
+        decoder = lambda: MusicDCAE.from_pretrained(root / "music_dcae_f8c8", root / "music_vocoder")  # noqa: E731
+    return ACEStepBackbone(transformer, settings, decoder_factory=decoder)
+
+
+def transformer_summary(cfg: Any) -> str:
+    return json.dumps(transformer_config(cfg))

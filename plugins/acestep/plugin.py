@@ -1,0 +1,94 @@
+"""The ACE-Step plugin object registered under the ``audiotrain.plugins`` entry point."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from audiotrain.plugins.base import Plugin
+
+CONF = Path(__file__).resolve().parent / "conf"
+
+
+class ACEStepPlugin(Plugin):
+    name = "acestep"
+    sample_rate = 48000
+    channels = 2
+
+    def config_options(self):
+        return {("model", "acestep"): CONF / "model" / "acestep.yaml",
+                ("lora", "acestep_zh_rap"): CONF / "lora" / "acestep_zh_rap.yaml"}
+
+    def readers(self):
+        from audiotrain_acestep.readers import HFSongDataset, RawSongFolder
+
+        return [HFSongDataset(), RawSongFolder()]
+
+    def build_tokenizers(self, cfg):
+        from audiotrain_acestep.encoders import build_tokenizers
+
+        return build_tokenizers(cfg)
+
+    def build_backbone(self, cfg, *, device: str = "cpu"):
+        from audiotrain_acestep.encoders import build_backbone
+
+        return build_backbone(cfg, device=device)
+
+    def collate(self, items: Sequence[Mapping[str, Any]]):
+        from audiotrain_acestep.collate import collate
+
+        return collate(items)
+
+    def prepare_example(self, row, rng):
+        import random
+
+        from audiotrain_acestep.prompts import prompt_from_tags
+
+        # Deterministic per song (seeded by its key) so cached and on-the-fly features are identical.
+        prompt = prompt_from_tags(row.get("tags"), row.get("recaption"), random.Random(str(row["key"])))
+        return {"key": row["key"], "prompt": prompt, "lyrics": row.get("lyrics", ""),
+                "speaker_emb_path": row.get("speaker_emb_path", "")}
+
+    def validate(self, cfg) -> list[str]:
+        from audiotrain_acestep.presets import PRESETS
+
+        problems = []
+        m = cfg.model
+        if str(m.get("preset")) not in PRESETS:
+            problems.append(f"model.preset={m.get('preset')} is unknown: use one of {', '.join(PRESETS)}.")
+        if m.get("timestep_density") != "logit_normal":
+            problems.append(f"model.timestep_density={m.get('timestep_density')} is not supported: use logit_normal.")
+        shift = m.get("shift")
+        if not isinstance(shift, (int, float)) or shift <= 0:
+            problems.append(f"model.shift={shift} must be a positive number (ACE-Step uses 3.0).")
+        for key in ("text_dropout", "speaker_dropout", "lyric_dropout"):
+            v = m.get(key)
+            if not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                problems.append(f"model.{key}={v} must be a probability in [0, 1].")
+        if str(m.get("preset")) == "v1-3.5b":
+            from audiotrain_acestep import checkpoint
+
+            try:
+                checkpoint.locate(m.get("checkpoint_dir"))
+            except checkpoint.WeightsNotFound as exc:
+                problems.append(str(exc))
+        return problems
+
+    def lora_module_names(self, cfg):
+        import torch
+
+        with torch.device("meta"):
+            backbone = self.build_backbone(cfg, device="meta")
+        return backbone.lora_module_names()
+
+    def save_adapter_native(self, root, settings, directory):
+        from audiotrain_acestep import adapter_format
+
+        return adapter_format.save(root, settings, directory)
+
+    def commands(self):
+        from audiotrain_acestep.convert import convert
+
+        return {"convert": convert}
+
+
+PLUGIN = ACEStepPlugin()
