@@ -99,3 +99,12 @@ class Plugin(ABC):
     def save_adapter_native(self, root: "torch.nn.Module", settings: Any, directory: Path) -> Path | None:
         """Write the adapter in the original project's format too (None: the system has none)."""
         return None
+
+    def save_merged(self, backbone: "Backbone", cfg: "DictConfig", directory: Path) -> Path:
+        """Write a merged (adapter-free) backbone; plugins override this to use the original layout."""
+        from safetensors.torch import save_file
+
+        directory.mkdir(parents=True, exist_ok=True)
+        out = directory / "model.safetensors"
+        save_file({k: v.contiguous() for k, v in backbone.adapter_root().state_dict().items()}, str(out))
+        return out

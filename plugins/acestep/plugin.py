@@ -90,5 +90,22 @@ class ACEStepPlugin(Plugin):
 
         return {"convert": convert}
 
+    def save_merged(self, backbone, cfg, directory):
+        """The merged transformer in the release layout: ace_step_transformer/{config.json, safetensors}."""
+        import json
+
+        from safetensors.torch import save_file
+
+        from audiotrain_acestep.encoders import transformer_config
+
+        folder = directory / "ace_step_transformer"
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.contiguous() for k, v in backbone.adapter_root().state_dict().items()}
+        save_file(state, str(folder / "diffusion_pytorch_model.safetensors"))
+        (folder / "config.json").write_text(json.dumps({"_class_name": "ACEStepTransformer2DModel",
+                                                       **transformer_config(cfg)}, indent=2))
+        return folder
+
 
 PLUGIN = ACEStepPlugin()
+
