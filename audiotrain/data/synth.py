@@ -103,7 +103,7 @@ def demo_specs(count: int = 6, seconds: float = 6.0) -> list[SongSpec]:
     leads = ["synthesizer", "piano", "guitar"]
     out = []
     for i in range(count):
-        lyrics = LYRICS_ZH if i == 3 else ("" if i == 4 else LYRICS_EN[i % len(LYRICS_EN)])
+        lyrics = LYRICS_ZH if i == 2 else ("" if i == 3 else LYRICS_EN[i % len(LYRICS_EN)])
         out.append(SongSpec(name=f"demo_song_{i + 1:02d}", bpm=[96, 120, 128, 84, 140, 110][i % 6],
                             root=[9, 0, 7, 2, 4, 5][i % 6], minor=i % 2 == 0, lead=leads[i % 3],
                             seconds=seconds + (i % 3), lyrics=lyrics, energetic=i % 3 != 1))

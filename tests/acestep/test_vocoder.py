@@ -146,9 +146,9 @@ def test_filterbank_shape_positivity_order_and_slaney_area():
     assert (fb.max(axis=0) <= height * (1 + 1e-9)).all()
     bin_hz = 22050.0 / 1024
     area = fb.sum(axis=0) * bin_hz
-    wide = (pts[2:] - pts[:-2]) > 20 * bin_hz
-    assert wide.sum() > 60
-    np.testing.assert_allclose(area[wide], 1.0, atol=0.02)
+    wide = (pts[2:] - pts[:-2]) > 8 * bin_hz  # Riemann sums are only accurate over several FFT bins
+    assert wide.sum() > 50
+    np.testing.assert_allclose(area[wide], 1.0, atol=0.01)
     # exact triangle value at an arbitrary bin
     m, k = 100, int(round(pts[101] / bin_hz)) + 3
     f = k * bin_hz
@@ -222,11 +222,20 @@ def test_resample_440hz_sine_48k_to_44k1_and_back():
     assert float((back.double() - x.double()).abs()[400:-400].max()) < 1e-2
 
 
-def test_resample_dc_gain_and_anti_aliasing():
-    ones = torch.ones(4800)
-    y = resample(ones, 48000, 44100)
-    assert float((y[200:-200] - 1).abs().max()) < 2e-3
+def _gain(freq: float, **kw) -> float:
     t = torch.arange(48000, dtype=torch.float64) / 48000
-    above_nyquist = torch.sin(2 * math.pi * 23500.0 * t).float()  # above 22.05 kHz: must be filtered out
-    z = resample(above_nyquist, 48000, 44100)
-    assert float(z[300:-300].abs().max()) < 0.05
+    z = resample(torch.sin(2 * math.pi * freq * t), 48000, 44100, **kw)
+    return float(z[600:-600].abs().max())
+
+
+def test_resample_dc_gain_and_frequency_response():
+    y = resample(torch.ones(4800), 48000, 44100)
+    assert float((y[200:-200] - 1).abs().max()) < 2e-3
+    # default filter (6 zero crossings, rolloff 0.99, the torchaudio default ACE-Step uses): flat up to the mel
+    # f_max of 16 kHz, a wide transition band around the 21.8 kHz cutoff
+    assert abs(_gain(1000.0) - 1) < 2e-3
+    assert _gain(16000.0) > 0.99
+    assert 0.3 < _gain(23500.0) < 0.5
+    # a longer kernel sharpens the transition: the same tone above the 22.05 kHz Nyquist is removed
+    assert _gain(23500.0, lowpass_filter_width=64) < 0.05
+    assert _gain(16000.0, lowpass_filter_width=64) > 0.99
