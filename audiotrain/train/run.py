@@ -196,6 +196,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*too few batches.*|.*smaller than the logging interval.*")
+            # our sampler state is in the checkpoint (ResumableSampler), so mid-epoch resume is exact
+            warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch.*")
+            warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
             trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt) if ckpt else None)
         status = "FINISHED"
     except KeyboardInterrupt:

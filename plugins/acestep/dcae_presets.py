@@ -2,10 +2,10 @@
 
 * ``"v1"`` - the released ``music_dcae_f8c8`` / ``music_vocoder`` configs (156,812,426 + 103,005,138 params).
   The DC-AE values are those that load the released checkpoint (its folder may ship an empty config.json).
-* ``"tiny"`` - a CPU test model (~0.32 M DC-AE + ~0.1 M vocoder params) with the same interfaces: 2 audio channels in,
+* ``"tiny"`` - a CPU test model (~0.29 M DC-AE + ~0.1 M vocoder params) with the same interfaces: 2 audio channels in,
   8 latent channels, x8 compression in mel height (128 -> 16) and time (f8c8); a vocoder taking 128 mel bins and
   upsampling x512 (one hop) to 44.1 kHz. Widths keep every head/shortcut divisibility valid (head dim 16 with a
-  64-wide attention stage = 4 heads; 64/8 latent groups; 4*C_in/C_out integer at every transition).
+  64-wide attention stage = 4 heads; 64/8 latent groups; 4*C_in/C_out = 2 at every transition).
 
 Presets are plain dicts of constructor keyword arguments (JSON-compatible lists), usable as config.json content.
 """
@@ -41,8 +41,8 @@ DCAE_PRESETS: dict[str, dict] = {
         "attention_head_dim": 16,
         "encoder_block_types": ["ResBlock", "ResBlock", "ResBlock", "EfficientViTBlock"],
         "decoder_block_types": ["ResBlock", "ResBlock", "ResBlock", "EfficientViTBlock"],
-        "encoder_block_out_channels": [16, 32, 32, 64],
-        "decoder_block_out_channels": [16, 32, 32, 64],
+        "encoder_block_out_channels": [8, 16, 32, 64],
+        "decoder_block_out_channels": [8, 16, 32, 64],
         "encoder_layers_per_block": [1, 1, 1, 1],
         "decoder_layers_per_block": [1, 1, 1, 1],
         "encoder_qkv_multiscales": [[], [], [5], [5]],
@@ -94,7 +94,7 @@ VOCODER_PRESETS: dict[str, dict] = {
         "resblock_kernel_sizes": [3, 5],
         "resblock_dilation_sizes": [[1, 3], [1, 3]],
         "num_mels": 64,
-        "upsample_initial_channel": 32,
+        "upsample_initial_channel": 16,
         "use_template": False,
         "pre_conv_kernel_size": 7,
         "post_conv_kernel_size": 7,

@@ -64,7 +64,9 @@ def build_tokenizers(cfg: Any) -> list[LazyTokenizer]:
     max_text = int(cfg.model.max_text_tokens)
     if preset == "tiny":
         root = None
-        dcae_key = stable_hash("tiny-dcae", TINY_INIT_SEED, MusicDCAE.from_preset.__qualname__)
+        from audiotrain_acestep.dcae_presets import DCAE_PRESETS, VOCODER_PRESETS
+
+        dcae_key = stable_hash("tiny-dcae", TINY_INIT_SEED, DCAE_PRESETS["tiny"], VOCODER_PRESETS["tiny"])
         text_key = stable_hash("tiny-umt5", TINY_INIT_SEED, max_text)
         make_dcae = lambda: _seeded(lambda: MusicDCAE.from_preset("tiny"))  # noqa: E731
         make_text = lambda: TextEncoder.tiny(seed=TINY_INIT_SEED, max_length=max_text)  # noqa: E731

@@ -188,11 +188,11 @@ def test_tiny_encode_decode_shapes_and_lengths(tiny):
     assert float(wavs[0, :, 144000:].abs().max()) == 0.0  # cropped to its own length
     assert float(wavs[0, :, :144000].abs().max()) > 0.0
     assert float(wavs.abs().max()) <= 1.0 + 1e-3
-    sr, full = tiny.decode(latents)
-    assert full.shape == (2, 2, math.ceil(44 * 4096 * 160 / 147))
-    torch.testing.assert_close(full[1, :, :192000], wavs[1])
-    sr44, w44 = tiny.decode(latents[:1], sr=44100)
-    assert sr44 == 44100 and w44.shape == (1, 2, 44 * 4096)
+    sr, full = tiny.decode(latents[1:])  # no lengths: the whole decoded signal
+    assert full.shape == (1, 2, math.ceil(44 * 4096 * 160 / 147))
+    torch.testing.assert_close(full[0, :, :192000], wavs[1])
+    sr44, w44 = tiny.decode(latents[:1, :, :, :8], sr=44100)  # no resampling at the internal rate
+    assert sr44 == 44100 and w44.shape == (1, 2, 8 * 4096)
 
 
 def test_tiny_from_pretrained_round_trip_is_bit_exact(tiny, tmp_path):
@@ -223,7 +223,7 @@ def test_from_pretrained_partial_config_falls_back_to_v1_values(tiny, tmp_path):
     assert next(loaded.dcae.parameters()).dtype == torch.bfloat16
     assert loaded.vocoder.mel_transform.mel_scale.fb.dtype == torch.float32
     latents, _ = loaded.encode(_clips()[0][:1, :, :48000])
-    assert latents.shape == (1, 8, 16, 2) and latents.dtype == torch.bfloat16
+    assert latents.shape == (1, 8, 16, 11) and latents.dtype == torch.bfloat16  # 1 s -> 45056 samples
 
 
 def test_from_pretrained_errors(tiny, tmp_path):

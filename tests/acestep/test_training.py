@@ -1,0 +1,78 @@
+"""Training through the real path (config → data → cache → Lightning) on the tiny preset, CPU, seeded."""
+from __future__ import annotations
+
+import shutil
+
+import torch
+from safetensors.torch import load_file
+
+from audiotrain.train.run import train
+
+
+def losses_of(summary_run_dir):
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(summary_run_dir) / "summary.json").read_text())
+
+
+def test_cache_on_and_off_give_the_same_loss(tiny_cfg):
+    on = train(tiny_cfg("trainer.max_steps=4", "cache=true", run="on"))
+    off = train(tiny_cfg("trainer.max_steps=4", "cache=false", run="off"))
+    assert on["steps"] == off["steps"] == 4
+    a = load_file(f"{on['adapter_dir']}/peft/adapter_model.safetensors")
+    b = load_file(f"{off['adapter_dir']}/peft/adapter_model.safetensors")
+    assert abs(on["first_loss"] - off["first_loss"]) < 1e-6
+    assert abs(on["last_loss"] - off["last_loss"]) < 1e-5
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_second_run_reuses_the_cache_without_loading_encoders(tiny_cfg, monkeypatch):
+    train(tiny_cfg("trainer.max_steps=1", run="warm"))
+    from audiotrain_acestep import music_dcae, text_encoder
+
+    def boom(*a, **k):
+        raise AssertionError("a frozen encoder was loaded although every feature is cached")
+
+    monkeypatch.setattr(music_dcae.MusicDCAE, "from_preset", boom)
+    monkeypatch.setattr(text_encoder.TextEncoder, "tiny", boom)
+    summary = train(tiny_cfg("trainer.max_steps=2", run="cached"))
+    assert summary["steps"] == 2
+
+
+def test_resume_is_identical_to_an_uninterrupted_run(tiny_cfg, tmp_path):
+    common = ("trainer.every_n_train_steps=3", "dataset.repeat_count=2", "optimizer.lr=1e-3")
+    full = train(tiny_cfg("trainer.max_steps=6", *common, run="full"))
+    half = train(tiny_cfg("trainer.max_steps=3", *common, run="half"))
+    ckpt = f"{half['run_dir']}/checkpoints/last.ckpt"
+    resumed = train(tiny_cfg("trainer.max_steps=6", *common, f"ckpt_path={ckpt}", run="ignored"))
+    assert resumed["run_dir"] == half["run_dir"] and resumed["steps"] == 6
+    a = load_file(f"{full['adapter_dir']}/peft/adapter_model.safetensors")
+    b = load_file(f"{resumed['adapter_dir']}/peft/adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # a LoRA run's checkpoint holds only the trainable weights
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    assert state and all("lora_" in k for k in state)
+
+
+def test_loss_falls_on_demo_data(tiny_cfg):
+    s = train(tiny_cfg("trainer.max_steps=80", "optimizer.lr=2e-3", "scheduler=constant", "lora.r=16",
+                       "model.text_dropout=0", "model.lyric_dropout=0", "model.speaker_dropout=0", run="fall"))
+    from pathlib import Path
+
+    assert (Path(s["adapter_dir"]) / "acestep" / "pytorch_lora_weights.safetensors").is_file()
+    assert s["last_loss"] < s["first_loss"]
+
+
+def test_full_finetune_and_keep_last_n(tiny_cfg):
+    s = train(tiny_cfg("lora=none", "trainer.max_steps=6", "trainer.every_n_train_steps=1", "trainer.keep_last_n=2",
+                       run="full_ft"))
+    from pathlib import Path
+
+    ckpts = sorted(p.name for p in (Path(s["run_dir"]) / "checkpoints").glob("step=*.ckpt"))
+    assert ckpts == ["step=5.ckpt", "step=6.ckpt"]
+    assert (Path(s["adapter_dir"]) / "model.safetensors").is_file()
+    assert s["trainable_params"] > 600_000
