@@ -68,7 +68,9 @@ def run(argv: list[str]) -> int:
         code = precheck(argv)
         if code:
             return code
+    from audiotrain.config.compose import normalize_overrides
+
     main = hydra.main(version_base="1.3", config_path="pkg://audiotrain.conf", config_name="train")(_task)
-    sys.argv = [sys.argv[0]] + argv
+    sys.argv = [sys.argv[0]] + [a if a.startswith("-") else normalize_overrides([a])[0] for a in argv]
     main()
     return 0

@@ -18,13 +18,39 @@ CONF_MODULE = "audiotrain.conf"
 CONFIG_NAME = "train"
 
 
+NUMERIC_GROUPS = ("precision",)
+
+
+def normalize_overrides(overrides: list[str]) -> list[str]:
+    """Make what users naturally type parse the way they mean it.
+
+    - ``precision=32`` (or ``precision=32,bf16-mixed``): Hydra reads 32 as a number and refuses it as a
+      group option, so numeric options are quoted.
+    - ``lora.alpha=${mul:2,${lora.r}}``: Hydra 1.3's override grammar fails on nested interpolations, so a
+      value with ``${`` is quoted as a whole.
+    """
+    out = []
+    for o in overrides:
+        key, sep, value = o.partition("=")
+        if not sep or value[:1] in ("'", '"'):
+            out.append(o)
+        elif "${" in value:
+            out.append(f"{key}='{value}'")
+        elif key.lstrip("+~") in NUMERIC_GROUPS:
+            parts = [f"'{v}'" if v.replace(".", "", 1).isdigit() else v for v in value.split(",")]
+            out.append(f"{key}={','.join(parts)}")
+        else:
+            out.append(o)
+    return out
+
+
 def _compose(overrides: list[str]) -> DictConfig:
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module=CONF_MODULE, version_base="1.3"):
-        return compose(config_name=CONFIG_NAME, overrides=overrides)
+        return compose(config_name=CONFIG_NAME, overrides=normalize_overrides(overrides))
 
 
 def _explain(override: str, exc: Exception, base: DictConfig | None) -> str:
@@ -67,14 +93,14 @@ def expand_sweep(overrides: list[str]) -> list[list[str]]:
     """The basic sweeper's cartesian product of ``a=1,2`` style overrides (one list per job)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    parsed = OverridesParser.create().parse_overrides(normalize_overrides(overrides))
     axes = []
     for o in parsed:
         key = o.get_key_element()
         if o.is_sweep_override():
             axes.append([f"{key}={v}" for v in o.sweep_string_iterator()])
         else:
-            axes.append([f"{key}={o.get_value_element_as_str()}"])
+            axes.append([o.input_line])
     return [list(job) for job in itertools.product(*axes)]
 
 

@@ -2,7 +2,7 @@
 
 * ``"v1"`` - the released ``music_dcae_f8c8`` / ``music_vocoder`` configs (156,812,426 + 103,005,138 params).
   The DC-AE values are those that load the released checkpoint (its folder may ship an empty config.json).
-* ``"tiny"`` - a CPU test model (~0.29 M DC-AE + ~0.1 M vocoder params) with the same interfaces: 2 audio channels in,
+* ``"tiny"`` - a CPU test model (~0.27 M DC-AE + ~0.09 M vocoder params) with the same interfaces: 2 audio channels in,
   8 latent channels, x8 compression in mel height (128 -> 16) and time (f8c8); a vocoder taking 128 mel bins and
   upsampling x512 (one hop) to 44.1 kHz. Widths keep every head/shortcut divisibility valid (head dim 16 with a
   64-wide attention stage = 4 heads; 64/8 latent groups; 4*C_in/C_out = 2 at every transition).

@@ -95,7 +95,9 @@ class LinearSpectrogram(nn.Module):
         self.n_fft = n_fft
         self.win_length = win_length
         self.hop_length = hop_length
-        self.register_buffer("window", torch.hann_window(win_length), persistent=True)
+        # computed on CPU and copied by value: also works (cheaply) when built under a meta device context
+        window = torch.hann_window(win_length, device="cpu", dtype=torch.float32).numpy()
+        self.register_buffer("window", torch.tensor(window), persistent=True)
 
     def num_frames(self, num_samples: int) -> int:
         """Frames produced for ``num_samples`` input samples (``num_samples // hop`` for 2048/512)."""

@@ -82,7 +82,9 @@ class _WeightNormConv(nn.Module):
     @torch.no_grad()
     def reset_parameters(self, init_std: float | None = None) -> None:
         """``v`` ~ N(0, init_std) (or PyTorch's default conv init when None), bias ~ U(+-1/sqrt(fan_in)),
-        ``g = ||v||`` so the effective weight equals ``v`` at init."""
+        ``g = ||v||`` so the effective weight equals ``v`` at init. No-op on the meta device."""
+        if self.weight_v.is_meta:
+            return
         if init_std is None:
             nn.init.kaiming_uniform_(self.weight_v, a=math.sqrt(5))
         else:
@@ -170,7 +172,7 @@ class ConvNeXtBlock(nn.Module):
         self.pwconv1 = nn.Linear(dim, int(mlp_ratio * dim))
         self.act = nn.GELU()
         self.pwconv2 = nn.Linear(int(mlp_ratio * dim), dim)
-        self.gamma = nn.Parameter(layer_scale_init_value * torch.ones(dim)) if layer_scale_init_value > 0 else None
+        self.gamma = nn.Parameter(torch.full((dim,), float(layer_scale_init_value))) if layer_scale_init_value > 0 else None
         self.drop_path = drop_path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

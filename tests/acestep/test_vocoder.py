@@ -59,7 +59,8 @@ def test_v1_vocoder_keys_shapes_and_counts_on_meta():
 def test_v1_vocoder_loads_reference_layout_strictly_and_runs():
     ref = _ref()
     torch.manual_seed(0)
-    model = ADaMoSHiFiGANV1.from_config(vocoder_preset("v1")).eval()
+    with torch.device("meta"):  # no 100M-parameter random init; every tensor comes from the state dict
+        model = ADaMoSHiFiGANV1.from_config(vocoder_preset("v1")).eval()
     state = {}
     for key, shape in ref["keys"].items():
         t = torch.randn(shape) * 0.02
@@ -68,8 +69,9 @@ def test_v1_vocoder_loads_reference_layout_strictly_and_runs():
         state[key] = t
     state["mel_transform.spectrogram.window"] = torch.hann_window(2048)
     state["mel_transform.mel_scale.fb"] = torch.full((1025, 128), 0.25)
-    result = model.load_state_dict(state, strict=True)
+    result = model.load_state_dict(state, strict=True, assign=True)
     assert result.missing_keys == [] and result.unexpected_keys == []
+    assert all(t.device.type == "cpu" for t in model.state_dict().values())
     # the loaded buffers replace the computed ones
     assert torch.equal(model.mel_transform.mel_scale.fb, state["mel_transform.mel_scale.fb"])
     # the effective weight follows the loaded (g, v) pair
@@ -112,11 +114,16 @@ def test_weight_norm_convs_match_torch_legacy_weight_norm():
     torch.testing.assert_close(y, ref_up(x), rtol=1e-5, atol=1e-6)
 
 
-def test_tiny_vocoder_shapes():
+def test_tiny_vocoder_shapes_and_strict_reload():
     torch.manual_seed(0)
     model = ADaMoSHiFiGANV1.from_config(vocoder_preset("tiny")).eval()
-    wav = model.decode(torch.randn(3, 128, 10))
+    other = ADaMoSHiFiGANV1.from_config(vocoder_preset("tiny"))  # initialised model, in-place strict load
+    result = other.load_state_dict(model.state_dict(), strict=True)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    mel_in = torch.randn(3, 128, 10)
+    wav = model.decode(mel_in)
     assert wav.shape == (3, 1, 5120)
+    assert torch.equal(other.eval().decode(mel_in), wav)
     mel = model.encode(torch.randn(2, 1, 4096))
     assert mel.shape == (2, 128, 8)
 

@@ -1,0 +1,61 @@
+"""The command a user types, as a subprocess, on a folder with broken files: it finishes and records."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+AUDIOTRAIN = [sys.executable, "-m", "audiotrain.cli.main"]
+
+
+def run(args, cwd, timeout=300):
+    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", AUDIOTRAIN_CACHE=str(Path(cwd) / "cache"))
+    return subprocess.run(AUDIOTRAIN + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_smoke_run_with_broken_files_records_mlflow_and_adapter(broken_song_dir, tmp_path):
+    p = run(["model=acestep", f"data={broken_song_dir}", "lora.r=16", "debug=smoke"], tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    err = p.stderr
+    for name in ("broken_track.mp3", "silent_track.wav", "orphan_prompt.txt", "latin1_song_prompt.txt"):
+        assert f"SKIPPED {broken_song_dir / name}" in err or name in err
+    assert "2 usable, 4 skipped" in err
+    assert "Done." in err and "adapter:" in err.split("Done.")[1]
+    run_dirs = list((tmp_path / "exps" / "logs" / "chinese_rap_lora").iterdir())
+    run_dir = [d for d in run_dirs if (d / "summary.json").is_file()][0]
+    assert (run_dir / "adapters" / "final" / "acestep" / "pytorch_lora_weights.safetensors").is_file()
+    assert (run_dir / "adapters" / "final" / "peft" / "adapter_model.safetensors").is_file()
+    assert list((run_dir / "samples").rglob("*.wav")) and list((run_dir / "samples").rglob("*.png"))
+    assert "broken_track.mp3" in (run_dir / "bad_inputs.txt").read_text()
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("audiotrain/acestep")
+    (r,) = client.search_runs([exp.experiment_id])
+    assert r.info.status == "FINISHED"
+    assert r.data.params["lora.r"] == "16" and r.data.params["override.lora.r"] == "16"
+    assert r.data.params["precision.name"] == "32" and r.data.params["scheduler.name"] == "warmup_linear"
+    hist = client.get_metric_history(r.info.run_id, "train/loss")
+    assert len(hist) == 24 and {m.step for m in hist} == set(range(1, 25))
+    for key in ("train/lr", "train/grad_norm", "train/it_per_s", "train/denoising_loss"):
+        assert key in r.data.metrics
+    arts = {a.path for a in client.list_artifacts(r.info.run_id)}
+    assert {"config.yaml", "command.json", "data", "adapters", "samples"} <= arts
+    data_arts = {a.path for a in client.list_artifacts(r.info.run_id, "data")}
+    assert "data/bad_inputs.txt" in data_arts
+
+
+def test_bad_config_is_one_message_not_a_traceback(tmp_path):
+    p = run(["model=acestep", "model.preset=tiny", f"data={tmp_path / 'missing'}", "lora.r=0", "precision=fp8"], tmp_path)
+    assert p.returncode == 2
+    assert "Traceback" not in p.stderr
+    assert "precision=fp8 is unknown" in p.stderr and "lora.r=0 is not a positive integer" in p.stderr
+    assert "does not exist" in p.stderr
+
+
+def test_cfg_job_prints_the_composed_config(tmp_path):
+    p = run(["--cfg", "job", "model=acestep", "model.preset=tiny", "lora.r=8", "precision=bf16-mixed"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "r: 8" in p.stdout and "lightning: bf16-mixed" in p.stdout and "preset: tiny" in p.stdout
