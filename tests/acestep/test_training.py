@@ -76,3 +76,44 @@ def test_full_finetune_and_keep_last_n(tiny_cfg):
     assert ckpts == ["step=5.ckpt", "step=6.ckpt"]
     assert (Path(s["adapter_dir"]) / "model.safetensors").is_file()
     assert s["trainable_params"] > 600_000
+
+
+def test_bf16_mixed_accumulation_and_value_clipping(tiny_cfg):
+    import math
+
+    s = train(tiny_cfg("precision=bf16-mixed", "trainer.max_steps=2", "trainer.accumulate_grad_batches=2",
+                       "trainer.gradient_clip_algorithm=value", "trainer.gradient_clip_val=0.1", run="bf16"))
+    assert s["steps"] == 2 and math.isfinite(s["last_loss"])
+
+
+def test_two_jobs_building_the_cache_at_once(tiny_cfg, song_dir):
+    """Concurrent preparation of the same dataset: both finish, entries are complete and identical."""
+    import threading
+
+    from audiotrain.data.cache import FeatureCache
+    from audiotrain.data.prepare import prepare_items, resolve_manifest
+    from audiotrain.data.report import BadInputReport
+    from audiotrain_acestep.plugin import PLUGIN
+
+    cfg = tiny_cfg(run="concurrent")
+    results, errors = [], []
+
+    def job():
+        try:
+            report = BadInputReport()
+            manifest = resolve_manifest(str(song_dir), PLUGIN, report)
+            toks = PLUGIN.build_tokenizers(cfg)
+            cache = FeatureCache(cfg.cache_dir, "acestep")
+            results.append(prepare_items(manifest, PLUGIN, PLUGIN.audio_spec(cfg), toks, cache, report))
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=job) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert [it.fingerprint for it in results[0]] == [it.fingerprint for it in results[1]]
+    files = list(FeatureCache(cfg.cache_dir, "acestep").root.glob("*/*.safetensors"))
+    assert len(files) == 4 * 4 and not list(FeatureCache(cfg.cache_dir, "acestep").root.glob("*/*.tmp"))
