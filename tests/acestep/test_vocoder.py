@@ -62,11 +62,9 @@ def test_v1_vocoder_loads_reference_layout_strictly_and_runs():
     with torch.device("meta"):  # no 100M-parameter random init; every tensor comes from the state dict
         model = ADaMoSHiFiGANV1.from_config(vocoder_preset("v1")).eval()
     state = {}
-    for key, shape in ref["keys"].items():
-        t = torch.randn(shape) * 0.02
-        if key.endswith("weight_g"):
-            t = t.abs() + 0.5
-        state[key] = t
+    for key, shape in ref["keys"].items():  # uniform noise: one cheap pass over the 103M values
+        low, high = (0.5, 1.5) if key.endswith("weight_g") else (-0.05, 0.05)
+        state[key] = torch.empty(shape).uniform_(low, high)
     state["mel_transform.spectrogram.window"] = torch.hann_window(2048)
     state["mel_transform.mel_scale.fb"] = torch.full((1025, 128), 0.25)
     result = model.load_state_dict(state, strict=True, assign=True)
@@ -80,8 +78,8 @@ def test_v1_vocoder_loads_reference_layout_strictly_and_runs():
     expect = g * v / v.flatten(1).norm(dim=1)[:, None, None]
     torch.testing.assert_close(conv.weight, expect, rtol=1e-5, atol=1e-7)
     with torch.no_grad():
-        wav = model.decode(torch.randn(1, 128, 6))
-    assert wav.shape == (1, 1, 6 * 512)
+        wav = model.decode(torch.randn(1, 128, 3))
+    assert wav.shape == (1, 1, 3 * 512)
     assert wav.abs().max() <= 1.0 and torch.isfinite(wav).all()
 
 
