@@ -54,7 +54,8 @@ def _task(cfg) -> None:
             raise
         sys.exit(2)
     console.print(
-        f"\n[bold green]Done.[/] {summary['steps']} steps, loss {summary['first_loss']:.4f} → {summary['last_loss']:.4f}\n"
+        f"\n[bold green]Done.[/] {summary['steps']} steps; loss {summary['loss_start_mean']:.4f} → {summary['loss_end_mean']:.4f} "
+        f"(mean of the first and last 10% of steps)\n"
         f"  run directory: {summary['run_dir']}\n  adapter:       {summary['adapter_dir']}\n"
         + (f"  MLflow run:    {summary['mlflow_run_id']} in {summary['tracking_uri']}\n"
            f"  open the UI:   audiotrain ui   (then http://127.0.0.1:5000)" if summary["mlflow_run_id"] else "")

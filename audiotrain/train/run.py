@@ -212,8 +212,19 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         "run_dir": str(run_dir), "adapter_dir": str(adapters_dir / "final"),
         "mlflow_run_id": tracker.run_id if tracker else None, "tracking_uri": str(cfg.tracking.uri) if tracker else None,
         "steps": trainer.global_step, "first_loss": losses[0] if losses else None,
-        "last_loss": losses[-1] if losses else None, "skipped": len(report), "usable": report.usable,
+        "last_loss": losses[-1] if losses else None,
+        "loss_start_mean": _window_mean(losses, first=True), "loss_end_mean": _window_mean(losses, first=False),
+        "skipped": len(report), "usable": report.usable,
         "trainable_params": trainable,
     }
     rd.summary_file(run_dir, summary)
     return summary
+
+
+def _window_mean(values: list[float], first: bool) -> float | None:
+    """Mean of the first/last 10% of the per-step losses (at least one): the trend, not one noisy step."""
+    if not values:
+        return None
+    k = max(1, len(values) // 10)
+    window = values[:k] if first else values[-k:]
+    return sum(window) / len(window)

@@ -59,12 +59,13 @@ def test_resume_is_identical_to_an_uninterrupted_run(tiny_cfg, tmp_path):
 
 
 def test_loss_falls_on_demo_data(tiny_cfg):
-    s = train(tiny_cfg("trainer.max_steps=80", "optimizer.lr=2e-3", "scheduler=constant", "lora.r=16",
+    s = train(tiny_cfg("trainer.max_steps=120", "optimizer.lr=5e-3", "scheduler=constant", "lora.r=16",
                        "model.text_dropout=0", "model.lyric_dropout=0", "model.speaker_dropout=0", run="fall"))
     from pathlib import Path
 
     assert (Path(s["adapter_dir"]) / "acestep" / "pytorch_lora_weights.safetensors").is_file()
-    assert s["last_loss"] < s["first_loss"]
+    print("loss trend", s["loss_start_mean"], "->", s["loss_end_mean"])
+    assert s["loss_end_mean"] < 0.8 * s["loss_start_mean"]
 
 
 def test_full_finetune_and_keep_last_n(tiny_cfg):
