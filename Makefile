@@ -21,9 +21,7 @@ env: $(STAMP) ## Create the virtual environment (.venv) with every pinned depend
 
 demo: $(STAMP) ## Synthesise demo songs, train a tiny ACE-Step LoRA on CPU, record it in MLflow
 	$(BIN)/python experiments/make_demo_data.py demo_data/songs
-	$(BIN)/audiotrain model=acestep data=demo_data/songs model.preset=tiny exp_name=demo \
-		trainer.max_steps=300 trainer.every_n_train_steps=100 trainer.every_plot_step=150 trainer.sample_steps=8 \
-		trainer.accelerator=cpu dataset.num_workers=0 dataset.max_duration=8 optimizer.lr=1e-3 lora.r=16
+	$(BIN)/audiotrain model=acestep experiment=acestep_demo data=demo_data/songs
 	@echo ""
 	@echo "Open the MLflow UI with:  make ui   (or: $(BIN)/audiotrain ui) and browse to http://127.0.0.1:5000"
 

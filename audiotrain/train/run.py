@@ -31,8 +31,10 @@ def quiet_libraries() -> None:
     """Keep the terminal for what matters: our report, the progress bar, the result."""
     import logging
 
-    for name in ("lightning.pytorch", "lightning.fabric", "bitsandbytes", "mlflow", "alembic"):
+    for name in ("lightning.pytorch", "lightning.fabric", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # bitsandbytes says it lacks optional GPU-kernel packages on every import; nothing we use needs them
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*litlogger.*")
 

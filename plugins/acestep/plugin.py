@@ -16,7 +16,8 @@ class ACEStepPlugin(Plugin):
 
     def config_options(self):
         return {("model", "acestep"): CONF / "model" / "acestep.yaml",
-                ("lora", "acestep_zh_rap"): CONF / "lora" / "acestep_zh_rap.yaml"}
+                ("lora", "acestep_zh_rap"): CONF / "lora" / "acestep_zh_rap.yaml",
+                ("experiment", "acestep_demo"): CONF / "experiment" / "acestep_demo.yaml"}
 
     def readers(self):
         from audiotrain_acestep.readers import HFSongDataset, RawSongFolder

@@ -1,0 +1,548 @@
+"""audiotrain benchmark: ratios measured side by side in one run (run by ``make bench``).
+
+1. Framework overhead - audiotrain steps/s / a minimal hand-written PyTorch loop's steps/s, on the
+   tiny ACE-Step backbone with LoRA r=16 on the default targets, fed the same cached features.
+   The audiotrain side is the real path: ``audiotrain.train.run.train(cfg)`` (TrainModule inside a
+   lightning.Trainer, DataLoader over AudioDataset + FeatureCache, our callbacks, clip 0.5, AdamW from
+   our builder) with tracking=none; its steps/s comes from MetricsToTracker's per-step timing after a
+   warm-up. The hand loop uses the same model (same seeded init, same LoRA attach), the same optimizer
+   builder, the same clipping and the same batches (collated once, in the sampler's order). Rounds
+   alternate (ABBA) so machine noise hits both alike; the reported ratio is the median of per-round
+   ratios. Target >= 0.97.
+
+2. Feature cache - cached / on-the-fly steps/s and peak RSS, on a scaled-down ACE-Step whose frozen
+   encoders keep the release's proportions to the transformer (release: transformer 3.31 B params,
+   DC-AE 157 M + vocoder 103 M + UMT5 encoder 281 M = 0.164 of it). Every width of the release is divided
+   by ``--scale`` (depths kept), so parameter counts - and, for convolutions and per-token layers,
+   compute at a given audio length - keep their proportions. Each mode trains in a fresh subprocess
+   (``--mode cached|onthefly``) through ``run.train``; the cache is filled beforehand by a separate
+   ``--mode prepare`` subprocess, so the cached run never builds the frozen encoders (checked). Peak
+   memory = ``ru_maxrss`` of each subprocess. Targets: >= 1.5x the speed, <= 0.6x the memory.
+
+A benchmark never fails the build: missed targets exit 0 (a crash of the benchmark itself does not).
+
+Usage: ``python experiments/bench.py [--threads N] [--rounds N] [--seconds S] [--only overhead|cache]``
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+RESULT_TAG = "BENCH_RESULT "
+_RECORDERS: list[Any] = []  # every MetricsToTracker run.train creates (their per-step timing)
+SEED = 42
+
+# Release parameter counts (presets.py, dcae_presets.py docstrings; umt5-base encoder).
+RELEASE = {"transformer": 3_305_659_264, "dcae": 156_812_426, "vocoder": 103_005_138, "umt5": 281_000_000}
+
+
+# ---------------------------------------------------------------------------------------------
+# shared helpers
+# ---------------------------------------------------------------------------------------------
+def _setup_torch(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    warnings.filterwarnings("ignore")
+
+
+def _quiet_run_module():
+    """run.train's console, progress bar and per-step timing, captured instead of printed."""
+    from audiotrain.train import callbacks as cb
+    from audiotrain.train import run as runmod
+
+    runmod.console.quiet = True
+    runmod._progress = lambda rows, desc: rows
+    if not getattr(cb.MetricsToTracker, "_bench_recording", False):
+        base = cb.MetricsToTracker
+
+        class Recording(base):  # the same callback; we only keep a handle to read its history
+            _bench_recording = True
+
+            def __init__(self, tracker):
+                super().__init__(tracker)
+                _RECORDERS.append(self)
+
+        cb.MetricsToTracker = Recording
+    return runmod, _RECORDERS
+
+
+def _register_configs() -> None:
+    from audiotrain.config import resolvers
+    from audiotrain.plugins import registry
+
+    resolvers.register()
+    registry.register_configs()
+
+
+def _steps_per_s(history: list[dict[str, float]], warmup: int) -> float:
+    """Steady-state steps/s: total time of the optimizer steps after ``warmup`` (per-step it/s inverted)."""
+    rates = [h["train/it_per_s"] for h in history[warmup:]]
+    if not rates:
+        raise RuntimeError(f"no steps after the {warmup}-step warm-up")
+    return len(rates) / sum(1.0 / r for r in rates)
+
+
+def _write_songs(folder: Path, count: int, seconds: float) -> None:
+    """Synthetic songs, all of the same length (so every batch has the same shape)."""
+    from audiotrain.data.synth import LYRICS_EN, SongSpec, write_song_folder
+
+    leads = ["synthesizer", "piano"]  # the plucked-string timbre is a slow Python loop; not needed here
+    specs = [SongSpec(name=f"bench_song_{i:02d}", bpm=[96, 120, 128, 110][i % 4], root=[9, 0, 7, 2][i % 4],
+                      minor=i % 2 == 0, lead=leads[i % 2], seconds=seconds, lyrics=LYRICS_EN[i % len(LYRICS_EN)])
+             for i in range(count)]
+    write_song_folder(folder, specs)
+
+
+def _base_overrides(data: Path, work: Path, steps: int, repeat: int) -> list[str]:
+    return [
+        "model=acestep", "model.preset=tiny", f"data={data}", "tracking=none", f"seed={SEED}",
+        "trainer.accelerator=cpu", "dataset.num_workers=0", "trainer.progress_bar=false",
+        "trainer.every_plot_step=0", f"trainer.max_steps={steps}", f"dataset.repeat_count={repeat}",
+        f"cache_dir={work / 'cache'}", f"paths.log_dir={work / 'exps'}", "lora.r=16", "exp_name=bench",
+    ]
+
+
+def _loadavg() -> str:
+    try:
+        return "/".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. framework overhead (in this process)
+# ---------------------------------------------------------------------------------------------
+def framework_overhead(args, work: Path) -> dict[str, Any]:
+    import torch
+
+    from audiotrain.config.compose import _compose
+    from audiotrain.data.cache import FeatureCache
+    from audiotrain.data.dataset import AudioDataset
+    from audiotrain.data.prepare import prepare_items, resolve_manifest
+    from audiotrain.data.report import BadInputReport
+    from audiotrain.data.sampler import ResumableSampler
+    from audiotrain.lora import adapter as lora_adapter
+    from audiotrain.lora.from_config import settings_from_cfg
+    from audiotrain.plugins import registry
+    from audiotrain.train.optim import build_optimizer
+
+    runmod, recorders = _quiet_run_module()
+    _register_configs()
+    data = work / "songs"
+    _write_songs(data, count=4, seconds=args.tiny_seconds)
+    warmup, measured = args.overhead_warmup, args.overhead_steps
+    steps = warmup + measured
+    repeat = max(1, -(-steps // 4))  # one epoch covers the whole run (a real dataset has far more than 4 songs)
+    overrides = _base_overrides(data, work, steps, repeat)
+
+    def framework_round(i: int) -> float:
+        cfg = _compose(overrides + [f"paths.run_dir={work / 'runs' / f'fw{i}'}"])
+        runmod.train(cfg)
+        return _steps_per_s(recorders[-1].history, warmup)
+
+    # Untimed first run: builds the feature cache with the tiny frozen encoders, warms every code path.
+    t0 = time.perf_counter()
+    framework_round(-1)
+    setup_s = time.perf_counter() - t0
+
+    # The same batches for the hand loop: the cached features, collated by the plugin, in the sampler's order.
+    cfg = _compose(overrides)
+    plugin = registry.get("acestep")
+    spec = plugin.audio_spec(cfg)
+    manifest = resolve_manifest(cfg.data, plugin, BadInputReport()).repeated(repeat)
+    tokenizers = plugin.build_tokenizers(cfg)
+    cache = FeatureCache(cfg.cache_dir, plugin.name)
+    items = prepare_items(manifest, plugin, spec, tokenizers, cache, BadInputReport())
+    assert not any(getattr(t, "loaded", False) for t in tokenizers if t.name in ("latents", "text")), \
+        "cache should be complete"
+    dataset = AudioDataset(items, plugin, spec, tokenizers, cache)
+    bs = int(cfg.dataset.batch_size)
+    order = ResumableSampler(len(dataset), seed=SEED, shuffle=bool(cfg.dataset.shuffle)).order(0)
+    batches = [plugin.collate([dataset[j]["features"] for j in order[k:k + bs]]) for k in range(0, steps * bs, bs)]
+
+    backbone = plugin.build_backbone(cfg)
+    lora_adapter.attach(backbone.adapter_root(), settings_from_cfg(cfg.lora, backbone.default_lora_targets))
+    backbone.train()
+    optimizer = build_optimizer(cfg.optimizer, backbone.parameters())
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    clip = float(cfg.trainer.gradient_clip_val)
+
+    def hand_round(_i: int) -> float:
+        def step(k: int) -> None:
+            gen = torch.Generator().manual_seed(SEED * 1_000_003 + k)
+            loss = backbone.training_losses(batches[k], generator=gen)["loss"]
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, clip)
+            optimizer.step()
+            optimizer.zero_grad()
+
+        for k in range(warmup):
+            step(k)
+        t = time.perf_counter()
+        for k in range(warmup, steps):
+            step(k)
+        return measured / (time.perf_counter() - t)
+
+    fw, hand, ratios = [], [], []
+    for i in range(args.rounds):
+        pair = (framework_round, hand_round) if i % 2 == 0 else (hand_round, framework_round)  # ABBA
+        a, b = pair[0](i), pair[1](i)
+        f, h = (a, b) if i % 2 == 0 else (b, a)
+        fw.append(f)
+        hand.append(h)
+        ratios.append(f / h)
+        print(f"  round {i + 1}/{args.rounds}: audiotrain {f:6.2f} steps/s, hand loop {h:6.2f} steps/s, "
+              f"ratio {f / h:.3f}", flush=True)
+    trainable = sum(p.numel() for p in params)
+    total = sum(p.numel() for p in backbone.parameters())
+    return {"fw": fw, "hand": hand, "ratios": ratios, "setup_s": setup_s, "warmup": warmup, "measured": measured,
+            "trainable": trainable, "total": total, "latent_frames": int(batches[0]["latents"].shape[-1]), "bs": bs}
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. feature cache (one subprocess per mode)
+# ---------------------------------------------------------------------------------------------
+def scaled_presets(scale: int) -> dict[str, Any]:
+    """The release architecture with every width divided by ``scale`` (depths kept), built on the tiny
+    presets' keys. The vocoder head and the UMT5 vocabulary, whose shapes do not divide cleanly, are sized
+    so every frozen part keeps its release share of the transformer's parameter count."""
+    import torch
+    from transformers import UMT5EncoderModel
+
+    from audiotrain_acestep import text_encoder
+    from audiotrain_acestep.dcae_presets import dcae_preset, vocoder_preset
+    from audiotrain_acestep.music_dcae import MusicDCAE
+    from audiotrain_acestep.presets import get_preset
+    from audiotrain_acestep.transformer import ACEStepTransformer2DModel
+    from audiotrain_acestep.vocoder import ADaMoSHiFiGANV1
+
+    def count(m: torch.nn.Module) -> int:
+        return sum(p.numel() for p in m.parameters())
+
+    k = int(scale)
+    v1, tiny = get_preset("v1-3.5b"), get_preset("tiny")
+    inner = v1["inner_dim"] // k
+    head = 32 if inner % 32 == 0 else 16
+    lyric = 1024 // k
+    tr = {**tiny,
+          "num_layers": v1["num_layers"], "attention_head_dim": head, "num_attention_heads": inner // head,
+          "mlp_ratio": v1["mlp_ratio"], "speaker_embedding_dim": v1["speaker_embedding_dim"] // k,
+          "text_embedding_dim": v1["text_embedding_dim"] // k, "ssl_encoder_depths": list(v1["ssl_encoder_depths"]),
+          "ssl_latent_dims": [d // k for d in v1["ssl_latent_dims"]], "lyric_hidden_size": lyric,
+          "lyric_num_blocks": 6, "lyric_attention_heads": max(1, lyric // 16), "lyric_linear_units": 4096 // k}
+    release_dcae, release_voc = dcae_preset("v1"), vocoder_preset("v1")
+    dcae = {**dcae_preset("tiny"),
+            "encoder_block_out_channels": [c // k for c in release_dcae["encoder_block_out_channels"]],
+            "decoder_block_out_channels": [c // k for c in release_dcae["decoder_block_out_channels"]],
+            "encoder_layers_per_block": list(release_dcae["encoder_layers_per_block"]),
+            "decoder_layers_per_block": list(release_dcae["decoder_layers_per_block"])}
+    voc_dims = [d // k for d in release_voc["dims"]]
+    umt5_base = dict(d_model=768 // k, d_kv=max(1, 64 // k), d_ff=2048 // k, num_layers=12, num_heads=12)
+
+    with torch.device("meta"):
+        n_tr = count(ACEStepTransformer2DModel(dict(tr)))
+        n_dcae = count(MusicDCAE(dcae, vocoder_preset("tiny")).dcae)
+        # vocoder: the release's ConvNeXt widths / k, the HiFi-GAN head's width fitted to the release share
+        want_voc = RELEASE["vocoder"] / RELEASE["transformer"] * n_tr
+
+        def vocoder(init: int) -> tuple[int, dict]:
+            voc = {**vocoder_preset("tiny"), "depths": list(release_voc["depths"]), "dims": voc_dims,
+                   "num_mels": voc_dims[-1], "upsample_initial_channel": 8 * init}
+            return count(ADaMoSHiFiGANV1.from_config(voc)), voc
+
+        lo, hi = 2, 128  # head width in units of 8 channels; the count grows with it: bisect
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if vocoder(mid)[0] < want_voc else (lo, mid)
+        n_voc, voc = min((vocoder(lo), vocoder(hi)), key=lambda nv: abs(nv[0] - want_voc))
+        # UMT5: the release's widths / k, the vocabulary sized to the release share (umt5-base is 70% embedding)
+        probe = text_encoder.tiny_umt5_config()
+        for key, val in umt5_base.items():
+            setattr(probe, key, val)
+        n_body = count(UMT5EncoderModel(probe)) - probe.vocab_size * probe.d_model
+        want_umt5 = RELEASE["umt5"] / RELEASE["transformer"] * n_tr
+        vocab = max(384, round((want_umt5 - n_body) / probe.d_model))
+        n_umt5 = n_body + vocab * probe.d_model
+    umt5 = {**umt5_base, "vocab_size": vocab}
+    return {"transformer": tr, "dcae": dcae, "vocoder": voc, "umt5": umt5,
+            "params": {"transformer": n_tr, "dcae": n_dcae, "vocoder": n_voc, "umt5": n_umt5}}
+
+
+def _install_presets(p: dict[str, Any]) -> None:
+    """Make ``model.preset=tiny`` mean the scaled preset ``p`` in this (sub)process (plugin code unchanged)."""
+    from audiotrain_acestep import dcae_presets, presets, text_encoder
+
+    presets.PRESETS["tiny"] = p["transformer"]
+    dcae_presets.DCAE_PRESETS["tiny"] = p["dcae"]
+    dcae_presets.VOCODER_PRESETS["tiny"] = p["vocoder"]
+    original = text_encoder.tiny_umt5_config
+
+    def umt5_config():
+        c = original()
+        for key, val in p["umt5"].items():
+            setattr(c, key, val)
+        return c
+
+    text_encoder.tiny_umt5_config = umt5_config
+
+
+def _track_encoder_builds() -> set[str]:
+    """Names of LazyTokenizers whose model gets built in this process."""
+    from audiotrain.tokenizers.lazy import LazyTokenizer
+
+    built: set[str] = set()
+    original = LazyTokenizer.get
+
+    def get(self):
+        if self._inner is None:
+            built.add(self.name)
+        return original(self)
+
+    LazyTokenizer.get = get
+    return built
+
+
+def subprocess_main(args) -> None:
+    """``--mode prepare|cached|onthefly``: one job, result as one JSON line on stdout."""
+    _setup_torch(args.threads)
+    work = Path(args.work)
+    import torch  # noqa: F401
+
+    from audiotrain.config.compose import _compose
+    # Everything either mode imports, before the "after imports" RSS is read (same baseline for both).
+    from audiotrain.train import run as runmod  # noqa: F401  (lightning)
+    from audiotrain_acestep import dcae, encoders, lyric_features, mel, music_dcae, text_encoder  # noqa: F401
+
+    runmod, recorders = _quiet_run_module()
+    _register_configs()
+    p = json.loads((work / "presets.json").read_text())
+    _install_presets(p)
+    built = _track_encoder_builds()
+    timings = _time_encoding() if args.mode == "onthefly" else {}
+    steps = args.cache_warmup + args.cache_steps
+    overrides = _base_overrides(work / "songs", work, steps, repeat=max(1, -(-steps // args.songs)))
+    result: dict[str, Any] = {"mode": args.mode, "params": p["params"]}
+    if args.mode == "prepare":
+        from audiotrain.data.cache import FeatureCache
+        from audiotrain.data.prepare import prepare_items, resolve_manifest
+        from audiotrain.data.report import BadInputReport
+        from audiotrain.plugins import registry
+
+        cfg = _compose(overrides + ["cache=true"])
+        plugin = registry.get("acestep")
+        tokenizers = plugin.build_tokenizers(cfg)
+        t = time.perf_counter()
+        items = prepare_items(resolve_manifest(cfg.data, plugin, BadInputReport()), plugin, plugin.audio_spec(cfg),
+                              tokenizers, FeatureCache(cfg.cache_dir, plugin.name), BadInputReport())
+        result.update(items=len(items), prepare_s=time.perf_counter() - t)
+    else:
+        cfg = _compose(overrides + [f"cache={'true' if args.mode == 'cached' else 'false'}",
+                                    f"paths.run_dir={work / 'runs' / f'{args.mode}{args.tag}'}"])
+        baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        summary = runmod.train(cfg)
+        hist = recorders[-1].history
+        result.update(steps=summary["steps"], steps_per_s=_steps_per_s(hist, args.cache_warmup),
+                      baseline_mb=baseline, peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      encoders_built=sorted(built & {"latents", "text"}),
+                      encoding_ms={k: 1000 * statistics.median(v) for k, v in timings.items() if v})
+    print(RESULT_TAG + json.dumps(result), flush=True)
+
+
+def _time_encoding() -> dict[str, list[float]]:
+    """Per-call wall time of each stage of on-the-fly encoding (what the cache saves every step)."""
+    from audiotrain.data import dataset
+    from audiotrain_acestep import dcae, lyric_features, mel, music_dcae, text_encoder
+
+    timings: dict[str, list[float]] = {}
+
+    def timed(owner: Any, attr: str, label: str) -> None:
+        fn = getattr(owner, attr)
+        timings[label] = []
+
+        def wrapper(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                timings[label].append(time.perf_counter() - t)
+
+        setattr(owner, attr, wrapper)
+
+    timed(dataset, "load_audio", "decode mp3 + resample to 48 kHz (fixed)")
+    timed(music_dcae, "resample", "resample 48 -> 44.1 kHz (fixed)")
+    timed(mel.LogMelSpectrogram, "forward", "log-mel (fixed)")
+    timed(dcae.DCAEEncoder, "forward", "DC-AE encoder (scaled)")
+    timed(text_encoder.TextEncoder, "encode_prompts", "UMT5 (scaled)")
+    timed(lyric_features.LyricTokenizerFeature, "encode", "lyric tokenizer (fixed)")
+    return timings
+
+
+def _run_child(args, mode: str, work: Path, tag: str = "") -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--mode", mode, "--work", str(work),
+           "--threads", str(args.threads), "--songs", str(args.songs),
+           "--cache-warmup", str(args.cache_warmup), "--cache-steps", str(args.cache_steps), "--tag", tag]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.child_timeout)
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT_TAG):
+            return json.loads(line[len(RESULT_TAG):])
+    tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
+    raise RuntimeError(f"bench subprocess --mode {mode} failed (exit {proc.returncode}):\n{tail}")
+
+
+def feature_cache(args, work: Path) -> dict[str, Any]:
+    _write_songs(work / "songs", count=args.songs, seconds=args.seconds)
+    (work / "presets.json").write_text(json.dumps(scaled_presets(args.scale)))
+    prep = _run_child(args, "prepare", work)
+    runs: dict[str, list[dict[str, Any]]] = {"cached": [], "onthefly": []}
+    for i in range(args.cache_rounds):
+        order = ("cached", "onthefly") if i % 2 == 0 else ("onthefly", "cached")  # ABBA
+        for mode in order:
+            r = _run_child(args, mode, work, tag=str(i))
+            runs[mode].append(r)
+            print(f"  round {i + 1}/{args.cache_rounds} {mode:8s}: {r['steps_per_s']:.3f} steps/s, "
+                  f"peak {r['peak_mb']:.0f} MB (after imports {r['baseline_mb']:.0f} MB)", flush=True)
+    return {"prepare": prep, "runs": runs}
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------------------------
+def _verdict(ok: bool) -> str:
+    return "[bold green]met[/]" if ok else "[bold red]not met[/]"
+
+
+def report(args, over: dict[str, Any] | None, cache: dict[str, Any] | None, elapsed: float, load0: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console(width=None if sys.stdout.isatty() else 132)
+    if over is not None:
+        ratio = statistics.median(over["ratios"])
+        t = Table(title=f"1. Framework overhead - tiny ACE-Step, LoRA r=16 ({over['trainable']:,} trainable of "
+                        f"{over['total']:,}), batch {over['bs']} x {over['latent_frames']} latent frames, "
+                        f"{over['measured']} steps after {over['warmup']} warm-up, {len(over['ratios'])} ABBA rounds")
+        t.add_column("")
+        t.add_column("steps/s (median)", justify="right")
+        t.add_column("per round", justify="right")
+        t.add_row("hand-written PyTorch loop", f"{statistics.median(over['hand']):.2f}",
+                  " ".join(f"{x:.2f}" for x in over["hand"]))
+        t.add_row("audiotrain (run.train: Lightning + callbacks)", f"{statistics.median(over['fw']):.2f}",
+                  " ".join(f"{x:.2f}" for x in over["fw"]))
+        t.add_row("[bold]ratio audiotrain / hand[/] (median of rounds)", f"[bold]{ratio:.3f}[/]",
+                  " ".join(f"{x:.3f}" for x in over["ratios"]))
+        con.print(t)
+        ms = 1000 * (1 / statistics.median(over["fw"]) - 1 / statistics.median(over["hand"]))
+        con.print(f"  target >= 0.97: {_verdict(ratio >= 0.97)}  (framework cost about {ms:.1f} ms per step)")
+    if cache is not None:
+        runs = cache["runs"]
+        p = cache["prepare"]["params"]
+        n = p["transformer"]
+        frozen = p["dcae"] + p["vocoder"] + p["umt5"]
+        rel_frozen = (RELEASE["dcae"] + RELEASE["vocoder"] + RELEASE["umt5"]) / RELEASE["transformer"]
+        con.print(f"\n2. Feature cache - scaled ACE-Step (release widths / {args.scale}): transformer {n / 1e6:.2f} M, "
+                  f"DC-AE {p['dcae'] / 1e6:.2f} M ({p['dcae'] / n:.3f}, release "
+                  f"{RELEASE['dcae'] / RELEASE['transformer']:.3f}), vocoder {p['vocoder'] / 1e6:.2f} M "
+                  f"({p['vocoder'] / n:.3f}, release {RELEASE['vocoder'] / RELEASE['transformer']:.3f}), UMT5 "
+                  f"{p['umt5'] / 1e6:.2f} M ({p['umt5'] / n:.3f}, release {RELEASE['umt5'] / RELEASE['transformer']:.3f})"
+                  f"; frozen / transformer = {frozen / n:.3f} (release {rel_frozen:.3f}). "
+                  f"{args.songs} songs x {args.seconds:g} s mp3, batch 1, {args.cache_steps} steps after "
+                  f"{args.cache_warmup} warm-up; cache built in {cache['prepare']['prepare_s']:.1f} s by a separate process.")
+        sps = {m: statistics.mean(r["steps_per_s"] for r in runs[m]) for m in runs}
+        peak = {m: statistics.mean(r["peak_mb"] for r in runs[m]) for m in runs}
+        base = {m: statistics.mean(r["baseline_mb"] for r in runs[m]) for m in runs}
+        t = Table(title="cached vs on-the-fly (each run a fresh subprocess, ABBA order, mean of runs)")
+        for col in ("", "steps/s", "peak RSS MB", "RSS after imports MB", "peak - imports MB", "frozen encoders built"):
+            t.add_column(col, justify="right" if col else "left")
+        for m, label in (("cached", "cached (FeatureCache)"), ("onthefly", "on the fly (cache=false)")):
+            built = sorted({e for r in runs[m] for e in r["encoders_built"]})
+            t.add_row(label, f"{sps[m]:.3f}", f"{peak[m]:.0f}", f"{base[m]:.0f}", f"{peak[m] - base[m]:.0f}",
+                      ", ".join(built) or "none")
+        speed = sps["cached"] / sps["onthefly"]
+        mem = peak["cached"] / peak["onthefly"]
+        net = (peak["cached"] - base["cached"]) / max(peak["onthefly"] - base["onthefly"], 1e-9)
+        t.add_row("[bold]ratio cached / on the fly[/]", f"[bold]{speed:.2f}x[/]", f"[bold]{mem:.2f}x[/]", "",
+                  f"{net:.2f}x", "")
+        t.add_row("target", ">= 1.5x", "<= 0.6x", "", "(context)", "")
+        con.print(t)
+        con.print(f"  speed >= 1.5x: {_verdict(speed >= 1.5)}   peak memory <= 0.6x: {_verdict(mem <= 0.6)}")
+        stages: dict[str, list[float]] = {}
+        for r in runs["onthefly"]:
+            for k, v in r.get("encoding_ms", {}).items():
+                stages.setdefault(k, []).append(v)
+        if stages:
+            step_ms = 1000 / sps["onthefly"]
+            t = Table(title=f"on-the-fly encoding per example (median ms per call; one call per step at batch 1, "
+                            f"step = {step_ms:.0f} ms). 'fixed' stages do not shrink with the model, so they weigh "
+                            f"more here than at full size")
+            t.add_column("stage")
+            t.add_column("ms", justify="right")
+            t.add_column("% of step", justify="right")
+            for k, v in stages.items():
+                ms = statistics.mean(v)
+                t.add_row(k, f"{ms:.1f}", f"{100 * ms / step_ms:.0f}%")
+            con.print(t)
+        if any(r["encoders_built"] for r in runs["cached"]):
+            con.print("  [bold red]the cached run built a frozen encoder: the cache was not used as intended[/]")
+    con.print(f"\n{os.cpu_count()} cores, torch threads {args.threads}; load average at start {load0}, "
+              f"at end {_loadavg()} (1/5/15 min); total {elapsed:.0f} s.")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", choices=("overhead", "cache"), help="run one part only")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1: with 2 threads, a concurrent job on a 2-core machine makes "
+                         "OpenMP spin-waits dominate and the numbers meaningless)")
+    ap.add_argument("--rounds", type=int, default=4, help="framework-overhead rounds (ABBA)")
+    ap.add_argument("--overhead-warmup", type=int, default=10)
+    ap.add_argument("--overhead-steps", type=int, default=50)
+    ap.add_argument("--tiny-seconds", type=float, default=8.0, help="audio per example for part 1")
+    ap.add_argument("--scale", type=int, default=16, help="part 2: release widths divided by this")
+    ap.add_argument("--seconds", type=float, default=20.0, help="part 2: audio per example (both modes)")
+    ap.add_argument("--songs", type=int, default=4)
+    ap.add_argument("--cache-rounds", type=int, default=2, help="part 2: 2 = cached, on-the-fly, on-the-fly, cached")
+    ap.add_argument("--cache-warmup", type=int, default=2)
+    ap.add_argument("--cache-steps", type=int, default=8)
+    ap.add_argument("--child-timeout", type=float, default=400)
+    ap.add_argument("--mode", choices=("prepare", "cached", "onthefly"), help=argparse.SUPPRESS)
+    ap.add_argument("--work", help=argparse.SUPPRESS)
+    ap.add_argument("--tag", default="", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.mode:
+        subprocess_main(args)
+        return 0
+
+    start, load0 = time.perf_counter(), _loadavg()
+    _setup_torch(args.threads)
+    over = cache = None
+    with tempfile.TemporaryDirectory(prefix="audiotrain-bench-", ignore_cleanup_errors=True) as tmp:
+        if args.only in (None, "overhead"):
+            print("1. Framework overhead (tiny ACE-Step): first run builds the cache, then alternating rounds...",
+                  flush=True)
+            (Path(tmp) / "overhead").mkdir()
+            over = framework_overhead(args, Path(tmp) / "overhead")
+        if args.only in (None, "cache"):
+            print("2. Feature cache (scaled ACE-Step): prepare subprocess, then one subprocess per run...", flush=True)
+            (Path(tmp) / "cache").mkdir()
+            cache = feature_cache(args, Path(tmp) / "cache")
+        report(args, over, cache, time.perf_counter() - start, load0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
