@@ -56,6 +56,8 @@ def _task(cfg) -> None:
     console.print(
         f"\n[bold green]Done.[/] {summary['steps']} steps; loss {summary['loss_start_mean']:.4f} → {summary['loss_end_mean']:.4f} "
         f"(mean of the first and last 10% of steps)\n"
+        + (f"  eval loss (fixed examples and noise): {summary['eval_loss'][0][1]:.4f} at step {summary['eval_loss'][0][0]}"
+           f" → {summary['eval_loss'][-1][1]:.4f} at step {summary['eval_loss'][-1][0]}\n" if len(summary["eval_loss"]) > 1 else "")
         f"  run directory: {summary['run_dir']}\n  adapter:       {summary['adapter_dir']}\n"
         + (f"  MLflow run:    {summary['mlflow_run_id']} in {summary['tracking_uri']}\n"
            f"  open the UI:   audiotrain ui   (then http://127.0.0.1:5000)" if summary["mlflow_run_id"] else "")

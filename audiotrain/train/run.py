@@ -62,7 +62,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from audiotrain.train.backend import accelerator, strategy
-    from audiotrain.train.callbacks import AdapterSaver, MetricsToTracker, SampleRenderer, StepProgress
+    from audiotrain.train.callbacks import (AdapterSaver, FixedEvalLoss, MetricsToTracker, SampleRenderer,
+                                            StepProgress)
     from audiotrain.train.module import TrainModule
 
     overrides = list(overrides or [])
@@ -170,10 +171,28 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
                                   title=f"step {step} — {ex['key']}")
         return files
 
+    eval_batches: list = []
+
+    def eval_loss() -> float:
+        """Mean loss over up to 8 fixed examples × 4 fixed noise draws (no condition dropout)."""
+        if not eval_batches:
+            eval_batches.extend(module.features([dataset[i]]) for i in range(min(8, len(dataset))))
+        total, n = 0.0, 0
+        with torch.no_grad():
+            for i, feats in enumerate(eval_batches):
+                for r in range(4):
+                    gen = torch.Generator(device=module.device).manual_seed(1_000_003 + 4 * i + r)
+                    total += float(backbone.training_losses(feats, generator=gen)["loss"])
+                    n += 1
+        return total / n
+
+    eval_cb = FixedEvalLoss(int(cfg.trainer.get("eval_every_n_steps") or cfg.trainer.every_n_train_steps), eval_loss,
+                            tracker)
     metrics_cb = MetricsToTracker(tracker)
     callbacks = [
         StepProgress(int(cfg.trainer.max_steps)) if cfg.trainer.progress_bar else None,
         metrics_cb,
+        eval_cb,
         AdapterSaver(int(cfg.trainer.every_n_train_steps), save_adapter, adapters_dir, tracker),
         ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="step={step}", auto_insert_metric_name=False,
                         every_n_train_steps=int(cfg.trainer.every_n_train_steps) or None,
@@ -216,7 +235,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         "steps": trainer.global_step, "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "loss_start_mean": _window_mean(losses, first=True), "loss_end_mean": _window_mean(losses, first=False),
-        "skipped": len(report), "usable": report.usable,
+        "eval_loss": eval_cb.values, "skipped": len(report), "usable": report.usable,
         "trainable_params": trainable,
     }
     rd.summary_file(run_dir, summary)
