@@ -53,15 +53,23 @@ def _task(cfg) -> None:
         if HydraConfig.get().mode.name == "MULTIRUN":
             raise
         sys.exit(2)
-    console.print(
-        f"\n[bold green]Done.[/] {summary['steps']} steps; loss {summary['loss_start_mean']:.4f} → {summary['loss_end_mean']:.4f} "
-        f"(mean of the first and last 10% of steps)\n"
-        + (f"  eval loss (fixed examples and noise): {summary['eval_loss'][0][1]:.4f} at step {summary['eval_loss'][0][0]}"
-           f" → {summary['eval_loss'][-1][1]:.4f} at step {summary['eval_loss'][-1][0]}\n" if len(summary["eval_loss"]) > 1 else "")
-        f"  run directory: {summary['run_dir']}\n  adapter:       {summary['adapter_dir']}\n"
-        + (f"  MLflow run:    {summary['mlflow_run_id']} in {summary['tracking_uri']}\n"
-           f"  open the UI:   audiotrain ui   (then http://127.0.0.1:5000)" if summary["mlflow_run_id"] else "")
-    )
+    console.print(done_message(summary))
+
+
+def done_message(summary: dict) -> str:
+    """What a person reads at the end of a run: the trend, and where everything is."""
+    lines = [f"\n[bold green]Done.[/] {summary['steps']} steps; training loss {summary['loss_start_mean']:.4f} → "
+             f"{summary['loss_end_mean']:.4f} (mean of the first and last 10% of steps)"]
+    ev = summary.get("eval_loss") or []
+    if len(ev) > 1:
+        lines.append(f"  eval loss (fixed examples and noise): {ev[0][1]:.4f} at step {ev[0][0]} → "
+                     f"{ev[-1][1]:.4f} at step {ev[-1][0]}")
+    lines.append(f"  run directory: {summary['run_dir']}")
+    lines.append(f"  adapter:       {summary['adapter_dir']}")
+    if summary.get("mlflow_run_id"):
+        lines.append(f"  MLflow run:    {summary['mlflow_run_id']} in {summary['tracking_uri']}")
+        lines.append("  open the UI:   audiotrain ui   (then http://127.0.0.1:5000)")
+    return "\n".join(lines)
 
 
 def run(argv: list[str]) -> int:
