@@ -498,6 +498,13 @@ def report(args, over: dict[str, Any] | None, cache: dict[str, Any] | None, elap
             con.print("  [bold red]the cached run built a frozen encoder: the cache was not used as intended[/]")
     con.print(f"\n{os.cpu_count()} cores, torch threads {args.threads}; load average at start {load0}, "
               f"at end {_loadavg()} (1/5/15 min); total {elapsed:.0f} s.")
+    try:
+        busy = float(load0.split("/")[0]) > 0.5 * (os.cpu_count() or 1)
+    except ValueError:
+        busy = False
+    if busy:
+        con.print("[yellow]The machine was busy when the benchmark started: absolute numbers are noisy; the "
+                  "interleaved ratios less so. Re-run on an idle machine for reference numbers.[/]")
 
 
 def main() -> int:
@@ -507,16 +514,16 @@ def main() -> int:
                     help="torch threads (default 1: with 2 threads, a concurrent job on a 2-core machine makes "
                          "OpenMP spin-waits dominate and the numbers meaningless)")
     ap.add_argument("--rounds", type=int, default=4, help="framework-overhead rounds (ABBA)")
-    ap.add_argument("--overhead-warmup", type=int, default=10)
-    ap.add_argument("--overhead-steps", type=int, default=50)
+    ap.add_argument("--overhead-warmup", type=int, default=10, help="part 1: untimed steps per run")
+    ap.add_argument("--overhead-steps", type=int, default=50, help="part 1: timed steps per run")
     ap.add_argument("--tiny-seconds", type=float, default=8.0, help="audio per example for part 1")
     ap.add_argument("--scale", type=int, default=16, help="part 2: release widths divided by this")
     ap.add_argument("--seconds", type=float, default=20.0, help="part 2: audio per example (both modes)")
-    ap.add_argument("--songs", type=int, default=4)
+    ap.add_argument("--songs", type=int, default=4, help="part 2: synthetic songs")
     ap.add_argument("--cache-rounds", type=int, default=2, help="part 2: 2 = cached, on-the-fly, on-the-fly, cached")
-    ap.add_argument("--cache-warmup", type=int, default=2)
-    ap.add_argument("--cache-steps", type=int, default=12)
-    ap.add_argument("--child-timeout", type=float, default=400)
+    ap.add_argument("--cache-warmup", type=int, default=2, help="part 2: untimed steps per run")
+    ap.add_argument("--cache-steps", type=int, default=12, help="part 2: timed steps per run")
+    ap.add_argument("--child-timeout", type=float, default=400, help="seconds before a subprocess is abandoned")
     ap.add_argument("--mode", choices=("prepare", "cached", "onthefly"), help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     ap.add_argument("--tag", default="", help=argparse.SUPPRESS)
