@@ -444,7 +444,7 @@ def report(args, over: dict[str, Any] | None, cache: dict[str, Any] | None, elap
         t.add_row("[bold]ratio audiotrain / hand[/] (median of rounds)", f"[bold]{ratio:.3f}[/]",
                   " ".join(f"{x:.3f}" for x in over["ratios"]))
         con.print(t)
-        ms = 1000 * (1 / statistics.median(over["fw"]) - 1 / statistics.median(over["hand"]))
+        ms = 1000 * statistics.median(1 / f - 1 / h for f, h in zip(over["fw"], over["hand"]))
         con.print(f"  target >= 0.97: {_verdict(ratio >= 0.97)}  (framework cost about {ms:.1f} ms per step)")
     if cache is not None:
         runs = cache["runs"]

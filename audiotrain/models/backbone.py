@@ -34,6 +34,13 @@ class Backbone(nn.Module, ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} cannot render audio samples")  # abstract: optional capability
 
+    def reference_audio(self, conditions: Mapping[str, Any]) -> tuple[torch.Tensor, int] | None:
+        """The training targets rendered as audio (e.g. codec reconstructions), for side-by-side samples.
+
+        None when the system cannot render them.
+        """
+        return None
+
     def adapter_root(self) -> nn.Module:
         """The module LoRA is injected into; its module names are the original project's names."""
         return self

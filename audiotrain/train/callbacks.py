@@ -119,7 +119,8 @@ class SampleRenderer(L.Callback):
             pl_module.train(was_training)
         if self.tracker is not None:
             for f in files:
-                self.tracker.log_artifact(f, f"samples/step_{step}")
+                where = "samples/targets" if f.parent.name == "targets" else f"samples/step_{step}"
+                self.tracker.log_artifact(f, where)
 
     def on_train_start(self, trainer, pl_module):
         self._maybe(trainer, pl_module, trainer.global_step)

@@ -52,7 +52,7 @@ def resolve_resume(cfg: DictConfig) -> Path | None:
         found = rd.find_latest_checkpoint(cfg.paths.log_dir, cfg.exp_name)
         if found is None:
             console.print(f"[yellow]resume=auto: no checkpoint yet for exp_name={cfg.exp_name}; starting fresh.[/]")
-        return found
+        return found.resolve() if found else None
     return None
 
 
@@ -160,15 +160,32 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         plugin.save_adapter_native(root, settings, out / plugin.name)
 
     def render(step: int, out: Path) -> list[Path]:
+        """Fixed prompts (the first examples) → pred (and target) wav + png, and the prompt as text."""
         k = max(1, int(cfg.trainer.sample_prompts))
         batch = [dataset[i] for i in range(min(k, len(dataset)))]
         conditions = module.features(batch)
+        seed = int(cfg.seed)
         with torch.no_grad():
-            wavs, sr = backbone.sample_audio(conditions, seed=int(cfg.seed), steps=int(cfg.trainer.sample_steps))
+            wavs, sr = backbone.sample_audio(conditions, seed=seed, steps=int(cfg.trainer.sample_steps))
+            reference = backbone.reference_audio(conditions) if step == 0 or not (out.parent / "targets").exists() else None
         files: list[Path] = []
         for i, ex in enumerate(batch):
-            files += write_sample(wavs[i].float().cpu().numpy(), sr, out / f"pred_{i}_{ex['key']}",
-                                  title=f"step {step} — {ex['key']}")
+            key = ex["key"]
+            files += write_sample(wavs[i].float().cpu().numpy(), sr, out / f"pred_{i}_{key}", title=f"step {step} — {key}")
+            text = plugin.prepare_example(dataset.items[i].row, None)
+            info = out / f"prompt_{i}_{key}.md"
+            info.write_text(f"# {key}\n\nSEED: {seed}\n\nPROMPT: {text.get('prompt', '')}\n\nLYRICS:\n\n"
+                            f"{text.get('lyrics', '')}\n", encoding="utf-8")
+            files.append(info)
+            if reference is not None:
+                from audiotrain.data.audio_io import load_audio
+
+                src, _ = load_audio(dataset.items[i].row["audio_path"], spec)
+                files += write_sample(src, spec.sample_rate, out.parent / "targets" / f"input_{i}_{key}",
+                                      title=f"input audio — {key}")
+                ref_wavs, ref_sr = reference
+                files += write_sample(ref_wavs[i].float().cpu().numpy(), ref_sr, out.parent / "targets" / f"target_{i}_{key}",
+                                      title=f"target (codec reconstruction) — {key}")
         return files
 
     eval_batches: list = []

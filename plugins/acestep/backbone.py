@@ -65,8 +65,13 @@ class ACEStepBackbone(Backbone):
         noise = torch.randn(x0.shape, generator=generator, device=generator.device if generator is not None else "cpu").to(dev, x0.dtype)
         x_t = flow.noisy(x0, sigma.to(x0.dtype), noise)
         ssl = None
-        if self.ssl_coeff > 0 and "ssl_mert" in batch:
-            ssl = [batch["ssl_mert"], batch["ssl_m-hubert"]]
+        if self.ssl_coeff > 0:  # projector k is paired with teacher ssl_names[k]
+            keys = [f"ssl_{name}" for name in self.transformer.ssl_names]
+            present = [k for k in keys if k in batch]
+            if present and len(present) < len(keys):
+                raise ValueError(f"REPA needs every teacher's features {keys}; the batch has only {present}")
+            if present:
+                ssl = [batch[k] for k in keys]
         out = self.transformer(
             hidden_states=x_t, attention_mask=batch["latent_mask"], encoder_text_hidden_states=text,
             text_attention_mask=text_mask, speaker_embeds=speaker, lyric_token_idx=lyric_ids, lyric_mask=lyric_mask,
@@ -114,12 +119,20 @@ class ACEStepBackbone(Backbone):
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         return flow.euler_sample(velocity, tuple(x0.shape), steps, self.shift, gen, dev, x0.dtype)
 
-    @torch.no_grad()
-    def sample_audio(self, conditions: Mapping[str, Any], *, seed: int, steps: int) -> tuple[torch.Tensor, int]:
-        latents = self.sample_latents(conditions, seed=seed, steps=steps)
+    def _decode(self, latents: torch.Tensor, latent_lengths: torch.Tensor) -> tuple[torch.Tensor, int]:
         dec = self.decoder()
         dec.to(latents.device)
-        lengths = conditions["latent_lengths"].cpu() * dec.hop_length * dec.time_multiple
+        lengths = latent_lengths.cpu() * dec.hop_length * dec.time_multiple
         lengths = (lengths * dec.source_sample_rate) // dec.sample_rate
         sr, wavs = dec.decode(latents, audio_lengths=lengths)
         return wavs, sr
+
+    @torch.no_grad()
+    def reference_audio(self, conditions: Mapping[str, Any]) -> tuple[torch.Tensor, int]:
+        """The DCAE reconstruction of the target latents (what the model is trained towards)."""
+        return self._decode(conditions["latents"], conditions["latent_lengths"])
+
+    @torch.no_grad()
+    def sample_audio(self, conditions: Mapping[str, Any], *, seed: int, steps: int) -> tuple[torch.Tensor, int]:
+        latents = self.sample_latents(conditions, seed=seed, steps=steps)
+        return self._decode(latents, conditions["latent_lengths"])

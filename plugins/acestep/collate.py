@@ -35,7 +35,8 @@ def collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "lyric_mask": pad_stack([it["lyric_mask"] for it in items], dim=0),
         "speaker_emb": torch.stack([it["speaker_emb"] for it in items]),
     }
-    for name in ("ssl_mert", "ssl_m-hubert"):
+    # REPA teacher features ("ssl_mert", "ssl_m-hubert"): lengths differ per song, so they stay per-sample lists
+    for name in sorted(k for k in items[0] if k.startswith("ssl_")):
         if all(name in it for it in items):
             batch[name] = [it[name] for it in items]
     return batch

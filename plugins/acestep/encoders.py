@@ -12,6 +12,7 @@ from audiotrain.tokenizers.lazy import LazyTokenizer
 from audiotrain.errors import UserError
 
 from audiotrain_acestep import checkpoint as ckpt
+from audiotrain_acestep import ssl_teachers
 from audiotrain_acestep.presets import PRESETS
 
 TINY_INIT_SEED = 0  # the tiny preset's frozen encoders are random but always the same
@@ -83,12 +84,16 @@ def build_tokenizers(cfg: Any) -> list[LazyTokenizer]:
     vocab = lyric_vocab(cfg, root)
     lyric = LyricTokenizerFeature(LyricTokenizer(vocab))
     speaker = SpeakerFeature(int(tcfg["speaker_embedding_dim"]))
-    return [
+    tokenizers = [
         LazyTokenizer("latents", stable_hash("latents", dcae_key), lambda: LatentFeature(make_dcae(), dcae_key), needs_audio=True),
         LazyTokenizer("text", stable_hash("text", text_key), lambda: TextEncoderFeature(make_text())),
         LazyTokenizer("lyrics", lyric.cache_key(), lambda: lyric),
         LazyTokenizer("speaker", speaker.cache_key(), lambda: speaker),
     ]
+    teachers = ssl_teachers.lazy_tokenizer(cfg, tcfg)  # None unless both folders are set and ssl_coeff > 0
+    if teachers is not None:
+        tokenizers.append(teachers)
+    return tokenizers
 
 
 def build_backbone(cfg: Any, device: str = "cpu"):

@@ -65,6 +65,17 @@ class ACEStepPlugin(Plugin):
             v = m.get(key)
             if not isinstance(v, (int, float)) or not 0 <= v <= 1:
                 problems.append(f"model.{key}={v} must be a probability in [0, 1].")
+        coeff = m.get("ssl_coeff")
+        if not isinstance(coeff, (int, float)) or isinstance(coeff, bool) or coeff < 0:
+            problems.append(f"model.ssl_coeff={coeff} must be a non-negative number (ACE-Step uses 1.0; 0 turns REPA off).")
+        from audiotrain_acestep import ssl_teachers
+
+        paths = ssl_teachers.teacher_paths(cfg)
+        if any(paths) and not all(paths):
+            problems.append(ssl_teachers.BOTH_NEEDED)
+        elif all(paths) and isinstance(coeff, (int, float)) and coeff > 0:
+            problems.extend(p for p in (ssl_teachers.folder_problem(path, spec)
+                                        for path, spec in zip(paths, ssl_teachers.SPECS)) if p)
         if str(m.get("preset")) == "v1-3.5b":
             from audiotrain_acestep import checkpoint
 

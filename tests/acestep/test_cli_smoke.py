@@ -45,6 +45,19 @@ def test_smoke_run_with_broken_files_records_mlflow_and_adapter(broken_song_dir,
     assert {"config.yaml", "command.json", "data", "adapters", "samples"} <= arts
     data_arts = {a.path for a in client.list_artifacts(r.info.run_id, "data")}
     assert "data/bad_inputs.txt" in data_arts
+    sample_arts = {a.path for a in client.list_artifacts(r.info.run_id, "samples/targets")}
+    assert "samples/targets/input_0_demo_song_01.png" in sample_arts
+    assert "samples/targets/target_0_demo_song_01.wav" in sample_arts
+
+    # resume=auto continues the same run directory, step count and MLflow run
+    p = run(["model=acestep", f"data={broken_song_dir}", "lora.r=16", "debug=smoke", "resume=auto",
+             "trainer.max_steps=30", "trainer.every_plot_step=0"], tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert f"Resuming from {run_dir / 'checkpoints' / 'last.ckpt'}" in p.stderr
+    (r2,) = client.search_runs([exp.experiment_id])
+    assert r2.info.run_id == r.info.run_id and r2.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(r.info.run_id, "train/loss")]
+    assert sorted(steps) == list(range(1, 31))
 
 
 def test_bad_config_is_one_message_not_a_traceback(tmp_path):
