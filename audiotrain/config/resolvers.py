@@ -11,6 +11,20 @@ def register() -> None:
         OmegaConf.register_new_resolver("mul", lambda *xs: _prod(xs))
     if not OmegaConf.has_resolver("cwd"):
         OmegaConf.register_new_resolver("cwd", lambda: os.getcwd())
+    if not OmegaConf.has_resolver("run_dir"):
+        OmegaConf.register_new_resolver("run_dir", _run_dir, use_cache=True)
+
+
+def _run_dir(log_dir: str, exp_name: str) -> str:
+    """Hydra's job output directory when Hydra runs the job (one per sweep job), else a timestamped one."""
+    from datetime import datetime
+
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return str(HydraConfig.get().runtime.output_dir)
+    except (ValueError, ImportError):
+        return f"{log_dir}/{exp_name}/{datetime.now():%Y-%m-%d_%H-%M-%S}"
 
 
 def _prod(xs):
