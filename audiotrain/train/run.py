@@ -124,6 +124,10 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     module = TrainModule(backbone, plugin, cfg, tokenizers, sampler, adapter_only=settings is not None)
 
     # ---- tracking ------------------------------------------------------------------------
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    cfg_file = run_dir / "config.yaml"
+    cfg_file.write_text(OmegaConf.to_yaml(resolved))
+    command_file = rd.write_command(run_dir, overrides)
     tracker = None
     if cfg.tracking.name == "mlflow":
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -134,15 +138,12 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         run_id = tracker.start(cfg.tracking.get("run_name") or str(cfg.exp_name), tags=tags,
                                run_id=rd.read_run_id(run_dir) if ckpt else None)
         rd.write_run_id(run_dir, run_id)
-        resolved = OmegaConf.to_container(cfg, resolve=True)
         params = flatten(resolved)
         params.update(override_params(overrides))
         params["lora.trainable_params"] = trainable
         tracker.log_params(params)
-        cfg_file = run_dir / "config.yaml"
-        cfg_file.write_text(OmegaConf.to_yaml(resolved))
         tracker.log_artifact(cfg_file)
-        tracker.log_artifact(rd.write_command(run_dir, overrides))
+        tracker.log_artifact(command_file)
         for f in ("bad_inputs.txt", "bad_inputs.json"):
             tracker.log_artifact(run_dir / f, "data")
 
