@@ -76,6 +76,7 @@ def prepare_items(
     """Check every row once; fill the cache for rows whose features are missing."""
     items: list[Item] = []
     seen: dict[str, Item] = {}
+    moved = False
     locks = [cache.lock(t.name, t.cache_key()) for t in tokenizers] if cache else []
     for lk in locks:
         lk.acquire()
@@ -103,6 +104,11 @@ def prepare_items(
                     continue
                 item = Item(row, fp, length / spec.sample_rate)
                 if cache is not None:
+                    if device != "cpu" and not moved:
+                        for t in tokenizers:  # frozen encoders run on the training device, once
+                            if hasattr(t, "to"):
+                                t.to(device)
+                        moved = True
                     example = plugin.prepare_example(row, None)
                     example["audio"] = torch.from_numpy(audio)
                     example["audio_length"] = length

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 PARAM_VALUE_LIMIT = 500
+KIND_TAG = "mlflow.experimentKind"
 BATCH = 100
 
 
@@ -57,6 +58,10 @@ class Tracker:
             self.experiment_id = exp.experiment_id
         self.experiment = experiment
         self.run_id: str | None = None
+        # MLflow 3's UI opens an experiment in its GenAI (traces) view unless told it is model training
+        exp = self.client.get_experiment(self.experiment_id)
+        if exp.tags.get(KIND_TAG) is None:
+            self.client.set_experiment_tag(self.experiment_id, KIND_TAG, "custom_model_development")
 
     def start(self, run_name: str, tags: Mapping[str, str], run_id: str | None = None) -> str:
         if run_id:

@@ -89,7 +89,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     tokenizers = plugin.build_tokenizers(cfg)
     cache = FeatureCache(cfg.cache_dir, plugin.name) if cfg.cache else None
     try:
-        items = prepare_items(manifest, plugin, spec, tokenizers, cache, report, progress=_progress)
+        items = prepare_items(manifest, plugin, spec, tokenizers, cache, report, progress=_progress,
+                              device="cuda" if acc == "gpu" else "cpu")
     finally:
         console.print(report.render())
         report.save(run_dir)
@@ -132,7 +133,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     if cfg.tracking.name == "mlflow":
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         tracker = Tracker(str(cfg.tracking.uri), cfg.tracking.get("experiment") or f"audiotrain/{plugin.name}")
-        tags = {"plugin": plugin.name, "git_sha": rd.git_sha(), "run_dir": str(run_dir)}
+        tags = {"plugin": plugin.name, "git_sha": rd.git_sha(), "run_dir": str(run_dir),
+                "mlflow.source.name": "audiotrain", "mlflow.source.type": "LOCAL",
+                "mlflow.note.content": f"audiotrain {' '.join(overrides)}\n\n{report.render()}"}
         if os.environ.get("AUDIOTRAIN_PARENT_RUN_ID"):
             tags["mlflow.parentRunId"] = os.environ["AUDIOTRAIN_PARENT_RUN_ID"]
         run_id = tracker.start(cfg.tracking.get("run_name") or str(cfg.exp_name), tags=tags,

@@ -67,7 +67,8 @@ class ACEStepPlugin(Plugin):
                 problems.append(f"model.{key}={v} must be a probability in [0, 1].")
         coeff = m.get("ssl_coeff")
         if not isinstance(coeff, (int, float)) or isinstance(coeff, bool) or coeff < 0:
-            problems.append(f"model.ssl_coeff={coeff} must be a non-negative number (ACE-Step uses 1.0; 0 turns REPA off).")
+            problems.append(f"model.ssl_coeff={coeff} must be a non-negative number "
+                            "(ACE-Step uses 1.0; 0 turns REPA off).")
         from audiotrain_acestep import ssl_teachers
 
         paths = ssl_teachers.teacher_paths(cfg)

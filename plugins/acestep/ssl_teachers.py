@@ -165,7 +165,8 @@ class SSLTeacherFeature(Tokenizer):
         return {f"ssl_{spec.name}": self.features(mono, valid, spec, model)
                 for spec, model in zip(self.specs, self.models)}
 
-    def features(self, mono: torch.Tensor, valid_source: int, spec: TeacherSpec, model: torch.nn.Module) -> torch.Tensor:
+    def features(self, mono: torch.Tensor, valid_source: int, spec: TeacherSpec,
+                 model: torch.nn.Module) -> torch.Tensor:
         """One teacher's ``(T_ssl, d)`` for a mono 48 kHz signal whose first ``valid_source`` samples are real."""
         from audiotrain_acestep.resample import resample
 

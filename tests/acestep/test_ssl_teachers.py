@@ -179,6 +179,18 @@ def test_validation_needs_both_folders(tiny_cfg, teacher_dirs, tmp_path):
     assert not PLUGIN.validate(both)
     assert [t.name for t in build_tokenizers(both)][-1] == "ssl"
     assert "ssl" not in [t.name for t in build_tokenizers(tiny_cfg())]
+    # the cache key follows the chunking/rates and the weight files, not where the folders are
+    key = ssl_teachers.cache_key(teacher_dirs, TINY_SPECS)
+    assert key != ssl_teachers.cache_key(teacher_dirs, ssl_teachers.SPECS)
+    assert key != ssl_teachers.cache_key(teacher_dirs[::-1], TINY_SPECS)
+    import shutil
+
+    moved = [tmp_path / "a", tmp_path / "b"]
+    for src, dst in zip(teacher_dirs, moved):
+        shutil.copytree(src, dst)
+    assert ssl_teachers.cache_key(moved, TINY_SPECS) == key
+    (moved[1] / "model.safetensors").write_bytes((moved[1] / "model.safetensors").read_bytes() + b" ")
+    assert ssl_teachers.cache_key(moved, TINY_SPECS) != key
 
 
 def _record_metrics(monkeypatch) -> list:
