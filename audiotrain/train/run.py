@@ -135,7 +135,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         tracker = Tracker(str(cfg.tracking.uri), cfg.tracking.get("experiment") or f"audiotrain/{plugin.name}")
         tags = {"plugin": plugin.name, "git_sha": rd.git_sha(), "run_dir": str(run_dir),
                 "mlflow.source.name": "audiotrain", "mlflow.source.type": "LOCAL",
-                "mlflow.note.content": f"audiotrain {' '.join(overrides)}\n\n{report.render()}"}
+                "mlflow.note.content": f"audiotrain {' '.join(overrides)}\n\n{report.render()}"[:5000]}
         if os.environ.get("AUDIOTRAIN_PARENT_RUN_ID"):
             tags["mlflow.parentRunId"] = os.environ["AUDIOTRAIN_PARENT_RUN_ID"]
         run_id = tracker.start(cfg.tracking.get("run_name") or str(cfg.exp_name), tags=tags,
