@@ -174,7 +174,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
             reference = backbone.reference_audio(conditions) if step == 0 or not (out.parent / "targets").exists() else None
         files: list[Path] = []
         for i, ex in enumerate(batch):
-            key = ex["key"]
+            key = str(ex["key"]).replace("/", "__")  # keys of songs in sub-folders hold a slash
             files += write_sample(wavs[i].float().cpu().numpy(), sr, out / f"pred_{i}_{key}", title=f"step {step} — {key}")
             text = plugin.prepare_example(dataset.items[i].row, None)
             info = out / f"prompt_{i}_{key}.md"

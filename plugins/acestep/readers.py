@@ -1,6 +1,6 @@
 """ACE-Step data formats: the raw song folder of the training guide, and its HF dataset on disk.
 
-Raw folder: ``X.mp3`` (or .wav/.flac/.ogg), ``X_prompt.txt`` (comma-separated tags), ``X_lyrics.txt``
+Raw folder (sub-folders too): ``X.mp3`` (or .wav/.flac/.ogg), ``X_prompt.txt`` (comma-separated tags), ``X_lyrics.txt``
 (optional: the original silently dropped songs without it; we keep them with empty lyrics and say so).
 HF dataset: ``datasets.Dataset.save_to_disk`` output with the converter's features (keys, filename,
 tags, norm_lyrics, speaker_emb_path, recaption). Relative filenames are tried against the working
@@ -37,20 +37,23 @@ class RawSongFolder(DataReader):
     def matches(self, path: Path) -> bool:
         if not path.is_dir() or _is_hf_dataset(path):
             return False
-        return any(p.name.endswith(PROMPT_SUFFIX) or p.suffix.lower() in AUDIO_EXTENSIONS for p in path.iterdir())
+        return any(p.name.endswith(PROMPT_SUFFIX) or p.suffix.lower() in AUDIO_EXTENSIONS for p in path.rglob("*"))
 
     def read(self, path: Path, report: BadInputReport) -> Manifest:
-        files = sorted(p for p in path.iterdir() if p.is_file())
+        """Songs anywhere below ``path``; a song's key is its path relative to ``path`` without extension."""
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
         audio: dict[str, Path] = {}
         for p in files:
             if p.suffix.lower() in AUDIO_EXTENSIONS:
-                if p.stem in audio:
-                    report.add(p, f"duplicate of {audio[p.stem].name} (same name, another format); using that one")
+                key = p.relative_to(path).with_suffix("").as_posix()
+                if key in audio:
+                    report.add(p, f"duplicate of {audio[key].name} (same name, another format); using that one")
                     continue
-                audio[p.stem] = p
+                audio[key] = p
         rows: list[dict[str, Any]] = []
         for stem, apath in sorted(audio.items()):
-            prompt_p, lyrics_p = path / f"{stem}{PROMPT_SUFFIX}", path / f"{stem}{LYRICS_SUFFIX}"
+            prompt_p = apath.with_name(f"{apath.stem}{PROMPT_SUFFIX}")
+            lyrics_p = apath.with_name(f"{apath.stem}{LYRICS_SUFFIX}")
             if not prompt_p.is_file():
                 report.add(apath, f"no {prompt_p.name}: write its tags (comma-separated) in that file")
                 continue
@@ -72,8 +75,9 @@ class RawSongFolder(DataReader):
                          "lyrics": lyrics, "speaker_emb_path": "", "recaption": {}})
         for p in files:
             for suffix in (PROMPT_SUFFIX, LYRICS_SUFFIX):
-                if p.name.endswith(suffix) and p.name[: -len(suffix)] not in audio:
-                    report.add(p, f"no audio file named {p.name[: -len(suffix)]}.mp3/.wav/.flac/.ogg beside it")
+                stem = p.name[: -len(suffix)]
+                if p.name.endswith(suffix) and (p.parent / stem).relative_to(path).as_posix() not in audio:
+                    report.add(p, f"no audio file named {stem}.mp3/.wav/.flac/.ogg beside it")
         return Manifest(rows, str(path), self.description)
 
 

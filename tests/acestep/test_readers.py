@@ -98,3 +98,15 @@ def test_hf_dataset_relative_filenames_resolve_against_the_dataset(tmp_path, son
     assert [r["key"] for r in manifest.rows] == ["a"]
     assert manifest.rows[0]["recaption"] == {"simplified": "a pop song"}
     assert len(report.skipped) == 1 and "gone" in report.skipped[0].reason
+
+
+def test_songs_in_sub_folders_are_found(tmp_path):
+    from audiotrain.data.synth import demo_specs, write_song_folder
+
+    write_song_folder(tmp_path / "album_a", demo_specs(1, seconds=3.0))
+    write_song_folder(tmp_path / "album_b", demo_specs(1, seconds=3.0))
+    (tmp_path / "album_b" / "stray_lyrics.txt").write_text("la la")
+    report = BadInputReport()
+    manifest = resolve_manifest(str(tmp_path), PLUGIN, report)
+    assert sorted(r["key"] for r in manifest.rows) == ["album_a/demo_song_01", "album_b/demo_song_01"]
+    assert [Path(s.path).name for s in report.skipped] == ["stray_lyrics.txt"]
