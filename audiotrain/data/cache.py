@@ -50,3 +50,12 @@ class FeatureCache:
 
     def lock(self, tok_name: str, tok_key: str) -> FileLock:
         return FileLock(str(self.dir_for(tok_name, tok_key) / ".build.lock"))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a unique temp file and rename, so readers never see half a file (threads or processes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)

@@ -8,6 +8,7 @@ encoder is loaded.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,7 +17,7 @@ import torch
 
 from audiotrain.errors import UserError
 from audiotrain.data.audio_io import AudioError, AudioSpec, content_hash, load_audio
-from audiotrain.data.cache import FeatureCache
+from audiotrain.data.cache import FeatureCache, atomic_write_text
 from audiotrain.data.manifest import Manifest
 from audiotrain.data.report import BadInputReport
 from audiotrain.plugins.base import Plugin
@@ -85,7 +86,7 @@ def prepare_items(
         for row in iterator:
             path = row["audio_path"]
             try:
-                digest = content_hash(path)
+                digest = _digest(cache, path)
             except OSError:
                 report.add(path, "audio file not found or unreadable")
                 continue
@@ -131,6 +132,19 @@ def prepare_items(
     return items
 
 
+def _digest(cache: FeatureCache | None, path: str) -> str:
+    """The audio file's content hash, remembered per (path, size, mtime) so later runs do not re-read it."""
+    if cache is None:
+        return content_hash(path)
+    st = os.stat(path)
+    memo = cache.root / "meta" / f"file-{stable_hash(str(path), st.st_size, st.st_mtime_ns)}.txt"
+    if memo.is_file():
+        return memo.read_text().strip()
+    digest = content_hash(path)
+    atomic_write_text(memo, digest)
+    return digest
+
+
 def _to_device(example: dict[str, Any], device: str) -> dict[str, Any]:
     if device == "cpu":
         return example
@@ -154,7 +168,4 @@ def _cached_duration(cache: FeatureCache, fp: str) -> float | None:
 
 
 def _save_duration(cache: FeatureCache, fp: str, duration: float) -> None:
-    p = _meta_path(cache, fp)
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"duration": duration}))
-    tmp.replace(p)
+    atomic_write_text(_meta_path(cache, fp), json.dumps({"duration": duration}))
