@@ -56,10 +56,13 @@ def _compose(overrides: list[str]) -> DictConfig:
 def _explain(override: str, exc: Exception, base: DictConfig | None) -> str:
     msg = str(exc)
     key, _, value = override.lstrip("+~").partition("=")
-    m = re.search(r"Could not find '([^']+)'.*?Available options in '([^']+)':\s*(.*)", msg, re.S)
+    m = re.search(r"Could not find '([^']+)'.*?Available options in '([^']+)':\s*(.*?)(?:\n\s*\n|Config search path|$)",
+                  msg, re.S)
     if m:
-        options = ", ".join(x.strip() for x in m.group(3).split("\n") if x.strip())
-        return f"{key}={value} is unknown: use one of {options}."
+        options = [x.strip() for x in m.group(3).split("\n") if x.strip()]
+        guess = nearest(value, options)
+        hint = f" (did you mean {key}={guess}?)" if guess else ""
+        return f"{key}={value} is unknown: use one of {', '.join(options)}{hint}."
     if "not in struct" in msg or "Could not override" in msg or "Could not append" in msg:
         guess = nearest(key, all_keys(base)) if base is not None else None
         hint = f" — did you mean {guess}?" if guess else ""
@@ -114,7 +117,8 @@ def check_job(overrides: list[str], plugin_lookup: Any) -> DictConfig:
     try:
         plugin = plugin_lookup(name)
     except ValueError as exc:
-        problems.append(str(exc))
+        if not any(p.startswith("model=") for p in problems):  # a rejected model=... already says it
+            problems.append(str(exc))
     try:
         names = plugin.lora_module_names(cfg) if plugin is not None and cfg.lora.get("target_modules") else None
         validate(cfg, plugin, module_names=names)

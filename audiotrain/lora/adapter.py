@@ -67,10 +67,28 @@ def check_targets(module_names: Iterable[str], targets: Iterable[str]) -> list[s
     return [t for t in targets if not any(matches(n, t) for n in names)]
 
 
+GENERIC_LEAVES = {"conv", "linear", "out", "proj", "fc"}
+
+
+def target_suffix(name: str) -> str:
+    """The shortest suffix a user would write for a module: ``to_out.0``, ``inverted_conv.conv``."""
+    parts = name.split(".")
+    i = len(parts) - 1
+    while i > 0 and (parts[i].isdigit() or parts[i] in GENERIC_LEAVES):
+        i -= 1
+    return ".".join(parts[i:])
+
+
 def unknown_targets_message(missing: list[str], module_names: Iterable[str]) -> str:
-    leaves = sorted({n.split(".")[-1] if not n.split(".")[-1].isdigit() else ".".join(n.split(".")[-2:])
-                     for n in module_names if n})
-    return (f"lora.target_modules has {', '.join(repr(m) for m in missing)}, which match no module of this model; "
+    import difflib
+
+    leaves = sorted({target_suffix(n) for n in module_names if n})
+
+    def named(m: str) -> str:
+        guess = difflib.get_close_matches(m, leaves, n=1, cutoff=0.6)
+        return f"{m!r} (did you mean {guess[0]!r}?)" if guess else repr(m)
+
+    return (f"lora.target_modules has {', '.join(named(m) for m in missing)}, which match no module of this model; "
             f"use names from: {', '.join(leaves)}.")
 
 
