@@ -538,7 +538,7 @@ def report(args, over: dict[str, Any] | None, cache: dict[str, Any] | None, elap
     con.print(f"\n{os.cpu_count()} cores, torch threads {args.threads}, ratios on the {clock} clock; load average at "
               f"start {load0}, at end {_loadavg()} (1/5/15 min); total {elapsed:.0f} s.")
     try:
-        busy = float(load0.split("/")[0]) > 0.5 * (os.cpu_count() or 1)
+        busy = float(load0.split("/")[0]) > 0.75 * (os.cpu_count() or 1)
     except ValueError:
         busy = False
     if busy:
@@ -552,7 +552,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: with 2 threads, a concurrent job on a 2-core machine makes "
                          "OpenMP spin-waits dominate and the numbers meaningless)")
-    ap.add_argument("--rounds", type=int, default=8, help="part 1: rounds, alternating which side runs first")
+    ap.add_argument("--rounds", type=int, default=6, help="part 1: rounds, alternating which side runs first")
     ap.add_argument("--overhead-warmup", type=int, default=5, help="part 1: untimed steps per run")
     ap.add_argument("--overhead-steps", type=int, default=30, help="part 1: timed steps per run")
     ap.add_argument("--tiny-seconds", type=float, default=8.0, help="audio per example for part 1")
@@ -561,7 +561,7 @@ def main() -> int:
     ap.add_argument("--songs", type=int, default=4, help="part 2: synthetic songs")
     ap.add_argument("--cache-rounds", type=int, default=2, help="part 2: 2 = cached, on-the-fly, on-the-fly, cached")
     ap.add_argument("--cache-warmup", type=int, default=2, help="part 2: untimed steps per run")
-    ap.add_argument("--cache-steps", type=int, default=16, help="part 2: timed steps per run")
+    ap.add_argument("--cache-steps", type=int, default=14, help="part 2: timed steps per run")
     ap.add_argument("--child-timeout", type=float, default=400, help="seconds before a subprocess is abandoned")
     ap.add_argument("--mode", choices=("prepare", "cached", "onthefly"), help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)

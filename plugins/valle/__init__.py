@@ -1,0 +1,1 @@
+"""VALL-E plugin for audiotrain (speech: AR+NAR transformer over EnCodec codes)."""
