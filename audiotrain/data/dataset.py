@@ -40,18 +40,32 @@ class AudioDataset(Dataset):
     def speakers(self) -> list[str]:
         return [str(it.row.get("speaker", "")) for it in self.items]
 
+    def same_speaker(self, index: int) -> list[int]:
+        """Indices of the other usable utterances of ``index``'s speaker (with a distinct fingerprint)."""
+        if not hasattr(self, "_by_speaker"):
+            groups: dict[str, list[int]] = {}
+            for i, s in enumerate(self.speakers):
+                groups.setdefault(s, []).append(i)
+            self._by_speaker = groups
+        me = self.items[index]
+        return [j for j in self._by_speaker[self.speakers[index]] if self.items[j].fingerprint != me.fingerprint]
+
+    def features_of(self, index: int) -> dict:
+        """One item's features, from the cache or as a raw example to encode (same as ``__getitem__``)."""
+        return self[index]
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.items[index]
         if self.cache is not None:
             feats: dict[str, torch.Tensor] = {}
             for t in self.tokenizers:
                 feats.update(self.cache.load(t.name, t.cache_key(), item.fingerprint))
-            return {"key": item.row["key"], "features": feats}
+            return {"key": item.row["key"], "index": index, "features": feats}
         example = self.plugin.prepare_example(item.row, None)
         audio, length = load_audio(item.row["audio_path"], self.spec)
         example["audio"] = torch.from_numpy(audio)
         example["audio_length"] = length
-        return {"key": item.row["key"], "raw": example}
+        return {"key": item.row["key"], "index": index, "raw": example}
 
 
 def collate_passthrough(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -42,6 +42,9 @@ class Plugin(ABC):
     #: audio format the dataset prepares for this system
     sample_rate: int = 48000
     channels: int = 2
+    #: "speaker": each training example also gets the features of another utterance of the same speaker
+    #: (under ``"prompt"``, with a ``"prompt_seed"``) — e.g. VALL-E's acoustic prompt. None: no companion.
+    prompt_source: str | None = None
 
     @abstractmethod
     def config_options(self) -> Mapping[tuple[str, str], Path]:

@@ -31,15 +31,25 @@ class TrainModule(L.LightningModule):
         self.adapter_only = adapter_only
         self.strict_loading = not adapter_only
         self.extra_state: dict[str, Any] = {}
+        self.dataset = None  # set by the runner when the plugin wants same-speaker prompts
 
     # ---- features -------------------------------------------------------------------------
-    def features(self, batch: list[dict[str, Any]]) -> dict[str, Any]:
-        items = []
-        for ex in batch:
-            if "features" in ex:
-                items.append(ex["features"])
-            else:
-                items.append(self._encode(ex["raw"]))
+    def _item_features(self, ex: dict[str, Any]) -> dict[str, Any]:
+        return dict(ex["features"]) if "features" in ex else self._encode(ex["raw"])
+
+    def features(self, batch: list[dict[str, Any]], salt: int = 0) -> dict[str, Any]:
+        """Per-example features (cached or encoded now), plus same-speaker prompts if the plugin wants them,
+        collated by the plugin and moved to the device. ``salt`` makes prompt choices differ per step while
+        staying reproducible (a resumed run picks the same prompts)."""
+        items = [self._item_features(ex) for ex in batch]
+        if self.plugin.prompt_source == "speaker" and self.dataset is not None:
+            for pos, (ex, feats) in enumerate(zip(batch, items)):
+                seed = (int(self.cfg.seed) * 1_000_003 + salt * 131 + pos) % (2**31)
+                others = self.dataset.same_speaker(int(ex["index"]))
+                if others:
+                    j = others[torch.randint(len(others), (1,), generator=torch.Generator().manual_seed(seed)).item()]
+                    feats["prompt"] = self._item_features(self.dataset.features_of(j))
+                feats["prompt_seed"] = seed
         out = self.plugin.collate(items)
         return {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in out.items()}
 
@@ -66,7 +76,7 @@ class TrainModule(L.LightningModule):
 
     def training_step(self, batch: list[dict[str, Any]], batch_idx: int) -> torch.Tensor:
         gen = self.step_generator(batch_idx)
-        feats = self.features(batch)
+        feats = self.features(batch, salt=int(self.global_step) * 64 + batch_idx)
         losses = self.backbone.training_losses(feats, generator=gen)
         bs = len(batch)
         for name, value in losses.items():

@@ -123,6 +123,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     console.print(f"Model {plugin.name} ({cfg.model.get('preset')}): {trainable:,} trainable of {total:,} parameters"
                   + (f"; LoRA r={settings.r} alpha={settings.alpha:g} on {', '.join(settings.target_modules)}" if settings else "; full fine-tune"))
     module = TrainModule(backbone, plugin, cfg, tokenizers, sampler, adapter_only=settings is not None)
+    module.dataset = dataset
 
     # ---- tracking ------------------------------------------------------------------------
     resolved = OmegaConf.to_container(cfg, resolve=True)
