@@ -90,6 +90,10 @@ class Plugin(ABC):
         """Turn a manifest row into the example the tokenizers read (default: the row itself)."""
         return dict(row)
 
+    def filter_items(self, items: list, cfg: "DictConfig", report: "BadInputReport") -> list:
+        """Drop prepared items the system cannot train on (each reported with its reason). Default: keep all."""
+        return items
+
     def audio_spec(self, cfg: "DictConfig"):
         """How this system wants its audio (rate/channels from the plugin, bounds from ``dataset``)."""
         from audiotrain.data.audio_io import AudioSpec

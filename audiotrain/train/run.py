@@ -13,7 +13,7 @@ from rich.console import Console
 from audiotrain.config.validate import lightning_precision, validate
 from audiotrain.data.cache import FeatureCache
 from audiotrain.data.dataset import AudioDataset, collate_passthrough
-from audiotrain.data.prepare import prepare_items, resolve_manifest
+from audiotrain.data.prepare import DataError, prepare_items, resolve_manifest
 from audiotrain.data.report import BadInputReport
 from audiotrain.data.sampler import ResumableSampler
 from audiotrain.lora import adapter as lora_adapter
@@ -91,6 +91,10 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     try:
         items = prepare_items(manifest, plugin, spec, tokenizers, cache, report, progress=_progress,
                               device="cuda" if acc == "gpu" else "cpu")
+        items = plugin.filter_items(items, cfg, report)
+        report.usable = len(items)
+        if not items:
+            raise DataError(f"No usable examples in {report.source}: every input was skipped (see the report above).")
     finally:
         console.print(report.render())
         report.save(run_dir)
