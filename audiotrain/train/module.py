@@ -51,7 +51,14 @@ class TrainModule(L.LightningModule):
                     feats["prompt"] = self._item_features(self.dataset.features_of(j))
                 feats["prompt_seed"] = seed
         out = self.plugin.collate(items)
-        return {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in out.items()}
+        return {k: self._to_device(v) for k, v in out.items()}
+
+    def _to_device(self, v: Any) -> Any:
+        if isinstance(v, torch.Tensor):
+            return v.to(self.device)
+        if isinstance(v, (list, tuple)) and v and all(isinstance(x, torch.Tensor) for x in v):
+            return type(v)(x.to(self.device) for x in v)
+        return v
 
     @torch.no_grad()
     def _encode(self, example: dict[str, Any]) -> dict[str, torch.Tensor]:
