@@ -482,6 +482,7 @@ def report(args, over: dict[str, Any] | None, cache: dict[str, Any] | None, elap
         ms = 1000 * statistics.median(1 / f - 1 / h for f, h in zip(fw, hand))
         con.print(f"  target >= 0.97: {_verdict(ratio >= 0.97)}  (framework cost about {ms:.1f} ms per step, on a "
                   f"{1000 / statistics.median(hand):.0f} ms step)")
+        over["cost_ms"] = ms
     if cache is not None:
         runs = cache["runs"]
         p = cache["prepare"]["params"]
@@ -519,6 +520,11 @@ def report(args, over: dict[str, Any] | None, cache: dict[str, Any] | None, elap
         con.print(f"  speed >= 1.5x: {_verdict(speed >= 1.5)}   peak memory <= 0.6x: {_verdict(mem <= 0.6)}")
         if any(r["encoders_built"] for r in runs["cached"]):
             con.print("  [bold red]the cached run built a frozen encoder: the cache was not used as intended[/]")
+        if over is not None and over["cost_ms"] > 0:
+            step = 1000 / sps["cached"]
+            con.print(f"  (extrapolation, not a measurement: part 1's framework cost of {over['cost_ms']:.1f} ms per step, "
+                      f"added to this model's {step:.0f} ms cached step, would be a ratio of "
+                      f"{step / (step + over['cost_ms']):.3f})")
         stages: dict[str, list[float]] = {}
         for r in runs["onthefly"]:
             for k, v in r.get("encoding_ms", {}).items():

@@ -1,0 +1,73 @@
+"""VALL-E's frozen encoders as core Tokenizers: phoneme ids from the transcript, EnCodec codes from the audio.
+
+Both are cheap to key: the phoneme key is the phonemizer settings plus the symmap, the codec key is
+the codec config plus a weights fingerprint, so a cached dataset needs neither espeak-ng nor the codec.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from audiotrain.tokenizers.base import Tokenizer, stable_hash
+
+from audiotrain_valle.codec import Codec
+from audiotrain_valle.phonemes import Phonemizer, Symmap
+
+INT16_MAX = 32767
+
+
+class PhonemeFeature(Tokenizer):
+    """``example["text"]`` (in ``example["language"]`` or the default) → ``{"phns": LongTensor(L)}``.
+
+    ``phns`` is ``[<bos>=1, …, </eos>=2]``; the IPA string itself is not cached.
+    """
+
+    name = "phonemes"
+    needs_audio = False
+
+    def __init__(self, phonemizer: Phonemizer | None = None, symmap: Symmap | None = None,
+                 language: str = "en-us"):
+        self.phonemizer = phonemizer or Phonemizer(language)
+        self.symmap = symmap or Symmap.builtin()
+
+    def cache_key(self) -> str:
+        return stable_hash("phonemes", self.phonemizer.cache_key(), self.symmap.cache_key())
+
+    def encode(self, example: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        ipa = self.phonemizer.phonemize(str(example["text"]), example.get("language") or None)
+        return {"phns": torch.tensor(self.symmap.encode(ipa), dtype=torch.long)}
+
+
+class CodecFeature(Tokenizer):
+    """``example["audio"]`` (1, N) float at the codec's rate → ``{"codes": LongTensor(T, levels)}``.
+
+    ``T = ceil(N / hop)``; every value is below the codebook size, so the codes also fit int16 (as the
+    original's artifacts store them). The core has already mixed to mono and resampled to 24 kHz.
+    """
+
+    name = "codes"
+    needs_audio = True
+
+    def __init__(self, codec: Codec):
+        if codec.codebook_size - 1 > INT16_MAX:
+            raise ValueError(f"codebook_size {codec.codebook_size} does not fit int16")
+        self.codec = codec
+
+    def cache_key(self) -> str:
+        return stable_hash("codes", self.codec.cache_key())
+
+    def to(self, device: Any) -> "CodecFeature":
+        self.codec.to(device)
+        return self
+
+    def encode(self, example: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        audio = torch.as_tensor(example["audio"], dtype=torch.float32)
+        if audio.dim() == 2:
+            if audio.shape[0] != 1:
+                raise ValueError(f"the codec wants mono audio (1, N), got {tuple(audio.shape)}")
+            audio = audio[0]
+        length = example.get("audio_length")
+        if length is not None:  # the core pads short clips to the minimum duration; encode the real audio
+            audio = audio[: max(1, int(length))]
+        return {"codes": self.codec.encode(audio)}
