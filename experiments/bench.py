@@ -563,7 +563,7 @@ def main() -> int:
     ap.add_argument("--overhead-steps", type=int, default=30, help="part 1: timed steps per run")
     ap.add_argument("--tiny-seconds", type=float, default=8.0, help="audio per example for part 1")
     ap.add_argument("--scale", type=int, default=16, help="part 2: release widths divided by this")
-    ap.add_argument("--seconds", type=float, default=15.0, help="part 2: audio per example (both modes)")
+    ap.add_argument("--seconds", type=float, default=12.0, help="part 2: audio per example (both modes)")
     ap.add_argument("--songs", type=int, default=4, help="part 2: synthetic songs")
     ap.add_argument("--cache-rounds", type=int, default=2, help="part 2: 2 = cached, on-the-fly, on-the-fly, cached")
     ap.add_argument("--cache-warmup", type=int, default=2, help="part 2: untimed steps per run")

@@ -99,7 +99,8 @@ class SpeechBatchSampler(Sampler[list[int]]):
         if max_batch_seconds is not None and not max_batch_seconds > 0:
             raise ValueError(f"max_batch_seconds={max_batch_seconds} must be positive (or None for no cap).")
         if batch_size < 0 or (batch_size == 0 and max_batch_seconds is None):
-            raise ValueError(f"batch_size={batch_size} must be at least 1 (0 = no count limit, only with max_batch_seconds).")
+            raise ValueError(f"batch_size={batch_size} must be at least 1 "
+                             "(0 = no count limit, only with max_batch_seconds).")
         if (num_replicas is None) != (rank is None):
             raise ValueError("Give both num_replicas and rank, or neither (then torch.distributed decides).")
         if num_replicas is not None and not 0 <= rank < num_replicas:

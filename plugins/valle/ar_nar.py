@@ -192,7 +192,7 @@ class ARNAR(nn.Module):
     # ----------------------------------------------------------------------------------- training
     def forward(self, phns: Sequence[torch.Tensor], proms: Sequence[torch.Tensor], resps: Sequence[torch.Tensor],
                 langs: torch.Tensor | Sequence[int], levels: torch.Tensor | Sequence[int] | None = None,
-                generator: torch.Generator | None = None, **_: Any) -> dict[str, torch.Tensor]:
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Training loss of a batch (see module docstring for the format).
 
         ``levels`` (B,) forces the target levels; otherwise they are drawn with ``generator``.

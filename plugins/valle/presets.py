@@ -7,11 +7,12 @@ exported ``fp32.sft``/``.pth`` files (``size`` as name/float/dict plus an ``expe
 :func:`to_original_config` writes the latter form back (``size`` as a dict, so every size is kept).
 
 Presets: ``quarter`` 256 d / 4 heads / 12 layers, ``half`` 512/8/12, ``full`` 1024/16/12 (the
-released ``ar+nar-llama-8``, 237,968,641 parameters), and ``tiny`` 32/2/2 (no dropout, ~1.2M
-parameters) for CPU tests; every preset keeps the EnCodec 6 kbps book of 8 levels x 1024 codes.
-``resp_levels`` and ``audio_tokens`` are keys of every preset, so a model can match any codec (e.g.
-``{"preset": "tiny", "resp_levels": 2, "audio_tokens": 64}`` for a toy codec); the AR table and
-head have ``audio_tokens + 1`` rows (the last is the stop token).
+released ``ar+nar-llama-8``, 237,968,641 parameters), and ``tiny`` 32 d / 2 heads / 2 layers (no
+dropout) for CPU tests, sized for ``Codec.tiny`` (8 levels x 64 codes; the others keep EnCodec's
+8 x 1024). ``resp_levels`` and ``audio_tokens`` are keys of every preset, so a model can match any
+codec (e.g. ``{"preset": "tiny", "audio_tokens": 1024}`` for real EnCodec codes, or
+``{"preset": "tiny", "resp_levels": 2}``); the AR table and head have ``audio_tokens + 1`` rows
+(the last is the stop token).
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ SIZES: dict[str, dict[str, int]] = {
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {**DEFAULTS, "dim": 32, "heads": 2, "layers": 2, "dropout": 0.0},
+    "tiny": {**DEFAULTS, "dim": 32, "heads": 2, "layers": 2, "audio_tokens": 64, "dropout": 0.0},
     "quarter": {**DEFAULTS, **SIZES["quarter"]},
     "half": {**DEFAULTS, **SIZES["half"]},
     "full": {**DEFAULTS, **SIZES["full"]},

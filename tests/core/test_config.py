@@ -19,7 +19,7 @@ def _registered():
 def test_plugin_found_through_its_entry_point():
     plugins = registry.discover()
     assert "acestep" in plugins and plugins["acestep"].name == "acestep"
-    with pytest.raises(registry.PluginError, match="installed plugins are acestep"):
+    with pytest.raises(registry.PluginError, match="installed plugins are acestep, valle"):
         registry.get("nosuch")
 
 

@@ -1,0 +1,56 @@
+"""Building VALL-E's frozen encoders (lazily: a cached dataset loads neither espeak-ng nor the codec)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from audiotrain.errors import UserError
+from audiotrain.tokenizers.lazy import LazyTokenizer
+
+from audiotrain_valle import codec as codec_mod
+
+
+def codec_frame_rate(cfg: Any) -> float:
+    """Codes per second, read from the codec's config without loading it (75 for EnCodec 24 kHz)."""
+    path = cfg.model.codec.get("path")
+    if not path:
+        return 75.0
+    conf = json.loads((codec_mod.check_dir(path) / "config.json").read_text())
+    return float(conf.get("sampling_rate", 24000)) / math.prod(conf.get("upsampling_ratios", [8, 5, 4, 2]))
+
+
+def codec_factory(cfg: Any):
+    path = cfg.model.codec.get("path")
+    if path:
+        return codec_mod.dir_key(path), lambda: codec_mod.Codec.from_dir(path)
+    if str(cfg.model.preset) != "tiny":
+        raise UserError(f"model.preset={cfg.model.preset} needs the EnCodec 24 kHz weights: pass model.codec.path=DIR "
+                        "(a local facebook/encodec_24khz folder), or use model.preset=tiny for the tiny random codec.")
+    return codec_mod.tiny_key(0), lambda: codec_mod.Codec.tiny(seed=0)
+
+
+def build_tokenizers(cfg: Any, symmap=None) -> list[LazyTokenizer]:
+    from audiotrain_valle.features import CodecFeature, PhonemeFeature
+    from audiotrain_valle.phonemes import Phonemizer, Symmap
+
+    language = str(cfg.model.language)
+    symmap = symmap or Symmap.builtin()
+    phonemes = PhonemeFeature(Phonemizer(language), symmap, language)
+    codec_key, make_codec = codec_factory(cfg)
+    codes_key = CodecFeature.__name__ + codec_key
+    return [
+        LazyTokenizer("codes", codes_key, lambda: CodecFeature(make_codec()), needs_audio=True),
+        LazyTokenizer("phonemes", phonemes.cache_key(), lambda: phonemes),
+    ]
+
+
+def weights_path(cfg: Any) -> Path | None:
+    w = cfg.model.get("weights")
+    if not w:
+        return None
+    p = Path(str(w)).expanduser()
+    if not p.is_file():
+        raise UserError(f"model.weights={w} does not exist: give the exported fp32.sft or fp32.pth of a VALL-E model.")
+    return p

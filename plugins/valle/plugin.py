@@ -1,0 +1,127 @@
+"""The VALL-E plugin object registered under the ``audiotrain.plugins`` entry point."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from audiotrain.plugins.base import Plugin
+
+CONF = Path(__file__).resolve().parent / "conf"
+
+
+class VALLEPlugin(Plugin):
+    name = "valle"
+    sample_rate = 24000
+    channels = 1
+    prompt_source = "speaker"
+
+    def __init__(self) -> None:
+        self._frame_rate = 75.0
+        self._prompt_range: Sequence[float] = (3.0, 6.0)
+        self._lang = 0
+
+    def config_options(self):
+        return {("model", "valle"): CONF / "model" / "valle.yaml", ("lora", "valle"): CONF / "lora" / "valle.yaml"}
+
+    def readers(self):
+        from audiotrain_valle.readers import LJSpeechList, VoiceFolder
+
+        return [LJSpeechList(language=None), VoiceFolder(language=None)]
+
+    def _remember(self, cfg) -> None:
+        from audiotrain_valle.collate import lang_id
+        from audiotrain_valle.encoders import codec_frame_rate
+        from audiotrain_valle.presets import resolve_config
+
+        self._frame_rate = codec_frame_rate(cfg)
+        self._prompt_range = tuple(cfg.model.prompt_duration_range)
+        self._lang = lang_id(str(cfg.model.language), int(resolve_config(str(cfg.model.preset))["langs"]))
+
+    def build_tokenizers(self, cfg):
+        from audiotrain_valle.encoders import build_tokenizers, weights_path
+
+        self._remember(cfg)
+        symmap = None
+        if weights_path(cfg) is not None:  # fine-tuning a released model: use its phoneme ids
+            from audiotrain_valle.checkpoint import read_exported
+            from audiotrain_valle.phonemes import Symmap
+
+            stored = (read_exported(weights_path(cfg))[2] or {}).get("symmap")
+            symmap = Symmap.from_dict(stored) if stored else None
+        return build_tokenizers(cfg, symmap)
+
+    def build_backbone(self, cfg, *, device: str = "cpu"):
+        import torch
+
+        from audiotrain_valle.ar_nar import ARNAR
+        from audiotrain_valle.backbone import VALLEBackbone
+        from audiotrain_valle.encoders import codec_factory, weights_path
+
+        settings = dict(cfg.model)
+        if device == "meta":
+            return VALLEBackbone(ARNAR(str(cfg.model.preset)), settings)
+        self._remember(cfg)
+        path = weights_path(cfg)
+        if path is not None:
+            from audiotrain_valle.checkpoint import load_exported
+
+            model, _, _ = load_exported(path)
+            model.train()
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model = ARNAR(str(cfg.model.preset))
+        _, make_codec = codec_factory(cfg)
+        return VALLEBackbone(model, settings, codec_factory=make_codec)
+
+    def collate(self, items: Sequence[Mapping[str, Any]]):
+        from audiotrain_valle.collate import collate
+
+        return collate(items, self._frame_rate, self._prompt_range, self._lang)
+
+    def filter_items(self, items, cfg, report):
+        lo, hi = (float(x) for x in cfg.model.duration_range)
+        kept = []
+        for it in items:
+            if not lo <= it.duration <= hi:
+                report.add(it.row["audio_path"], f"{it.duration:.1f} s is outside model.duration_range [{lo:g}, {hi:g}] s")
+            else:
+                kept.append(it)
+        counts: dict[str, int] = {}
+        for it in kept:
+            counts[it.row.get("speaker", "")] = counts.get(it.row.get("speaker", ""), 0) + 1
+        need = int(cfg.model.min_utterances)
+        out = []
+        for it in kept:
+            spk = it.row.get("speaker", "")
+            if counts[spk] < need:
+                report.add(it.row["audio_path"], f"speaker '{spk}' has {counts[spk]} usable utterance(s); VALL-E needs "
+                                                 f"{need} (prompts come from another utterance of the same speaker)")
+            else:
+                out.append(it)
+        return out
+
+    def validate(self, cfg) -> list[str]:
+        from audiotrain_valle.presets import PRESETS
+
+        problems = []
+        m = cfg.model
+        if str(m.get("preset")) not in PRESETS:
+            problems.append(f"model.preset={m.get('preset')} is unknown: use one of {', '.join(PRESETS)}.")
+        elif str(m.get("preset")) != "tiny" and not m.codec.get("path"):
+            problems.append(f"model.preset={m.get('preset')} needs the EnCodec 24 kHz weights: pass model.codec.path=DIR "
+                            "(a local facebook/encodec_24khz folder), or use model.preset=tiny.")
+        lo, hi = (float(x) for x in m.prompt_duration_range)
+        if not 0 < lo <= hi:
+            problems.append(f"model.prompt_duration_range=[{lo:g}, {hi:g}] must be 0 < min <= max seconds.")
+        if m.get("weights") and not Path(str(m.weights)).expanduser().is_file():
+            problems.append(f"model.weights={m.weights} does not exist: give the exported fp32.sft or fp32.pth.")
+        return problems
+
+    def save_adapter_native(self, root, settings, directory):
+        from audiotrain_valle.adapter_format import save
+
+        return save(root, settings, directory)
+
+
+PLUGIN = VALLEPlugin()
