@@ -32,12 +32,19 @@ class ResumableSampler(Sampler[int]):
         return torch.randperm(self.num_items, generator=g).tolist()
 
     def __iter__(self) -> Iterator[int]:
+        """Continue the epoch in progress until it is fully consumed; only then start the next one.
+
+        (A checkpoint taken exactly at an epoch's end, then resumed, must not skip the next epoch's start:
+        Lightning may create a fresh iterator for a "restarted" epoch.)
+        """
         if self._resume is not None:
             self.epoch, start = self._resume
             self._resume = None
-        else:
+        elif self.epoch < 0 or self.consumed >= self.num_items:
             self.epoch += 1
             start = 0
+        else:
+            start = self.consumed
         self.consumed = start
         yield from self.order(self.epoch)[start:]
 
@@ -45,15 +52,21 @@ class ResumableSampler(Sampler[int]):
         self.consumed += int(n)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "consumed": self.consumed, "seed": self.seed, "num_items": self.num_items}
+        return {"kind": "examples", "epoch": self.epoch, "consumed": self.consumed, "seed": self.seed,
+                "num_items": self.num_items}
 
     def load_state_dict(self, state: dict) -> None:
+        if state.get("kind", "examples") != "examples":
+            raise ValueError("The checkpoint's sampler counted batches (dataset.order was set); resume with the same "
+                             "dataset.order settings, or start a new run.")
         if int(state.get("num_items", self.num_items)) != self.num_items:
             raise ValueError(
                 f"The checkpoint was trained on {state['num_items']} examples but the data now has "
                 f"{self.num_items}: resume with the same data, or start a new run."
             )
         epoch, consumed = int(state["epoch"]), int(state["consumed"])
+        if epoch < 0:
+            return
         if consumed >= self.num_items:
             epoch, consumed = epoch + 1, 0
         self._resume = (epoch, consumed)

@@ -55,8 +55,12 @@ class MetricsToTracker(L.Callback):
         self._last_step = trainer.global_step
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        norms = [p.grad.detach().float().norm() for p in pl_module.parameters() if p.grad is not None]
-        self._grad_norm = float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if grads:
+            norms = torch._foreach_norm(grads)
+            self._grad_norm = float(torch.linalg.vector_norm(torch.stack([n.float() for n in norms])))
+        else:
+            self._grad_norm = 0.0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = trainer.global_step

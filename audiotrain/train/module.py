@@ -77,7 +77,11 @@ class TrainModule(L.LightningModule):
     def step_generator(self, batch_idx: int) -> torch.Generator:
         accum = max(1, int(self.cfg.trainer.accumulate_grad_batches))
         seed = int(self.cfg.seed) * 1_000_003 + int(self.global_step) * 64 + batch_idx % accum
-        torch.manual_seed(seed)  # dropout and any other global-RNG use in the step
+        # dropout and any other global-RNG use in the step (torch.manual_seed itself is slow: it records
+        # call stacks for lazy device seeding on every call)
+        torch.random.default_generator.manual_seed(seed)
+        if self.device.type == "cuda":
+            torch.cuda.manual_seed(seed)
         gen = torch.Generator(device=self.device if self.device.type != "meta" else "cpu")
         return gen.manual_seed(seed)
 

@@ -68,7 +68,9 @@ def build_tokenizers(cfg: Any) -> list[LazyTokenizer]:
         from audiotrain_acestep.dcae_presets import DCAE_PRESETS, VOCODER_PRESETS
 
         dcae_key = stable_hash("tiny-dcae", TINY_INIT_SEED, DCAE_PRESETS["tiny"], VOCODER_PRESETS["tiny"])
-        text_key = stable_hash("tiny-umt5", TINY_INIT_SEED, max_text)
+        from audiotrain_acestep.text_encoder import tiny_umt5_config
+
+        text_key = stable_hash("tiny-umt5", TINY_INIT_SEED, max_text, tiny_umt5_config().to_dict())
         make_dcae = lambda: _seeded(lambda: MusicDCAE.from_preset("tiny"))  # noqa: E731
         make_text = lambda: TextEncoder.tiny(seed=TINY_INIT_SEED, max_length=max_text)  # noqa: E731
     else:
