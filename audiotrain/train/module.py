@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import lightning as L
 import torch
 
-from audiotrain.data.sampler import ResumableSampler
+from audiotrain.data.batching import Resumable
 from audiotrain.models.backbone import Backbone
 from audiotrain.plugins.base import Plugin
 from audiotrain.tokenizers.base import Tokenizer
@@ -20,7 +20,7 @@ from audiotrain.train.optim import build_optimizer, build_scheduler
 
 class TrainModule(L.LightningModule):
     def __init__(self, backbone: Backbone, plugin: Plugin, cfg: Any, tokenizers: Sequence[Tokenizer],
-                 sampler: ResumableSampler | None, adapter_only: bool):
+                 sampler: Resumable | None, adapter_only: bool):
         super().__init__()
         self.backbone = backbone
         self.plugin = plugin

@@ -64,6 +64,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     from audiotrain.train.backend import accelerator, strategy
     from audiotrain.train.callbacks import (AdapterSaver, FixedEvalLoss, MetricsToTracker, SampleRenderer,
                                             StepProgress)
+    from audiotrain.train.control import LiveControl, checkpoint_action
     from audiotrain.train.module import TrainModule
 
     overrides = list(overrides or [])
@@ -105,11 +106,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
             if hasattr(t, "release"):
                 t.release()
     dataset = AudioDataset(items, plugin, spec, tokenizers, cache)
-    sampler = ResumableSampler(len(dataset), seed=int(cfg.seed), shuffle=bool(cfg.dataset.shuffle))
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=int(cfg.dataset.batch_size), sampler=sampler,
-        num_workers=int(cfg.dataset.num_workers), collate_fn=collate_passthrough,
-        persistent_workers=False, pin_memory=acc == "gpu")
+    sampler, loader = build_loader(cfg, dataset, acc)
 
     # ---- model + adapter -----------------------------------------------------------------
     backbone = plugin.build_backbone(cfg)
@@ -215,24 +212,38 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     eval_cb = FixedEvalLoss(int(cfg.trainer.get("eval_every_n_steps") or cfg.trainer.every_n_train_steps), eval_loss,
                             tracker)
     metrics_cb = MetricsToTracker(tracker)
+    adapter_cb = AdapterSaver(int(cfg.trainer.every_n_train_steps), save_adapter, adapters_dir, tracker)
+
+    def eval_action(trainer, _module) -> str:
+        eval_cb._run(trainer, _module)
+        return f"eval/loss {eval_cb.values[-1][1]:.4f}"
+
+    def export_action(trainer, _module):
+        return adapter_cb._save(f"manual_step_{trainer.global_step}") if trainer.is_global_zero else None
+
+    control = LiveControl(stdin=_stdin_enabled(cfg), control_file=run_dir / "control", tracker=tracker,
+                          run_dir=run_dir, actions={"save": checkpoint_action(run_dir / "checkpoints"),
+                                                    "eval": eval_action, "export": export_action})
     callbacks = [
         StepProgress(int(cfg.trainer.max_steps)) if cfg.trainer.progress_bar else None,
         metrics_cb,
         eval_cb,
-        AdapterSaver(int(cfg.trainer.every_n_train_steps), save_adapter, adapters_dir, tracker),
+        adapter_cb,
         ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="step={step}", auto_insert_metric_name=False,
                         every_n_train_steps=int(cfg.trainer.every_n_train_steps) or None,
                         save_top_k=int(cfg.trainer.keep_last_n), monitor="step", mode="max", save_last=True),
     ]
     if int(cfg.trainer.every_plot_step) > 0 and type(backbone).sample_audio is not Backbone.sample_audio:
         callbacks.append(SampleRenderer(int(cfg.trainer.every_plot_step), render, run_dir / "samples", tracker))
+    callbacks.append(control)
     trainer = L.Trainer(
         accelerator=acc, devices=int(cfg.trainer.devices), num_nodes=int(cfg.trainer.num_nodes),
         strategy=strategy(cfg, acc), precision=prec,
         max_steps=int(cfg.trainer.max_steps), max_epochs=int(cfg.trainer.max_epochs),
         accumulate_grad_batches=int(cfg.trainer.accumulate_grad_batches),
         gradient_clip_val=cfg.trainer.gradient_clip_val, gradient_clip_algorithm=str(cfg.trainer.gradient_clip_algorithm),
-        reload_dataloaders_every_n_epochs=int(cfg.trainer.reload_dataloaders_every_n_epochs),
+        reload_dataloaders_every_n_epochs=max(1, int(cfg.trainer.reload_dataloaders_every_n_epochs))
+        if cfg.dataset.get("order") else int(cfg.trainer.reload_dataloaders_every_n_epochs),
         val_check_interval=cfg.trainer.val_check_interval, log_every_n_steps=int(cfg.trainer.log_every_n_steps),
         callbacks=[c for c in callbacks if c is not None], logger=False, enable_progress_bar=False,
         enable_model_summary=False, default_root_dir=str(run_dir), num_sanity_val_steps=0,
@@ -261,11 +272,42 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         "steps": trainer.global_step, "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "loss_start_mean": _window_mean(losses, first=True), "loss_end_mean": _window_mean(losses, first=False),
-        "eval_loss": eval_cb.values, "skipped": len(report), "usable": report.usable,
+        "eval_loss": eval_cb.values, "final_metrics": metrics_cb.history[-1] if metrics_cb.history else {},
+        "skipped": len(report), "usable": report.usable,
         "trainable_params": trainable,
     }
     rd.summary_file(run_dir, summary)
     return summary
+
+
+def _stdin_enabled(cfg: DictConfig) -> bool:
+    """Typed commands (save, quit, lr X, eval, export) are read from a terminal; ``trainer.stdin_control``
+    forces it on (e.g. a pipe) or off. Jobs without a terminal use ``<run_dir>/control``."""
+    import sys
+
+    forced = cfg.trainer.get("stdin_control")
+    if forced is not None:
+        return bool(forced)
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def build_loader(cfg: DictConfig, dataset: AudioDataset, acc: str):
+    """The sampler and DataLoader: a shuffled example sampler, or — with ``dataset.order`` — the speech
+    batch sampler (interleaved/duration/speaker/random orders, batches capped by total seconds)."""
+    from audiotrain.data.batching import SpeechBatchSampler
+    from audiotrain.train.control import quiet_worker_init
+
+    common = dict(num_workers=int(cfg.dataset.num_workers), collate_fn=collate_passthrough,
+                  persistent_workers=False, pin_memory=acc == "gpu", worker_init_fn=quiet_worker_init)
+    d = cfg.dataset
+    if d.get("order"):
+        sampler = SpeechBatchSampler(dataset.durations, dataset.speakers, order=str(d.order),
+                                     max_batch_seconds=d.get("max_batch_seconds"), batch_size=int(d.batch_size),
+                                     seed=int(cfg.seed), shuffle_batches=bool(d.get("shuffle_batches", False)),
+                                     drop_last=bool(d.get("drop_last", False)), shuffle=bool(d.shuffle))
+        return sampler, torch.utils.data.DataLoader(dataset, batch_sampler=sampler, **common)
+    sampler = ResumableSampler(len(dataset), seed=int(cfg.seed), shuffle=bool(d.shuffle))
+    return sampler, torch.utils.data.DataLoader(dataset, batch_size=int(d.batch_size), sampler=sampler, **common)
 
 
 def _window_mean(values: list[float], first: bool) -> float | None:

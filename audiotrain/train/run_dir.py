@@ -9,11 +9,13 @@ from typing import Any
 
 
 def find_latest_checkpoint(log_dir: str | Path, exp_name: str) -> Path | None:
-    """Newest ``last.ckpt`` under ``<log_dir>/<exp_name>/*/checkpoints`` (for ``resume=auto``)."""
+    """Newest ``last.ckpt`` or ``manual-step=N.ckpt`` (``save``/``quit``/SIGTERM) under
+    ``<log_dir>/<exp_name>/*/checkpoints`` (for ``resume=auto``)."""
     root = Path(log_dir) / exp_name
     if not root.is_dir():
         return None
-    found = sorted(root.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    found = sorted([*root.glob("*/checkpoints/last.ckpt"), *root.glob("*/checkpoints/manual-step=*.ckpt")],
+                   key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None
 
 
