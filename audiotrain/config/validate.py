@@ -103,6 +103,12 @@ def validate(cfg: DictConfig, plugin: Any | None, module_names: list[str] | None
     bs = cfg.dataset.get("batch_size")
     if not isinstance(bs, int) or bs < 1:
         p.append(f"dataset.batch_size={bs} must be a positive integer.")
+    order = cfg.dataset.get("order")
+    if order not in (None, "interleaved", "duration", "speaker", "random"):
+        p.append(f"dataset.order={order} is unknown: use interleaved, duration, speaker or random (or null).")
+    mbs = cfg.dataset.get("max_batch_seconds")
+    if mbs is not None and (not isinstance(mbs, (int, float)) or mbs <= 0):
+        p.append(f"dataset.max_batch_seconds={mbs} must be a positive number of seconds (or null).")
     if cfg.get("resume") not in (None, "auto"):
         p.append(f"resume={cfg.get('resume')} must be auto (or leave it unset and use ckpt_path=FILE).")
     if cfg.get("ckpt_path") and not Path(str(cfg.ckpt_path)).is_file():
