@@ -29,6 +29,24 @@ class AudioDataset(Dataset):
         self.tokenizers = list(tokenizers)
         self.cache = cache
 
+    #: cached features kept in memory per process (small: codes, latents, text states), LRU
+    memory_items: int = 512
+
+    def _cached(self, fingerprint: str) -> dict[str, torch.Tensor]:
+        from collections import OrderedDict
+
+        lru = self.__dict__.setdefault("_lru", OrderedDict())
+        if fingerprint in lru:
+            lru.move_to_end(fingerprint)
+            return lru[fingerprint]
+        feats: dict[str, torch.Tensor] = {}
+        for t in self.tokenizers:
+            feats.update(self.cache.load(t.name, t.cache_key(), fingerprint))
+        lru[fingerprint] = feats
+        if len(lru) > self.memory_items:
+            lru.popitem(last=False)
+        return feats
+
     def __len__(self) -> int:
         return len(self.items)
 
@@ -57,10 +75,7 @@ class AudioDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.items[index]
         if self.cache is not None:
-            feats: dict[str, torch.Tensor] = {}
-            for t in self.tokenizers:
-                feats.update(self.cache.load(t.name, t.cache_key(), item.fingerprint))
-            return {"key": item.row["key"], "index": index, "features": feats}
+            return {"key": item.row["key"], "index": index, "features": self._cached(item.fingerprint)}
         example = self.plugin.prepare_example(item.row, None)
         audio, length = load_audio(item.row["audio_path"], self.spec)
         example["audio"] = torch.from_numpy(audio)

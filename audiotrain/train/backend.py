@@ -31,11 +31,9 @@ def strategy(cfg: Any, acc: str) -> Any:
         pg = cfg.backend.get("process_group_backend") or ("nccl" if acc == "gpu" else "gloo")
         return DDPStrategy(process_group_backend=pg, find_unused_parameters=bool(cfg.backend.find_unused_parameters))
     if name == "deepspeed":
-        if acc != "gpu":
-            raise BackendError("backend=deepspeed needs CUDA GPUs here (Lightning's DeepSpeed strategy refuses a CPU); "
-                               "use backend=local or backend=ddp on a CPU.")
-        from lightning.pytorch.strategies import DeepSpeedStrategy
+        from audiotrain.config.validate import lightning_precision
+        from audiotrain.train.deepspeed_cpu import build
 
-        return DeepSpeedStrategy(stage=int(cfg.backend.stage), offload_optimizer=bool(cfg.backend.offload_optimizer),
-                                 offload_parameters=bool(cfg.backend.offload_parameters))
+        return build(cfg.backend, lightning_precision(cfg.precision.name), acc,
+                     batch_size=int(cfg.dataset.batch_size) if cfg.get("dataset") else None)
     raise BackendError(f"backend={name} is unknown: use local, ddp or deepspeed.")

@@ -26,10 +26,10 @@ class StepProgress(L.Callback):
         if self.bar is None:
             return
         done = trainer.global_step - self.bar.n
-        m = trainer.callback_metrics
+        m = getattr(pl_module, "step_metrics", {})
         post = {}
         if "train/loss" in m:
-            post["loss"] = f"{float(m['train/loss']):.4f}"
+            post["loss"] = f"{m['train/loss']:.4f}"
         if trainer.optimizers:
             post["lr"] = f"{trainer.optimizers[0].param_groups[0]['lr']:.2e}"
         self.bar.set_postfix(post, refresh=False)
@@ -67,7 +67,7 @@ class MetricsToTracker(L.Callback):
         if step == self._last_step:
             return  # still accumulating
         now = time.perf_counter()
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+        metrics = pl_module.pop_step_metrics()
         metrics["train/lr"] = trainer.optimizers[0].param_groups[0]["lr"]
         if self._grad_norm is not None:
             metrics["train/grad_norm"] = self._grad_norm

@@ -32,6 +32,15 @@ class TrainModule(L.LightningModule):
         self.strict_loading = not adapter_only
         self.extra_state: dict[str, Any] = {}
         self.dataset = None  # set by the runner when the plugin wants same-speaker prompts
+        self._window: dict[str, tuple[Any, int]] = {}
+        self.step_metrics: dict[str, float] = {}
+
+    def pop_step_metrics(self) -> dict[str, float]:
+        """``train/<name>`` means over the micro-batches since the last call (one optimizer step)."""
+        out = {f"train/{k}": float(total) / max(count, 1) for k, (total, count) in self._window.items()}
+        self._window = {}
+        self.step_metrics = out
+        return out
 
     # ---- features -------------------------------------------------------------------------
     def _item_features(self, ex: dict[str, Any]) -> dict[str, Any]:
@@ -90,9 +99,11 @@ class TrainModule(L.LightningModule):
         feats = self.features(batch, salt=int(self.global_step) * 64 + batch_idx)
         losses = self.backbone.training_losses(feats, generator=gen)
         bs = len(batch)
+        # Averaged over the micro-batches of one optimizer step and read by the callbacks (cheaper than
+        # Lightning's self.log on every micro-batch).
         for name, value in losses.items():
-            self.log(f"train/{name}", value.detach().float(), prog_bar=(name == "loss"), batch_size=bs,
-                     on_step=True, on_epoch=False)
+            total, count = self._window.get(name, (0.0, 0))
+            self._window[name] = (total + value.detach().float(), count + 1)
         if self.sampler is not None:
             self.sampler.advance(bs)
         return losses["loss"]

@@ -225,8 +225,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
                           run_dir=run_dir, actions={"save": checkpoint_action(run_dir / "checkpoints"),
                                                     "eval": eval_action, "export": export_action})
     callbacks = [
+        metrics_cb,  # first: it closes the step's metrics that the others read
         StepProgress(int(cfg.trainer.max_steps)) if cfg.trainer.progress_bar else None,
-        metrics_cb,
         eval_cb,
         adapter_cb,
         ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="step={step}", auto_insert_metric_name=False,
