@@ -47,13 +47,19 @@ def _task(cfg) -> None:
 
     overrides = list(HydraConfig.get().overrides.task)
     try:
+        if cfg.get("mode", "train") == "eval":
+            from audiotrain.train.evaluate import eval_message, run_eval
+
+            console.print(eval_message(run_eval(cfg, overrides)))
+            return
         summary = train(cfg, overrides)
     except USER_ERRORS as exc:
         console.print(f"[red]audiotrain: {exc}[/]")
         if HydraConfig.get().mode.name == "MULTIRUN":
             raise
         sys.exit(2)
-    console.print(done_message(summary))
+    if summary.get("global_rank", 0) == 0:
+        console.print(done_message(summary))
 
 
 def done_message(summary: dict) -> str:
@@ -64,6 +70,10 @@ def done_message(summary: dict) -> str:
     if len(ev) > 1:
         lines.append(f"  eval loss (fixed examples and noise): {ev[0][1]:.4f} at step {ev[0][0]} → "
                      f"{ev[-1][1]:.4f} at step {ev[-1][0]}")
+    md = summary.get("eval_mel_distance") or []
+    if md:
+        lines.append(f"  eval mel distance (generated vs reference): {md[0][1]:.4f} at step {md[0][0]} → "
+                     f"{md[-1][1]:.4f} at step {md[-1][0]}")
     lines.append(f"  run directory: {summary['run_dir']}")
     lines.append(f"  adapter:       {summary['adapter_dir']}")
     if summary.get("mlflow_run_id"):

@@ -56,6 +56,18 @@ def resolve_resume(cfg: DictConfig) -> Path | None:
     return None
 
 
+def launch_rank(cfg: DictConfig) -> int:
+    """This process's global rank, known before Lightning sets up the process group. With backend=ddp,
+    Lightning re-runs the command for ranks 1..N-1 when ``fit`` starts (LOCAL_RANK/NODE_RANK set, the same
+    Hydra run dir); torchrun and SLURM set RANK / SLURM_PROCID. Only rank 0 writes the run's files, owns the
+    MLflow run, prints the report and the progress bar and saves adapters."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    if "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        return int(os.environ["SLURM_PROCID"])
+    return int(os.environ.get("NODE_RANK", 0)) * int(cfg.trainer.devices) + int(os.environ.get("LOCAL_RANK", 0))
+
+
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
     """Run one training job. Returns a summary (run dir, adapter dir, MLflow run id, losses)."""
     import lightning as L
@@ -65,6 +77,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     from audiotrain.train.callbacks import (AdapterSaver, FixedEvalLoss, MetricsToTracker, SampleRenderer,
                                             StepProgress)
     from audiotrain.train.control import LiveControl, checkpoint_action
+    from audiotrain.train.evaluate import AudioEval, can_render
     from audiotrain.train.module import TrainModule
 
     overrides = list(overrides or [])
@@ -72,6 +85,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     plugin = registry.get(OmegaConf.select(cfg, "model.name"))
     validate(cfg, plugin, module_names=plugin.lora_module_names(cfg) if cfg.lora.get("target_modules") else None)
     ckpt = resolve_resume(cfg)
+    rank = launch_rank(cfg)
+    zero = rank == 0
+    console.quiet = not zero  # the other DDP ranks run the same job silently (rank 0 reports)
     run_dir = rd.run_dir_of_checkpoint(ckpt) if ckpt else Path(str(cfg.paths.run_dir)).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     if ckpt:
@@ -98,7 +114,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
             raise DataError(f"No usable examples in {report.source}: every input was skipped (see the report above).")
     finally:
         console.print(report.render())
-        report.save(run_dir)
+        if zero:
+            report.save(run_dir)
     if cfg.dataset.get("limit"):
         items = items[: int(cfg.dataset.limit)]
     if cache is not None:
@@ -129,10 +146,11 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     # ---- tracking ------------------------------------------------------------------------
     resolved = OmegaConf.to_container(cfg, resolve=True)
     cfg_file = run_dir / "config.yaml"
-    cfg_file.write_text(OmegaConf.to_yaml(resolved))
-    command_file = rd.write_command(run_dir, overrides)
     tracker = None
-    if cfg.tracking.name == "mlflow":
+    if zero:
+        cfg_file.write_text(OmegaConf.to_yaml(resolved))
+        command_file = rd.write_command(run_dir, overrides)
+    if cfg.tracking.name == "mlflow" and zero:
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         tracker = Tracker(str(cfg.tracking.uri), cfg.tracking.get("experiment") or f"audiotrain/{plugin.name}")
         tags = {"plugin": plugin.name, "git_sha": rd.git_sha(), "run_dir": str(run_dir),
@@ -209,8 +227,10 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
                     n += 1
         return total / n
 
-    eval_cb = FixedEvalLoss(int(cfg.trainer.get("eval_every_n_steps") or cfg.trainer.every_n_train_steps), eval_loss,
-                            tracker)
+    eval_every = int(cfg.trainer.get("eval_every_n_steps") or cfg.trainer.every_n_train_steps)
+    eval_cb = FixedEvalLoss(eval_every, eval_loss, tracker)
+    audio_eval_cb = AudioEval(eval_every, cfg, dataset, tracker, run_dir) \
+        if cfg.trainer.get("eval_audio") and can_render(backbone) else None
     metrics_cb = MetricsToTracker(tracker)
     adapter_cb = AdapterSaver(int(cfg.trainer.every_n_train_steps), save_adapter, adapters_dir, tracker)
 
@@ -226,9 +246,10 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
                                                     "eval": eval_action, "export": export_action})
     callbacks = [
         metrics_cb,  # first: it closes the step's metrics that the others read
-        StepProgress(int(cfg.trainer.max_steps)) if cfg.trainer.progress_bar else None,
+        StepProgress(int(cfg.trainer.max_steps)) if cfg.trainer.progress_bar and zero else None,
         eval_cb,
-        adapter_cb,
+        audio_eval_cb,
+        adapter_cb if zero else None,
         ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="step={step}", auto_insert_metric_name=False,
                         every_n_train_steps=int(cfg.trainer.every_n_train_steps) or None,
                         save_top_k=int(cfg.trainer.keep_last_n), monitor="step", mode="max", save_last=True),
@@ -272,11 +293,13 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         "steps": trainer.global_step, "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "loss_start_mean": _window_mean(losses, first=True), "loss_end_mean": _window_mean(losses, first=False),
-        "eval_loss": eval_cb.values, "final_metrics": metrics_cb.history[-1] if metrics_cb.history else {},
+        "eval_loss": eval_cb.values, "eval_mel_distance": audio_eval_cb.values if audio_eval_cb else [],
+        "global_rank": rank, "final_metrics": metrics_cb.history[-1] if metrics_cb.history else {},
         "skipped": len(report), "usable": report.usable,
         "trainable_params": trainable,
     }
-    rd.summary_file(run_dir, summary)
+    if zero:
+        rd.summary_file(run_dir, summary)
     return summary
 
 

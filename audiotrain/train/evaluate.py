@@ -1,0 +1,271 @@
+"""Audio evaluation: generate speech/music for fixed validation prompts and score it against the reference.
+
+``evaluate`` is the one place the metric is computed, for both ``mode=eval`` (``run_eval``: load the
+model and its adapter from ``ckpt_path=`` / ``resume=auto``, evaluate once, exit) and the periodic eval
+during training (``AudioEval``, every ``trainer.eval_every_n_steps`` when ``trainer.eval_audio`` is on).
+
+The prompts are the first K usable examples (K = ``trainer.eval_prompts``, else ``trainer.sample_prompts``):
+each example's own conditions (for VALL-E its text, plus a same-speaker acoustic prompt chosen as in
+training, with a fixed seed), generated with the backbone's ``sample_audio`` (for VALL-E: AR level 0,
+then the NAR levels), one example at a time so no padding enters the metric. The reference is the
+example's own target decoded by the codec (``backbone.reference_audio``). The metric is
+``audiotrain.tracking.mel_distance.mel_distance`` (multi-resolution log-mel L1, cut to the shorter length),
+averaged over the prompts and logged as ``eval/mel_distance``; per prompt the wavs and spectrogram pngs
+(``hyp_*``, ``ref_*``) go to ``<run_dir>/eval/step_<N>/`` and to MLflow under ``eval/step_<N>``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from audiotrain.errors import UserError
+from audiotrain.models.backbone import Backbone
+from audiotrain.tracking.mel_distance import mel_distance, resample
+from audiotrain.tracking.samples import write_sample
+
+METRIC = "eval/mel_distance"
+
+
+class EvalError(UserError):
+    pass
+
+
+def can_render(backbone: Backbone) -> bool:
+    """True when the backbone generates audio and renders its targets (both are needed for the metric)."""
+    cls = type(backbone)
+    return cls.sample_audio is not Backbone.sample_audio and cls.reference_audio is not Backbone.reference_audio
+
+
+def num_prompts(cfg: DictConfig) -> int:
+    k = OmegaConf.select(cfg, "trainer.eval_prompts", default=None)
+    return max(1, int(k if k is not None else cfg.trainer.sample_prompts))
+
+
+def evaluate(cfg: DictConfig, module: Any, dataset: Any, tracker: Any, run_dir: str | Path, step: int) -> dict[str, Any]:
+    """Generate for the first K examples, score against their references, write and log everything.
+
+    Returns ``{"step", "mel_distance", "per_example": [{"key", "mel_distance", "seconds"}...], "dir", "files"}``.
+    """
+    backbone = module.backbone
+    if not can_render(backbone):
+        raise EvalError(f"{type(backbone).__name__} cannot render audio (no sample_audio/reference_audio): "
+                        "audio evaluation needs both.")
+    if len(dataset) == 0:
+        raise EvalError("No examples to evaluate on.")
+    out = Path(run_dir) / "eval" / f"step_{int(step)}"
+    out.mkdir(parents=True, exist_ok=True)
+    seed = int(cfg.seed)
+    steps = int(cfg.trainer.sample_steps)
+    rows: list[dict[str, Any]] = []
+    files: list[Path] = []
+    was_training = module.training
+    module.eval()
+    try:
+        for i in range(min(num_prompts(cfg), len(dataset))):
+            ex = dataset[i]
+            conditions = module.features([ex], salt=i)
+            with torch.no_grad():
+                hyp, sr = backbone.sample_audio(conditions, seed=seed + i, steps=steps)
+                reference = backbone.reference_audio(conditions)
+            if reference is None:
+                raise EvalError(f"{type(backbone).__name__}.reference_audio returned nothing for example {ex['key']}.")
+            ref, ref_sr = reference
+            hyp, ref = hyp[0].float().cpu(), resample(ref[0].float().cpu(), int(ref_sr), int(sr))
+            dist = mel_distance(hyp, ref, int(sr))
+            key = str(ex["key"]).replace("/", "__")
+            files += write_sample(hyp.numpy(), int(sr), out / f"hyp_{i}_{key}",
+                                  title=f"step {step}: generated, {key} (mel distance {dist:.3f})")
+            files += write_sample(ref.numpy(), int(sr), out / f"ref_{i}_{key}", title=f"reference (codec), {key}")
+            rows.append({"key": str(ex["key"]), "mel_distance": dist, "seconds": hyp.shape[-1] / int(sr),
+                         "reference_seconds": ref.shape[-1] / int(sr)})
+    finally:
+        module.train(was_training)
+    mean = sum(r["mel_distance"] for r in rows) / len(rows)
+    result = {"step": int(step), "mel_distance": mean, "per_example": rows, "dir": str(out)}
+    metrics_file = out / "metrics.json"
+    metrics_file.write_text(json.dumps(result, indent=2))
+    files.append(metrics_file)
+    if tracker is not None:
+        tracker.log_metrics({METRIC: mean}, int(step))
+        for f in files:
+            tracker.log_artifact(f, f"eval/step_{int(step)}")
+    result["files"] = [str(f) for f in files]
+    return result
+
+
+class AudioEval(L.Callback):
+    """``eval/mel_distance`` at the start, every ``every`` optimizer steps and at the end (global rank 0 only;
+    the other ranks wait for it at their next collective)."""
+
+    def __init__(self, every: int, cfg: DictConfig, dataset: Any, tracker: Any, run_dir: str | Path):
+        self.every, self.cfg, self.dataset, self.tracker, self.run_dir = int(every), cfg, dataset, tracker, Path(run_dir)
+        self.results: list[dict[str, Any]] = []
+
+    @property
+    def values(self) -> list[tuple[int, float]]:
+        return [(r["step"], r["mel_distance"]) for r in self.results]
+
+    def _run(self, trainer, pl_module) -> None:
+        step = trainer.global_step
+        if trainer.global_rank != 0 or (self.results and self.results[-1]["step"] == step):
+            return
+        self.results.append(evaluate(self.cfg, pl_module, self.dataset, self.tracker, self.run_dir, step))
+
+    def on_train_start(self, trainer, pl_module):
+        self._run(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if self.every > 0 and step > 0 and step % self.every == 0:
+            self._run(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module):
+        self._run(trainer, pl_module)
+
+
+# ---- mode=eval ---------------------------------------------------------------------------------
+def load_dataset(cfg: DictConfig, plugin: Any, run_dir: Path, acc: str):
+    """The training job's data path (manifest → prepared/cached items → plugin filters → dataset), with the
+    bad-input report printed and saved in ``run_dir``. Returns ``(dataset, tokenizers, report)``."""
+    from audiotrain.data.cache import FeatureCache
+    from audiotrain.data.dataset import AudioDataset
+    from audiotrain.data.prepare import DataError, prepare_items, resolve_manifest
+    from audiotrain.data.report import BadInputReport
+    from audiotrain.train.run import _progress, console
+
+    report = BadInputReport()
+    spec = plugin.audio_spec(cfg)
+    manifest = resolve_manifest(cfg.data, plugin, report).repeated(int(cfg.dataset.repeat_count))
+    tokenizers = plugin.build_tokenizers(cfg)
+    cache = FeatureCache(cfg.cache_dir, plugin.name) if cfg.cache else None
+    try:
+        items = prepare_items(manifest, plugin, spec, tokenizers, cache, report, progress=_progress,
+                              device="cuda" if acc == "gpu" else "cpu")
+        items = plugin.filter_items(items, cfg, report)
+        report.usable = len(items)
+        if not items:
+            raise DataError(f"No usable examples in {report.source}: every input was skipped (see the report above).")
+    finally:
+        console.print(report.render())
+        report.save(run_dir)
+    if cfg.dataset.get("limit"):
+        items = items[: int(cfg.dataset.limit)]
+    if cache is not None:
+        for t in tokenizers:
+            if hasattr(t, "release"):
+                t.release()
+    return AudioDataset(items, plugin, spec, tokenizers, cache), tokenizers, report
+
+
+def load_checkpoint(module: Any, ckpt: Path) -> int:
+    """Load a Lightning checkpoint's weights (adapter-only or full) into ``module``; returns its global step."""
+    state = torch.load(str(ckpt), map_location="cpu", weights_only=False)
+    if "state_dict" not in state:
+        raise EvalError(f"{ckpt} is not a Lightning checkpoint of an audiotrain run (no state_dict).")
+    result = module.load_state_dict(state["state_dict"], strict=False)
+    if result.unexpected_keys:
+        raise EvalError(f"{ckpt} holds {len(result.unexpected_keys)} weights this model lacks (first: "
+                        f"{result.unexpected_keys[0]}): evaluate with the model and lora settings it was trained with.")
+    trained = {n for n, p in module.named_parameters() if p.requires_grad}
+    missing = sorted(trained & set(result.missing_keys))
+    if missing:
+        raise EvalError(f"{ckpt} lacks {len(missing)} trained weights (first: {missing[0]}): evaluate with the "
+                        "lora settings it was trained with.")
+    return int(state.get("global_step", 0))
+
+
+def run_eval(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
+    """``mode=eval``: build the model, load ``ckpt_path=`` (or the newest checkpoint with ``resume=auto``),
+    evaluate once on the fixed prompts, log to a new MLflow run (a child of the training run when its id is
+    known) and return the result with the run's paths."""
+    import lightning as L
+
+    from audiotrain.config.validate import validate
+    from audiotrain.lora import adapter as lora_adapter
+    from audiotrain.lora.from_config import settings_from_cfg
+    from audiotrain.plugins import registry
+    from audiotrain.tracking.mlflow_store import Tracker, flatten, override_params
+    from audiotrain.train import run_dir as rd
+    from audiotrain.train.backend import accelerator
+    from audiotrain.train.module import TrainModule
+    from audiotrain.train.run import console, quiet_libraries, resolve_resume
+
+    overrides = list(overrides or [])
+    quiet_libraries()
+    plugin = registry.get(OmegaConf.select(cfg, "model.name"))
+    validate(cfg, plugin, module_names=plugin.lora_module_names(cfg) if cfg.lora.get("target_modules") else None)
+    ckpt = resolve_resume(cfg)
+    run_dir = Path(str(cfg.paths.run_dir)).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    acc = accelerator(cfg)
+    dataset, tokenizers, report = load_dataset(cfg, plugin, run_dir, acc)
+
+    backbone = plugin.build_backbone(cfg)
+    if not can_render(backbone):
+        raise EvalError(f"mode=eval: the {plugin.name} backbone cannot render audio, so there is nothing to score.")
+    settings = settings_from_cfg(cfg.lora, backbone.default_lora_targets)
+    if settings is not None:
+        lora_adapter.attach(backbone.adapter_root(), settings)
+    else:
+        for p in backbone.adapter_root().parameters():
+            p.requires_grad_(True)
+    module = TrainModule(backbone, plugin, cfg, tokenizers, None, adapter_only=settings is not None)
+    module.dataset = dataset
+    step = 0
+    if ckpt is not None:
+        step = load_checkpoint(module, ckpt)
+        console.print(f"Evaluating {ckpt} (step {step}).")
+    else:
+        console.print("[yellow]mode=eval without ckpt_path= or resume=auto: evaluating the base model "
+                      "(its adapter untrained).[/]")
+    if acc == "gpu":
+        module.to("cuda")
+
+    tracker = None
+    if cfg.tracking.name == "mlflow":
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        tracker = Tracker(str(cfg.tracking.uri), cfg.tracking.get("experiment") or f"audiotrain/{plugin.name}")
+        tags = {"plugin": plugin.name, "mode": "eval", "git_sha": rd.git_sha(), "run_dir": str(run_dir),
+                "mlflow.source.name": "audiotrain", "mlflow.source.type": "LOCAL",
+                "mlflow.note.content": f"audiotrain {' '.join(overrides)}\n\n{report.render()}"[:5000]}
+        if ckpt is not None:
+            tags["checkpoint"] = str(ckpt)
+            parent = rd.read_run_id(rd.run_dir_of_checkpoint(ckpt))
+            if parent:
+                tags["mlflow.parentRunId"] = parent
+        tracker.start(f"{cfg.tracking.get('run_name') or cfg.exp_name}-eval", tags=tags)
+        rd.write_run_id(run_dir, tracker.run_id)
+        params = flatten(OmegaConf.to_container(cfg, resolve=True))
+        params.update(override_params(overrides))
+        tracker.log_params(params)
+    status = "FAILED"
+    try:
+        result = evaluate(cfg, module, dataset, tracker, run_dir, step)
+        status = "FINISHED"
+    finally:
+        if tracker is not None:
+            tracker.finish(status)
+    summary = {**result, "mode": "eval", "run_dir": str(run_dir), "checkpoint": str(ckpt) if ckpt else None,
+               "mlflow_run_id": tracker.run_id if tracker else None,
+               "tracking_uri": str(cfg.tracking.uri) if tracker else None}
+    (run_dir / "eval_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def eval_message(summary: dict[str, Any]) -> str:
+    lines = [f"\n[bold green]Eval done.[/] step {summary['step']}: {METRIC} = {summary['mel_distance']:.4f} "
+             f"(mean over {len(summary['per_example'])} prompt(s); lower is better)"]
+    for r in summary["per_example"]:
+        lines.append(f"  {r['key']}: {r['mel_distance']:.4f} ({r['seconds']:.2f} s generated, "
+                     f"{r['reference_seconds']:.2f} s reference)")
+    lines.append(f"  wavs + spectrograms: {summary['dir']}")
+    if summary.get("mlflow_run_id"):
+        lines.append(f"  MLflow run:    {summary['mlflow_run_id']} in {summary['tracking_uri']}")
+    return "\n".join(lines)
