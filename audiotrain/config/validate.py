@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -15,7 +16,7 @@ from audiotrain.train.optim import OPTIMIZERS, SCHEDULERS
 PRECISIONS = {"32": "32-true", "32-true": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed",
               "bf16-true": "bf16-true"}
 BACKENDS = ("local", "ddp", "deepspeed")
-MODES = ("train",)
+MODES = ("train", "eval")
 
 
 class ConfigError(UserError):
@@ -103,6 +104,8 @@ def validate(cfg: DictConfig, plugin: Any | None, module_names: list[str] | None
     bs = cfg.dataset.get("batch_size")
     if not isinstance(bs, int) or bs < 1:
         p.append(f"dataset.batch_size={bs} must be a positive integer.")
+    if cfg.get("mode", "train") not in MODES:
+        p.append(f"mode={cfg.get('mode')} is unknown: use train or eval.")
     order = cfg.dataset.get("order")
     if order not in (None, "interleaved", "duration", "speaker", "random"):
         p.append(f"dataset.order={order} is unknown: use interleaved, duration, speaker or random (or null).")
@@ -111,16 +114,64 @@ def validate(cfg: DictConfig, plugin: Any | None, module_names: list[str] | None
         p.append(f"dataset.max_batch_seconds={mbs} must be a positive number of seconds (or null).")
     if cfg.get("resume") not in (None, "auto"):
         p.append(f"resume={cfg.get('resume')} must be auto (or leave it unset and use ckpt_path=FILE).")
-    if cfg.get("ckpt_path") and not Path(str(cfg.ckpt_path)).is_file():
+    if cfg.get("ckpt_path") and not _is_checkpoint(Path(str(cfg.ckpt_path))):
         p.append(f"ckpt_path={cfg.ckpt_path} does not exist: give a .ckpt file from a run's checkpoints/ folder.")
     uri = cfg.tracking.get("uri")
     if cfg.tracking.get("name") == "mlflow":
         if not uri or not str(uri).startswith(("sqlite:///", "http://", "https://", "postgresql", "mysql")):
             p.append(f"tracking.uri={uri} is not a store MLflow 3 accepts: use sqlite:///path/mlflow.db or an http:// server.")
+    p.extend(deepspeed_problems(cfg))
+    for msg in deepspeed_advisories(cfg):
+        warnings.warn(msg, UserWarning, stacklevel=1)  # one location: said once though validate runs twice
     if plugin is not None:
         p.extend(plugin.validate(cfg))
     if p:
         raise ConfigError(p)
+
+
+def _is_checkpoint(path: Path) -> bool:
+    """A Lightning .ckpt file, or the .ckpt folder DeepSpeed writes (it holds a ``latest`` tag file)."""
+    return path.is_file() or (path.is_dir() and (path / "latest").is_file())
+
+
+def _on_cpu(cfg: DictConfig) -> bool:
+    acc = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto"))
+    return acc == "cpu" or (acc == "auto" and cpu_only())
+
+
+def deepspeed_problems(cfg: DictConfig) -> list[str]:
+    """Combinations DeepSpeed cannot run, refused before any model is built."""
+    if OmegaConf.select(cfg, "backend.name") != "deepspeed":
+        return []
+    p: list[str] = []
+    stage = OmegaConf.select(cfg, "backend.stage", default=2)
+    if not isinstance(stage, int) or isinstance(stage, bool) or not 0 <= stage <= 3:
+        p.append(f"backend.stage={stage} must be a ZeRO stage 0, 1, 2 or 3.")
+    if OmegaConf.select(cfg, "optimizer.name") == "adamw8bit":
+        p.append("optimizer=adamw8bit cannot run under backend=deepspeed: DeepSpeed partitions and wraps the "
+                 "optimizer state, which bitsandbytes' 8-bit optimizers do not support; use optimizer=adamw "
+                 "(or backend=local / ddp to keep the 8-bit optimizer).")
+    if OmegaConf.select(cfg, "backend.offload_parameters") and stage != 3:
+        p.append(f"backend.offload_parameters=true needs backend.stage=3 (ZeRO offloads parameters only at "
+                 f"stage 3; stage is {stage}).")
+    if str(OmegaConf.select(cfg, "precision.name")) == "16-mixed" and _on_cpu(cfg):
+        p.append("precision=16-mixed with backend=deepspeed on a CPU cannot train: DeepSpeed's fp16 optimizer "
+                 "sees every CPU step as an overflow and stops at its minimum loss scale; use "
+                 "precision=bf16-mixed or precision=32.")
+    return p
+
+
+def deepspeed_advisories(cfg: DictConfig) -> list[str]:
+    """Combinations that run, with a cost worth saying once."""
+    if OmegaConf.select(cfg, "backend.name") != "deepspeed":
+        return []
+    out: list[str] = []
+    lora = cfg.get("lora")
+    if OmegaConf.select(cfg, "backend.stage") == 3 and lora is not None and lora.get("enabled", True):
+        out.append("backend=deepspeed with ZeRO stage 3 and LoRA: parameters are partitioned, so every adapter "
+                   "and checkpoint save first gathers the full weights on each process (slower saves, "
+                   "full-size memory for the moment of saving).")
+    return out
 
 
 def lightning_precision(name: str) -> str:

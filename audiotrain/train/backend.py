@@ -34,6 +34,10 @@ def strategy(cfg: Any, acc: str) -> Any:
         from audiotrain.config.validate import lightning_precision
         from audiotrain.train.deepspeed_cpu import build
 
+        lora = cfg.get("lora")
+        # with an adapter, checkpoints hold only the trainable weights (as TrainModule.on_save_checkpoint
+        # does for the other backends: DeepSpeed writes the module itself and ignores that hook's state_dict)
         return build(cfg.backend, lightning_precision(cfg.precision.name), acc,
-                     batch_size=int(cfg.dataset.batch_size) if cfg.get("dataset") else None)
+                     batch_size=int(cfg.dataset.batch_size) if cfg.get("dataset") else None,
+                     adapter_only=bool(lora is not None and lora.get("enabled", True)))
     raise BackendError(f"backend={name} is unknown: use local, ddp or deepspeed.")
