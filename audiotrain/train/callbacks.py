@@ -69,6 +69,10 @@ class MetricsToTracker(L.Callback):
         now = time.perf_counter()
         metrics = pl_module.pop_step_metrics()
         metrics["train/lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+        engine = getattr(trainer.strategy, "deepspeed_engine", None)
+        if engine is not None:  # under ZeRO the gradients live in DeepSpeed's buffers, not p.grad
+            norm = engine.get_global_grad_norm()
+            self._grad_norm = float(norm) if norm is not None else self._grad_norm
         if self._grad_norm is not None:
             metrics["train/grad_norm"] = self._grad_norm
         metrics["train/it_per_s"] = (step - self._last_step) / max(now - self._t, 1e-9)

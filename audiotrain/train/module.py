@@ -64,10 +64,17 @@ class TrainModule(L.LightningModule):
 
     def _to_device(self, v: Any) -> Any:
         if isinstance(v, torch.Tensor):
-            return v.to(self.device)
+            return self._move(v)
         if isinstance(v, (list, tuple)) and v and all(isinstance(x, torch.Tensor) for x in v):
-            return type(v)(x.to(self.device) for x in v)
+            return type(v)(self._move(x) for x in v)
         return v
+
+    def _move(self, t: torch.Tensor) -> torch.Tensor:
+        """To the device; floating inputs follow half-precision weights (DeepSpeed casts the module itself)."""
+        half = next((p.dtype for p in self.backbone.parameters()), None)
+        if half in (torch.float16, torch.bfloat16) and t.is_floating_point():
+            return t.to(self.device, dtype=half)
+        return t.to(self.device)
 
     @torch.no_grad()
     def _encode(self, example: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -173,7 +173,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     # ---- callbacks -----------------------------------------------------------------------
     adapters_dir = run_dir / "adapters"
 
-    def save_adapter(out: Path) -> None:
+    def _save_adapter(out: Path) -> None:
         if settings is None:
             from safetensors.torch import save_file
 
@@ -182,6 +182,12 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
             return
         lora_adapter.save_peft(root, settings, out / "peft", base_model=f"{plugin.name}:{cfg.model.get('preset')}")
         plugin.save_adapter_native(root, settings, out / plugin.name)
+
+    def save_adapter(out: Path) -> None:
+        from audiotrain.train.deepspeed_cpu import gathered
+
+        with gathered(root):  # ZeRO-3 partitions weights: gather them to save full tensors
+            _save_adapter(out)
 
     def render(step: int, out: Path) -> list[Path]:
         """Fixed prompts (the first examples) → pred (and target) wav + png, and the prompt as text."""
@@ -256,6 +262,11 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     ]
     if int(cfg.trainer.every_plot_step) > 0 and type(backbone).sample_audio is not Backbone.sample_audio:
         callbacks.append(SampleRenderer(int(cfg.trainer.every_plot_step), render, run_dir / "samples", tracker))
+    if prec == "16-mixed":  # fp16 loss-scale floor guard (every plugin): warn, then checkpoint and stop
+        from audiotrain.train.loss_scale import LossScaleGuard
+
+        callbacks.append(LossScaleGuard(float(cfg.precision.loss_scale_floor), int(cfg.precision.loss_scale_patience),
+                                        run_dir / "checkpoints", tracker))
     callbacks.append(control)
     trainer = L.Trainer(
         accelerator=acc, devices=int(cfg.trainer.devices), num_nodes=int(cfg.trainer.num_nodes),

@@ -120,3 +120,14 @@ def test_two_jobs_building_the_cache_at_once(tiny_cfg, song_dir):
     assert [it.fingerprint for it in results[0]] == [it.fingerprint for it in results[1]]
     files = list(FeatureCache(cfg.cache_dir, "acestep").root.glob("*/*.safetensors"))
     assert len(files) == 4 * 4 and not list(FeatureCache(cfg.cache_dir, "acestep").root.glob("*/*.tmp"))
+
+
+def test_deepspeed_backend_on_cpu_with_lora_and_bf16(tiny_cfg):
+    import math
+
+    s = train(tiny_cfg("backend=deepspeed", "precision=bf16-mixed", "trainer.max_steps=3", run="ds"))
+    from pathlib import Path
+
+    assert s["steps"] == 3 and math.isfinite(s["last_loss"])
+    assert s["final_metrics"]["train/grad_norm"] > 0
+    assert (Path(s["adapter_dir"]) / "peft" / "adapter_model.safetensors").is_file()
