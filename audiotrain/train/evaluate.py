@@ -28,6 +28,7 @@ from audiotrain.errors import UserError
 from audiotrain.models.backbone import Backbone
 from audiotrain.tracking.mel_distance import mel_distance, resample
 from audiotrain.tracking.samples import write_sample
+from audiotrain.train.data_setup import load_dataset
 
 METRIC = "eval/mel_distance"
 
@@ -130,39 +131,6 @@ class AudioEval(L.Callback):
 
 
 # ---- mode=eval ---------------------------------------------------------------------------------
-def load_dataset(cfg: DictConfig, plugin: Any, run_dir: Path, acc: str):
-    """The training job's data path (manifest → prepared/cached items → plugin filters → dataset), with the
-    bad-input report printed and saved in ``run_dir``. Returns ``(dataset, tokenizers, report)``."""
-    from audiotrain.data.cache import FeatureCache
-    from audiotrain.data.dataset import AudioDataset
-    from audiotrain.data.prepare import DataError, prepare_items, resolve_manifest
-    from audiotrain.data.report import BadInputReport
-    from audiotrain.train.run import _progress, console
-
-    report = BadInputReport()
-    spec = plugin.audio_spec(cfg)
-    manifest = resolve_manifest(cfg.data, plugin, report).repeated(int(cfg.dataset.repeat_count))
-    tokenizers = plugin.build_tokenizers(cfg)
-    cache = FeatureCache(cfg.cache_dir, plugin.name) if cfg.cache else None
-    try:
-        items = prepare_items(manifest, plugin, spec, tokenizers, cache, report, progress=_progress,
-                              device="cuda" if acc == "gpu" else "cpu")
-        items = plugin.filter_items(items, cfg, report)
-        report.usable = len(items)
-        if not items:
-            raise DataError(f"No usable examples in {report.source}: every input was skipped (see the report above).")
-    finally:
-        console.print(report.render())
-        report.save(run_dir)
-    if cfg.dataset.get("limit"):
-        items = items[: int(cfg.dataset.limit)]
-    if cache is not None:
-        for t in tokenizers:
-            if hasattr(t, "release"):
-                t.release()
-    return AudioDataset(items, plugin, spec, tokenizers, cache), tokenizers, report
-
-
 def load_checkpoint(module: Any, ckpt: Path) -> int:
     """Load a Lightning checkpoint's weights (adapter-only or full) into ``module``; returns its global step."""
     state = torch.load(str(ckpt), map_location="cpu", weights_only=False)

@@ -11,10 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from audiotrain.config.validate import lightning_precision, validate
-from audiotrain.data.cache import FeatureCache
 from audiotrain.data.dataset import AudioDataset, collate_passthrough
-from audiotrain.data.prepare import DataError, prepare_items, resolve_manifest
-from audiotrain.data.report import BadInputReport
 from audiotrain.data.sampler import ResumableSampler
 from audiotrain.lora import adapter as lora_adapter
 from audiotrain.lora.from_config import settings_from_cfg
@@ -100,29 +97,10 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         console.print("[yellow]precision=16-mixed on a CPU runs as bf16 (no fp16 loss scaling happens on a CPU).[/]")
 
     # ---- data ---------------------------------------------------------------------------
-    report = BadInputReport()
-    spec = plugin.audio_spec(cfg)
-    manifest = resolve_manifest(cfg.data, plugin, report).repeated(int(cfg.dataset.repeat_count))
-    tokenizers = plugin.build_tokenizers(cfg)
-    cache = FeatureCache(cfg.cache_dir, plugin.name) if cfg.cache else None
-    try:
-        items = prepare_items(manifest, plugin, spec, tokenizers, cache, report, progress=_progress,
-                              device="cuda" if acc == "gpu" else "cpu")
-        items = plugin.filter_items(items, cfg, report)
-        report.usable = len(items)
-        if not items:
-            raise DataError(f"No usable examples in {report.source}: every input was skipped (see the report above).")
-    finally:
-        console.print(report.render())
-        if zero:
-            report.save(run_dir)
-    if cfg.dataset.get("limit"):
-        items = items[: int(cfg.dataset.limit)]
-    if cache is not None:
-        for t in tokenizers:  # with the cache, frozen encoders are not kept during training
-            if hasattr(t, "release"):
-                t.release()
-    dataset = AudioDataset(items, plugin, spec, tokenizers, cache)
+    from audiotrain.train.data_setup import load_dataset
+
+    dataset, tokenizers, report = load_dataset(cfg, plugin, run_dir, acc, save_report=zero)
+    spec = dataset.spec
     sampler, loader = build_loader(cfg, dataset, acc)
 
     # ---- model + adapter -----------------------------------------------------------------
