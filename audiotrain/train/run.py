@@ -134,9 +134,14 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         tags = {"plugin": plugin.name, "git_sha": rd.git_sha(), "run_dir": str(run_dir),
                 "mlflow.source.name": "audiotrain", "mlflow.source.type": "LOCAL",
                 "mlflow.note.content": f"audiotrain {' '.join(overrides)}\n\n{report.render()}"[:5000]}
-        if os.environ.get("AUDIOTRAIN_PARENT_RUN_ID"):
+        run_name = cfg.tracking.get("run_name") or str(cfg.exp_name)
+        if os.environ.get("AUDIOTRAIN_PARENT_RUN_ID"):  # a sweep job: child of the sweep's parent run
             tags["mlflow.parentRunId"] = os.environ["AUDIOTRAIN_PARENT_RUN_ID"]
-        run_id = tracker.start(cfg.tracking.get("run_name") or str(cfg.exp_name), tags=tags,
+            job = _sweep_job()
+            if job is not None:
+                tags["audiotrain.job"] = str(job[0])
+                run_name = cfg.tracking.get("run_name") or job[1] or run_name
+        run_id = tracker.start(run_name, tags=tags,
                                run_id=rd.read_run_id(run_dir) if ckpt else None)
         rd.write_run_id(run_dir, run_id)
         params = flatten(resolved)
@@ -290,6 +295,18 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     if zero:
         rd.summary_file(run_dir, summary)
     return summary
+
+
+def _sweep_job() -> tuple[int, str] | None:
+    """(job number, the job's swept overrides joined) when Hydra runs this job in a sweep."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+    except (ValueError, ImportError):
+        return None
+    shown = [o for o in hc.overrides.task if o.split("=")[0].lstrip("+~") not in ("data", "model", "cache_dir")]
+    return int(hc.job.num), " ".join(shown)
 
 
 def _stdin_enabled(cfg: DictConfig) -> bool:
