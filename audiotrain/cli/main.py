@@ -15,6 +15,7 @@ USAGE = """audiotrain — fine-tune audio generation models (LoRA, Hydra, Lightn
   audiotrain ui [--port 5000]                            MLflow UI on 127.0.0.1 for ./mlflow.db
   audiotrain export RUN_DIR [--out DIR]                  copy a run's adapter (PEFT + native formats)
   audiotrain merge RUN_DIR --out DIR                     merge the adapter into the base weights
+  audiotrain compare SWEEP_DIR|EXPERIMENT               table + PNG of runs (curves, metric per swept axis)
 {plugin_cmds}
 Config groups: model, lora (default|none), precision (32|bf16-mixed|16-mixed), optimizer (adamw|adamw8bit),
 scheduler (constant|warmup_linear|cosine), backend (local|ddp|deepspeed), tracking (mlflow|none),
@@ -42,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         from audiotrain.cli.ui import ui
 
         return ui(argv[1:])
+    if argv and argv[0] == "compare":
+        from audiotrain.cli.compare import compare
+
+        return compare(argv[1:])
     if argv and argv[0] in ("export", "merge"):
         from audiotrain.cli import adapters
 

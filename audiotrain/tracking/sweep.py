@@ -17,6 +17,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 ENV = "AUDIOTRAIN_PARENT_RUN_ID"
+SWEPT_ENV = "AUDIOTRAIN_SWEPT_KEYS"  # children are named after their values of these keys
 
 
 def _tracker(config: DictConfig):
@@ -41,6 +42,12 @@ class SweepTracking(Callback):
                                                                      "sweep_dir": str(sweep_dir.resolve())})
         self.tracker.log_params({"sweep.overrides": " ".join(overrides)})
         os.environ[ENV] = run_id
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        swept = [o.get_key_element() for o in OverridesParser.create().parse_overrides(overrides)
+                 if o.is_sweep_override()]
+        os.environ[SWEPT_ENV] = ",".join(swept)
+        self.tracker.set_tags({"sweep.axes": ",".join(swept)})
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / "mlflow_parent_run_id").write_text(run_id + "\n")
 
@@ -82,3 +89,4 @@ class SweepTracking(Callback):
         failed = [j for j in self.jobs.values() if j["status"] != "COMPLETED"]
         self.tracker.finish("FAILED" if failed else "FINISHED")
         os.environ.pop(ENV, None)
+        os.environ.pop(SWEPT_ENV, None)

@@ -305,7 +305,9 @@ def _sweep_job() -> tuple[int, str] | None:
         hc = HydraConfig.get()
     except (ValueError, ImportError):
         return None
-    shown = [o for o in hc.overrides.task if o.split("=")[0].lstrip("+~") not in ("data", "model", "cache_dir")]
+    swept = [k for k in os.environ.get("AUDIOTRAIN_SWEPT_KEYS", "").split(",") if k]
+    shown = [o for o in hc.overrides.task if o.split("=")[0].lstrip("+~") in swept] if swept else [
+        o for o in hc.overrides.task if o.split("=")[0].lstrip("+~") not in ("data", "model", "cache_dir")]
     return int(hc.job.num), " ".join(shown)
 
 

@@ -30,3 +30,10 @@ def test_sweep_parent_and_children(song_dir, tmp_path):
     rows = list(csv.DictReader((sweep_dir / "sweep_jobs.csv").open()))
     assert sorted(r["override.lora.r"] for r in rows) == ["4", "8"] and all(r["eval/loss"] for r in rows)
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"sweep_jobs.csv"}
+
+    p = subprocess.run([sys.executable, "-m", "audiotrain.cli.main", "compare", str(sweep_dir)], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "lora.r" in p.stdout and "eval/loss" in p.stdout
+    assert (sweep_dir / "compare.png").stat().st_size > 10_000
+    assert "compare.png" in {a.path for a in client.list_artifacts(parent.info.run_id)}

@@ -1,0 +1,107 @@
+"""``audiotrain compare SWEEP_OR_EXPERIMENT``: a table of the runs and a PNG of their curves and axes.
+
+The argument is a sweep directory (with ``mlflow_parent_run_id``), a parent run id, or an experiment name
+(``audiotrain/acestep``). The table (rich) lists each run's swept overrides, status and final metric; the PNG has
+the loss curves of all runs and the final metric against each swept axis. For a sweep, the PNG is logged to the
+parent run.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _runs(client, target: str):
+    """(experiment id, parent run id or None, runs) for a sweep dir, a parent run id or an experiment name."""
+    p = Path(target)
+    if (p / "mlflow_parent_run_id").is_file():
+        target = (p / "mlflow_parent_run_id").read_text().strip()
+    exp = client.get_experiment_by_name(target)
+    if exp is not None:
+        return exp.experiment_id, None, client.search_runs([exp.experiment_id], "tags.`audiotrain.sweep` != 'parent'")
+    try:
+        parent = client.get_run(target)
+    except Exception:
+        return None, None, []
+    exp_id = parent.info.experiment_id
+    return exp_id, parent.info.run_id, client.search_runs([exp_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+
+
+def compare(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="audiotrain compare", description=__doc__.splitlines()[0])
+    ap.add_argument("target", help="sweep directory, parent run id, or experiment name")
+    ap.add_argument("--metric", default="eval/loss", help="final metric to compare (default eval/loss)")
+    ap.add_argument("--curve", default="train/loss", help="metric plotted over steps (default train/loss)")
+    ap.add_argument("--uri", default=None, help="tracking store (default sqlite:///./mlflow.db)")
+    ap.add_argument("--out", type=Path, default=None, help="PNG path (default compare.png in the sweep dir or here)")
+    args = ap.parse_args(argv)
+    import os
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.tracking import MlflowClient
+    from rich.console import Console
+    from rich.table import Table
+
+    from audiotrain.tracking.mlflow_store import default_uri
+
+    client = MlflowClient(tracking_uri=args.uri or default_uri())
+    exp_id, parent_id, runs = _runs(client, args.target)
+    if not runs:
+        print(f"audiotrain compare: no runs found for {args.target}: give a sweep directory, a parent run id or an "
+              f"experiment name such as audiotrain/acestep.", file=sys.stderr)
+        return 2
+    axes = sorted({k for r in runs for k in r.data.params if k.startswith("override.")
+                   and len({x.data.params.get(k) for x in runs}) > 1})
+    table = Table(title=f"{len(runs)} runs — {args.metric}")
+    for col in ["run", *[a[len("override."):] for a in axes], "status", args.metric]:
+        table.add_column(col)
+    for r in sorted(runs, key=lambda r: r.data.metrics.get(args.metric, float("inf"))):
+        value = r.data.metrics.get(args.metric)
+        table.add_row(r.info.run_name or r.info.run_id[:8], *[r.data.params.get(a, "") for a in axes], r.info.status,
+                      "" if value is None else f"{value:.4f}")
+    Console().print(table)
+    out = args.out or (Path(args.target) / "compare.png" if Path(args.target).is_dir() else Path("compare.png"))
+    _plot(client, runs, axes, args.metric, args.curve, out)
+    print(f"Wrote {out}")
+    if parent_id:
+        client.log_artifact(parent_id, str(out))
+    return 0
+
+
+def _plot(client, runs, axes, metric: str, curve: str, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = 1 + max(1, len(axes))
+    fig, ax = plt.subplots(1, panels, figsize=(5 * panels, 4), dpi=100)
+    for r in runs:
+        hist = sorted(client.get_metric_history(r.info.run_id, curve), key=lambda m: m.step)
+        if hist:
+            ax[0].plot([m.step for m in hist], [m.value for m in hist], label=r.info.run_name or r.info.run_id[:8])
+    ax[0].set_title(curve)
+    ax[0].set_xlabel("step")
+    ax[0].legend(fontsize=7)
+    for i, a in enumerate(axes or ["(none)"], start=1):
+        xs, ys = [], []
+        for r in runs:
+            if metric in r.data.metrics:
+                xs.append(r.data.params.get(a, "-"))
+                ys.append(r.data.metrics[metric])
+        def order(v: str):
+            try:
+                return (0, float(v), v)
+            except ValueError:
+                return (1, 0.0, v)
+
+        cats = sorted(set(xs), key=order)  # numbers in numeric order, then the rest alphabetically
+        ax[i].scatter([cats.index(x) for x in xs], ys)
+        ax[i].set_xticks(range(len(cats)), cats)
+        ax[i].set_title(f"{metric} vs {a.replace('override.', '')}")
+        ax[i].set_xlabel(a.replace("override.", ""))
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(str(out))
+    plt.close(fig)
