@@ -37,6 +37,32 @@ def artifact_root_for(uri: str) -> str | None:
     return None
 
 
+def _retry_locked(fn, *args, attempts: int = 40, **kwargs):
+    """Call ``fn``; jobs writing one SQLite store at once may see "database is locked": wait and retry."""
+    delay = 0.05
+    for i in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # MLflow wraps the sqlite error in several exception types
+            if "locked" not in str(exc).lower() or i == attempts - 1:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+class _Locked:
+    """Proxy of an MlflowClient whose calls retry while the SQLite store is locked by another job."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def __getattr__(self, name):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+        return lambda *a, **k: _retry_locked(attr, *a, **k)
+
+
 class Tracker:
     """A thin, explicit MLflow client wrapper (no global fluent state, safe in worker processes)."""
 
@@ -45,7 +71,7 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = _Locked(MlflowClient(tracking_uri=uri))
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             root = artifact_root_for(uri)
