@@ -18,7 +18,7 @@ USAGE = """audiotrain — fine-tune audio generation models (LoRA, Hydra, Lightn
   audiotrain compare SWEEP_DIR|EXPERIMENT               table + PNG of runs (curves, metric per swept axis)
 {plugin_cmds}
 Config groups: model, lora (default|none), precision (32|bf16-mixed|16-mixed), optimizer (adamw|adamw8bit),
-scheduler (constant|warmup_linear|cosine), backend (local|ddp|deepspeed), tracking (mlflow|none),
+scheduler (constant|warmup_linear|cosine|multistep|cosine_restarts), backend (local|ddp|deepspeed), tracking (mlflow|none),
 debug (smoke|overfit). See README.md for the ACE-Step flag → override table.
 """
 

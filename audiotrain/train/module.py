@@ -32,6 +32,7 @@ class TrainModule(L.LightningModule):
         self.strict_loading = not adapter_only
         self.extra_state: dict[str, Any] = {}
         self.dataset = None  # set by the runner when the plugin wants same-speaker prompts
+        self.steps_per_epoch: int | None = None  # optimizer steps per epoch (epoch-based schedules)
         self._window: dict[str, tuple[Any, int]] = {}
         self.step_metrics: dict[str, float] = {}
 
@@ -118,7 +119,7 @@ class TrainModule(L.LightningModule):
     def configure_optimizers(self):
         opt = build_optimizer(self.cfg.optimizer, self.backbone.parameters())
         total = int(self.cfg.trainer.max_steps)
-        sched = build_scheduler(self.cfg.scheduler, opt, total)
+        sched = build_scheduler(self.cfg.scheduler, opt, total, steps_per_epoch=self.steps_per_epoch)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
     # ---- checkpoints ----------------------------------------------------------------------

@@ -1,13 +1,17 @@
-"""Optimizers and learning-rate schedules named in ``optimizer=`` / ``scheduler=``."""
+"""Optimizers and learning-rate schedules named in ``optimizer=`` / ``scheduler=``.
+
+Every schedule is a closed-form multiplier of the base lr at optimizer step ``s`` (0-based), so a resumed run
+gets exactly the lr an uninterrupted one would (TorToiSe's recursive schedulers drift after a resume; ours don't).
+"""
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 
 OPTIMIZERS = ("adamw", "adamw8bit")
-SCHEDULERS = ("constant", "warmup_linear", "cosine")
+SCHEDULERS = ("constant", "warmup_linear", "cosine", "multistep", "cosine_restarts")
 
 
 def build_optimizer(cfg: Any, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -24,7 +28,7 @@ def build_optimizer(cfg: Any, params: Iterable[torch.nn.Parameter]) -> torch.opt
 
 
 def lr_factor(name: str, step: int, warmup: int, total: int, min_ratio: float = 0.0) -> float:
-    """Multiplier of the base lr at optimizer step ``step`` (0-based)."""
+    """Multiplier of the base lr at optimizer step ``step`` for the simple schedules."""
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup if name != "warmup_linear" else step / warmup
     if name == "constant":
@@ -38,9 +42,49 @@ def lr_factor(name: str, step: int, warmup: int, total: int, min_ratio: float = 
     raise ValueError(f"scheduler={name} is unknown: use one of {', '.join(SCHEDULERS)}.")
 
 
-def build_scheduler(cfg: Any, optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def multistep_factor(step: int, milestones: list[int], gamma: float) -> float:
+    """gamma ** (number of milestones already reached) — TorToiSe's MultiStep (lr × 0.5 at each milestone)."""
+    return gamma ** sum(1 for m in milestones if step >= m)
+
+
+def restart_weights(restarts: int) -> list[float]:
+    """TorToiSe's weights of the restarts: (R−k−1)/R, the last replaced by half of the one before (R=4 → .75 .5 .25 .125)."""
+    w = [(restarts - k - 1) / restarts for k in range(restarts)]
+    if restarts >= 2:
+        w[-1] = w[-2] / 2
+    return w
+
+
+def cosine_restarts_factor(step: int, period: int, restarts: int, min_ratio: float) -> float:
+    """Cosine from the cycle's peak to ``min_ratio`` over ``period`` steps; cycle k > 0 peaks at restart_weights[k−1]."""
+    period = max(1, period)
+    k = min(step // period, restarts)
+    peak = 1.0 if k == 0 else restart_weights(restarts)[k - 1]
+    t = min(step - k * period, period)
+    return min_ratio + (peak - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t / period))
+
+
+def schedule(cfg: Any, total_steps: int, steps_per_epoch: int | None, base_lr: float) -> Callable[[int], float]:
+    """The multiplier function of ``scheduler=``; raises ValueError on an unknown name."""
     name, warmup = str(cfg.name), int(cfg.get("warmup_steps", 0) or 0)
+    if name == "multistep":
+        milestones = [int(m) for m in (cfg.get("milestones") or [])]
+        if not milestones and cfg.get("milestones_epochs"):
+            spe = max(1, int(steps_per_epoch or 1))
+            milestones = [int(e * spe) for e in cfg.milestones_epochs]
+        gamma = float(cfg.get("gamma", 0.5))
+        return lambda s: ((s + 1) / warmup if warmup and s < warmup else 1.0) * multistep_factor(s, milestones, gamma)
+    if name == "cosine_restarts":
+        restarts = max(1, int(cfg.get("restarts", 4)))
+        period = int(cfg.get("period_steps") or max(1, total_steps // restarts))
+        min_ratio = float(cfg.get("eta_min", 1e-8)) / base_lr if base_lr > 0 else 0.0
+        return lambda s: cosine_restarts_factor(s, period, restarts, min_ratio)
     min_ratio = float(cfg.get("min_lr_ratio", 0.0) or 0.0)
     lr_factor(name, 0, warmup, total_steps, min_ratio)  # fail early on an unknown name
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(name, step, warmup, total_steps, min_ratio))
+    return lambda s: lr_factor(name, s, warmup, total_steps, min_ratio)
+
+
+def build_scheduler(cfg: Any, optimizer: torch.optim.Optimizer, total_steps: int,
+                    steps_per_epoch: int | None = None) -> torch.optim.lr_scheduler.LambdaLR:
+    base_lr = float(optimizer.param_groups[0]["lr"])
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(cfg, total_steps, steps_per_epoch, base_lr))

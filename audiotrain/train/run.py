@@ -120,6 +120,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
                   + (f"; LoRA r={settings.r} alpha={settings.alpha:g} on {', '.join(settings.target_modules)}" if settings else "; full fine-tune"))
     module = TrainModule(backbone, plugin, cfg, tokenizers, sampler, adapter_only=settings is not None)
     module.dataset = dataset
+    module.steps_per_epoch = max(1, len(loader) // max(1, int(cfg.trainer.accumulate_grad_batches)))
 
     # ---- tracking ------------------------------------------------------------------------
     resolved = OmegaConf.to_container(cfg, resolve=True)
