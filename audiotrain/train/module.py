@@ -61,19 +61,20 @@ class TrainModule(L.LightningModule):
                     feats["prompt"] = self._item_features(self.dataset.features_of(j))
                 feats["prompt_seed"] = seed
         out = self.plugin.collate(items)
-        return {k: self._to_device(v) for k, v in out.items()}
+        # floating inputs follow half-precision weights (DeepSpeed casts the module itself)
+        dtype = next((p.dtype for p in self.backbone.parameters()), None)
+        half = dtype if dtype in (torch.float16, torch.bfloat16) else None
+        return {k: self._to_device(v, half) for k, v in out.items()}
 
-    def _to_device(self, v: Any) -> Any:
+    def _to_device(self, v: Any, half: torch.dtype | None = None) -> Any:
         if isinstance(v, torch.Tensor):
-            return self._move(v)
+            return self._move(v, half)
         if isinstance(v, (list, tuple)) and v and all(isinstance(x, torch.Tensor) for x in v):
-            return type(v)(self._move(x) for x in v)
+            return type(v)(self._move(x, half) for x in v)
         return v
 
-    def _move(self, t: torch.Tensor) -> torch.Tensor:
-        """To the device; floating inputs follow half-precision weights (DeepSpeed casts the module itself)."""
-        half = next((p.dtype for p in self.backbone.parameters()), None)
-        if half in (torch.float16, torch.bfloat16) and t.is_floating_point():
+    def _move(self, t: torch.Tensor, half: torch.dtype | None) -> torch.Tensor:
+        if half is not None and t.is_floating_point():
             return t.to(self.device, dtype=half)
         return t.to(self.device)
 
