@@ -137,7 +137,27 @@ class SampleRenderer(L.Callback):
         self._maybe(trainer, pl_module, trainer.global_step)
 
 
-class FixedEvalLoss(L.Callback):
+class Periodic(L.Callback):
+    """Calls ``_run`` at the start, every ``every`` optimizer steps (0: never in between) and at the end."""
+
+    every: int = 0
+
+    def _run(self, trainer, pl_module) -> None:  # overridden by subclasses
+        return None
+
+    def on_train_start(self, trainer, pl_module):
+        self._run(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if self.every > 0 and step > 0 and step % self.every == 0:
+            self._run(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module):
+        self._run(trainer, pl_module)
+
+
+class FixedEvalLoss(Periodic):
     """A deterministic ``eval/loss``: the model's loss on fixed examples with fixed noise, in eval mode.
 
     Training losses jump with the sampled noise level; this one only moves when the model does, so a
@@ -162,13 +182,3 @@ class FixedEvalLoss(L.Callback):
         if self.tracker is not None:
             self.tracker.log_metrics({"eval/loss": value}, step)
 
-    def on_train_start(self, trainer, pl_module):
-        self._run(trainer, pl_module)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        step = trainer.global_step
-        if self.every > 0 and step > 0 and step % self.every == 0:
-            self._run(trainer, pl_module)
-
-    def on_train_end(self, trainer, pl_module):
-        self._run(trainer, pl_module)

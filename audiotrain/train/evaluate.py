@@ -28,6 +28,7 @@ from audiotrain.errors import UserError
 from audiotrain.models.backbone import Backbone
 from audiotrain.tracking.mel_distance import mel_distance, resample
 from audiotrain.tracking.samples import write_sample
+from audiotrain.train.callbacks import Periodic
 from audiotrain.train.data_setup import load_dataset
 
 METRIC = "eval/mel_distance"
@@ -100,7 +101,7 @@ def evaluate(cfg: DictConfig, module: Any, dataset: Any, tracker: Any, run_dir: 
     return result
 
 
-class AudioEval(L.Callback):
+class AudioEval(Periodic):
     """``eval/mel_distance`` at the start, every ``every`` optimizer steps and at the end (global rank 0 only;
     the other ranks wait for it at their next collective)."""
 
@@ -118,16 +119,6 @@ class AudioEval(L.Callback):
             return
         self.results.append(evaluate(self.cfg, pl_module, self.dataset, self.tracker, self.run_dir, step))
 
-    def on_train_start(self, trainer, pl_module):
-        self._run(trainer, pl_module)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        step = trainer.global_step
-        if self.every > 0 and step > 0 and step % self.every == 0:
-            self._run(trainer, pl_module)
-
-    def on_train_end(self, trainer, pl_module):
-        self._run(trainer, pl_module)
 
 
 # ---- mode=eval ---------------------------------------------------------------------------------
