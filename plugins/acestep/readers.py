@@ -15,15 +15,11 @@ from typing import Any
 from audiotrain.data.audio_io import AUDIO_EXTENSIONS
 from audiotrain.data.manifest import Manifest
 from audiotrain.data.report import BadInputReport
+from audiotrain.data.text_files import read_sidecar
 from audiotrain.plugins.base import DataReader
 
 PROMPT_SUFFIX = "_prompt.txt"
 LYRICS_SUFFIX = "_lyrics.txt"
-
-
-def read_text(path: Path) -> str:
-    """UTF-8 text (a BOM is tolerated), stripped. Raises UnicodeDecodeError/OSError."""
-    return path.read_text(encoding="utf-8-sig").strip()
 
 
 def split_tags(prompt: str) -> list[str]:
@@ -57,17 +53,13 @@ class RawSongFolder(DataReader):
             if not prompt_p.is_file():
                 report.add(apath, f"no {prompt_p.name}: write its tags (comma-separated) in that file")
                 continue
-            try:
-                prompt = read_text(prompt_p)
-            except (UnicodeDecodeError, OSError) as exc:
-                report.add(prompt_p, f"cannot read as UTF-8 text ({type(exc).__name__})")
+            prompt = read_sidecar(prompt_p, report)
+            if prompt is None:
                 continue
             lyrics = ""
             if lyrics_p.is_file():
-                try:
-                    lyrics = read_text(lyrics_p)
-                except (UnicodeDecodeError, OSError) as exc:
-                    report.add(lyrics_p, f"cannot read as UTF-8 text ({type(exc).__name__})")
+                lyrics = read_sidecar(lyrics_p, report)
+                if lyrics is None:
                     continue
             else:
                 report.note(apath, f"no {lyrics_p.name}, trained as instrumental (empty lyrics)")

@@ -20,17 +20,13 @@ from typing import Any
 from audiotrain.data.audio_io import AUDIO_EXTENSIONS
 from audiotrain.data.manifest import Manifest
 from audiotrain.data.report import BadInputReport
+from audiotrain.data.text_files import read_sidecar
 from audiotrain.errors import UserError
 from audiotrain.plugins.base import DataReader
 
 TRANSCRIPT_SUFFIX = ".txt"
 LIST_NAMES = ("train.txt", "metadata.csv")  # looked for in this order inside a folder
 EXTS = "/".join(AUDIO_EXTENSIONS)
-
-
-def read_transcript(path: Path) -> str:
-    """A transcript file's text: UTF-8 (BOM tolerated), whitespace collapsed to single spaces."""
-    return " ".join(path.read_text(encoding="utf-8-sig").split())
 
 
 def _visible(path: Path, root: Path) -> bool:
@@ -88,10 +84,8 @@ class VoiceFolder(DataReader):
             if not transcript.is_file():
                 report.add(audio, f"no transcript: write what is said in {transcript.name} beside it")
                 continue
-            try:
-                text = read_transcript(transcript)
-            except (UnicodeDecodeError, OSError) as exc:
-                report.add(transcript, f"transcript cannot be read as UTF-8 text ({type(exc).__name__})")
+            text = read_sidecar(transcript, report, what="transcript ", collapse=True)
+            if text is None:
                 continue
             if not text:
                 report.add(transcript, "transcript is empty: write what is said in the clip")
