@@ -1,6 +1,7 @@
 """The training entry: check every job's config first, then hand over to Hydra's runner."""
 from __future__ import annotations
 
+import os
 import sys
 
 from audiotrain.config import resolvers
@@ -22,16 +23,26 @@ def _overrides(argv: list[str]) -> tuple[list[str], bool]:
 
 def precheck(argv: list[str]) -> int:
     """Compose and validate every job; 0 when all are fine, else print the problems and return 2."""
-    from audiotrain.config.compose import check_job, expand_sweep
+    from audiotrain.config.compose import check_job, expand_sweep, search_space_jobs
     from audiotrain.config.validate import ConfigError
 
     overrides, multirun = _overrides(argv)
+    if not multirun:
+        swept = _sweep_syntax(overrides)
+        if swept:
+            print(f"audiotrain: {swept} gives several values, which makes a sweep: add -m (audiotrain -m ...).",
+                  file=sys.stderr)
+            return 2
+    search = search_space_jobs(overrides) if any(o.startswith("hparams_search=") for o in overrides) else []
+    multirun = multirun or bool(search)
     jobs = expand_sweep(overrides) if multirun else [overrides]
+    jobs = jobs + search
     for i, job in enumerate(jobs):
         try:
             check_job(job, registry.get)
         except ConfigError as exc:
-            where = f"Sweep job {i} ({' '.join(job)}): " if multirun else ""
+            where = (f"Sweep job {i} ({' '.join(job)}): " if i < len(jobs) - len(search) else
+                     f"Search space value {job[-1]}: ") if multirun else ""
             print(f"audiotrain: {where}{exc}", file=sys.stderr)
             return 2
         except ValueError as exc:
@@ -40,31 +51,95 @@ def precheck(argv: list[str]) -> int:
     return 0
 
 
-def _task(cfg) -> None:
+def _sweep_syntax(overrides: list[str]) -> str | None:
+    """The first override with several values (``a=1,2``, ``choice(...)``, ``interval(...)``), if any."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from audiotrain.config.compose import normalize_overrides
+
+    parser = OverridesParser.create()
+    for line in normalize_overrides(overrides):
+        try:
+            if parser.parse_override(line).is_sweep_override():
+                return line
+        except Exception:  # a malformed override: the config check explains it
+            continue
+    return None
+
+
+class SweepStopped(KeyboardInterrupt):
+    """A sweep job was stopped early (quit, SIGTERM, Ctrl-C): stop the whole sweep, resumable later.
+
+    A KeyboardInterrupt, so Hydra's launchers pass it up instead of recording a failed job and starting
+    the next one."""
+
+
+def _skip_finished(cfg, job) -> float | None | bool:
+    """In a re-run sweep: False when this job must run (or resume), else the finished job's metric (it is
+    skipped). Checked before the training stack is imported, so skipping costs no start-up time."""
+    from pathlib import Path
+
+    from audiotrain.train import sweep_job
+
+    own_dir = Path(str(cfg.paths.run_dir)).resolve()
+    sweep_job.check_same_job(own_dir, job)
+    done = sweep_job.finished_summary(own_dir)
+    if done is None:
+        return False
+    metric = str(cfg.get("sweep_metric") or "eval/loss")
+    value = sweep_job.metric_value(done, metric)
+    shown = f"{metric} {value:.4f}" if value is not None else f"no {metric}"
+    print(f"Sweep job {job.num} ({job.label()}) finished before ({shown}): skipped. Run directory: {own_dir}",
+          file=sys.stderr)
+    return value
+
+
+def _task(cfg):
     from hydra.core.hydra_config import HydraConfig
 
-    from audiotrain.train.run import console, train
+    from audiotrain.train import sweep_job
 
     overrides = list(HydraConfig.get().overrides.task)
+    job = sweep_job.current()
+    if job is not None and cfg.get("mode", "train") == "train":
+        try:
+            skipped = _skip_finished(cfg, job)
+        except USER_ERRORS as exc:
+            print(f"audiotrain: {exc}", file=sys.stderr)
+            raise
+        if skipped is not False:
+            return skipped
+    from audiotrain.train.run import console, train
+
     try:
         if cfg.get("mode", "train") == "eval":
             from audiotrain.train.evaluate import eval_message, run_eval
 
             console.print(eval_message(run_eval(cfg, overrides)))
-            return
+            return None
         summary = train(cfg, overrides)
     except USER_ERRORS as exc:
         console.print(f"[red]audiotrain: {exc}[/]")
-        if HydraConfig.get().mode.name == "MULTIRUN":
+        if job is not None:
             raise
         sys.exit(2)
-    if summary.get("global_rank", 0) == 0:
-        console.print(done_message(summary))
+    if summary.get("global_rank", 0) != 0:
+        return None
+    metric = str(cfg.get("sweep_metric") or "eval/loss")
+    value = sweep_job.metric_value(summary, metric)
+    console.print(done_message(summary))
+    if job is not None and not summary.get("completed", True):
+        raise SweepStopped(f"sweep job {job.num} stopped at step {summary.get('stopped_at')}")
+    if job is not None and job.sweeper != "BasicSweeper" and value is None:
+        raise UserError(f"sweep_metric={metric} was never logged by sweep job {job.num}, so the search cannot "
+                        f"score it: use one of {', '.join(sorted(summary.get('last_metrics') or {}))}.")
+    return value
 
 
 def done_message(summary: dict) -> str:
     """What a person reads at the end of a run: the trend, and where everything is."""
-    lines = [f"\n[bold green]Done.[/] {summary['steps']} steps; training loss {summary['loss_start_mean']:.4f} → "
+    head = "[bold green]Done.[/]" if summary.get("completed", True) else "[bold yellow]Stopped early.[/]"
+    lines = [f"\n{head} {summary['steps']} steps; training loss {summary['loss_start_mean']:.4f} → "
              f"{summary['loss_end_mean']:.4f} (mean of the first and last 10% of steps)"]
     ev = summary.get("eval_loss") or []
     if len(ev) > 1:
@@ -75,7 +150,8 @@ def done_message(summary: dict) -> str:
         lines.append(f"  eval mel distance (generated vs reference): {md[0][1]:.4f} at step {md[0][0]} → "
                      f"{md[-1][1]:.4f} at step {md[-1][0]}")
     lines.append(f"  run directory: {summary['run_dir']}")
-    lines.append(f"  adapter:       {summary['adapter_dir']}")
+    lines.append(f"  adapter:       {summary['adapter_dir']}" + ("" if summary.get("completed", True) else
+                                                                    f" (as of step {summary['steps']})"))
     if summary.get("mlflow_run_id"):
         lines.append(f"  MLflow run:    {summary['mlflow_run_id']} in {summary['tracking_uri']}")
         lines.append("  open the UI:   audiotrain ui   (then http://127.0.0.1:5000)")
@@ -91,7 +167,21 @@ def run(argv: list[str]) -> int:
             return code
     from audiotrain.config.compose import normalize_overrides
 
+    from audiotrain.train.sweep_job import ID_ENV, sweep_id
+
     main = hydra.main(version_base="1.3", config_path="pkg://audiotrain.conf", config_name="train")(_task)
     sys.argv = [sys.argv[0]] + [a if a.startswith("-") else normalize_overrides([a])[0] for a in argv]
-    main()
+    os.environ[ID_ENV] = sweep_id(_overrides(argv)[0])  # names the sweep dir: the same command finds it again
+    try:
+        main()
+    except KeyboardInterrupt as exc:
+        from audiotrain.tracking.sweep import mark_interrupted
+
+        sweep_dir = mark_interrupted(str(exc))
+        if sweep_dir is None:
+            raise
+        print(f"\naudiotrain: sweep stopped ({exc or 'interrupted'}). Run the same command again to continue: "
+              f"finished jobs are skipped, the stopped job resumes from its checkpoint ({sweep_dir}).",
+              file=sys.stderr)
+        return 130
     return 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 
@@ -26,7 +27,22 @@ def ui(argv: list[str]) -> int:
         cmd += ["--default-artifact-root", root]
     print(f"MLflow UI for {uri} on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
+    # the server (and the workers it starts) run in their own process group, which we stop when this process is
+    # stopped: `kill <pid of audiotrain ui>` (SIGTERM) or Ctrl-C leaves no server behind
+    server = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     try:
-        return subprocess.call(cmd, env=env)
+        return server.wait()
     except KeyboardInterrupt:
         return 0
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)

@@ -53,9 +53,21 @@ def _compose(overrides: list[str]) -> DictConfig:
         return compose(config_name=CONFIG_NAME, overrides=normalize_overrides(overrides))
 
 
+# Hydra plugins our launcher / search presets need: config name → (package, audiotrain extra or None)
+HYDRA_PLUGINS = {"hydra/launcher/joblib": ("hydra-joblib-launcher", None),
+                 "hydra/launcher/submitit_slurm": ("hydra-submitit-launcher", "slurm"),
+                 "hydra/launcher/ray": ("hydra-ray-launcher", "ray"),
+                 "hydra/sweeper/optuna": ("hydra-optuna-sweeper", None)}
+
+
 def _explain(override: str, exc: Exception, base: DictConfig | None) -> str:
     msg = str(exc)
     key, _, value = override.lstrip("+~").partition("=")
+    for name, (package, extra) in HYDRA_PLUGINS.items():
+        if f"'{name}'" in msg:
+            how = f"pip install 'audiotrain[{extra}]'" if extra else f"pip install {package} (a pinned dependency: " \
+                  f"reinstall audiotrain)"
+            return f"{key}={value} needs the Hydra plugin {package}, which is not installed: {how}."
     m = re.search(r"Could not find '([^']+)'.*?Available options in '([^']+)':\s*(.*?)(?:\n\s*\n|Config search path|$)",
                   msg, re.S)
     if m:
@@ -92,19 +104,67 @@ def compose_checked(overrides: list[str]) -> tuple[DictConfig, list[str]]:
     return _compose(good), problems
 
 
+SEARCH_PARAMS = "hydra.sweeper.params."
+
+
+def _values(o, spec: str) -> list[str]:
+    """The values a parsed override stands for: ``a=1,2`` and ``choice``/``range`` expand; an ``interval`` (a
+    search sweeper samples inside it) gives its two ends."""
+    from hydra.core.override_parser.types import IntervalSweep
+
+    value = o.value()
+    if isinstance(value, IntervalSweep):
+        ints = not any(c in spec.replace("interval", "") for c in ".eE")
+        return [str(int(x)) if ints else repr(float(x)) for x in (value.start, value.end)]
+    if o.is_sweep_override():
+        return list(o.sweep_string_iterator())
+    return [o.input_line.partition("=")[2]]
+
+
 def expand_sweep(overrides: list[str]) -> list[list[str]]:
-    """The basic sweeper's cartesian product of ``a=1,2`` style overrides (one list per job)."""
+    """The basic sweeper's cartesian product of ``a=1,2`` style overrides (one list per job); an Optuna-style
+    ``interval(lo, hi)`` contributes its ends, ``hydra.sweeper.params.K=SPEC`` counts as an axis ``K``."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides(normalize_overrides(overrides))
+    parser = OverridesParser.create()
     axes = []
-    for o in parsed:
-        key = o.get_key_element()
-        if o.is_sweep_override():
-            axes.append([f"{key}={v}" for v in o.sweep_string_iterator()])
-        else:
-            axes.append([o.input_line])
+    for line in normalize_overrides(overrides):
+        key, _, spec = line.partition("=")
+        if key.startswith(SEARCH_PARAMS):
+            key, line = key[len(SEARCH_PARAMS):], f"{key[len(SEARCH_PARAMS):]}={spec.strip(chr(39) + chr(34))}"
+        o = parser.parse_override(line)
+        axes.append([f"{o.get_key_element()}={v}" for v in _values(o, spec)] if o.is_sweep_override() else [line])
     return [list(job) for job in itertools.product(*axes)]
+
+
+def search_space_jobs(overrides: list[str]) -> list[list[str]]:
+    """Jobs covering a search sweeper's space from its config (``hydra.sweeper.params``, e.g.
+    ``hparams_search=lora_optuna``): every choice and both ends of every interval, one axis at a time, so a bad
+    value fails before any trial."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    plain = [o for o in overrides if not o.startswith(SEARCH_PARAMS) and "choice(" not in o and "interval(" not in o]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module=CONF_MODULE, version_base="1.3"):
+            cfg = compose(config_name=CONFIG_NAME, overrides=normalize_overrides(plain), return_hydra_config=True)
+        params = OmegaConf.select(cfg, "hydra.sweeper.params")
+    except Exception:  # the base job's own check reports why it does not compose
+        return []
+    if not params:
+        return []
+    given = {o.partition("=")[0].removeprefix(SEARCH_PARAMS) for o in overrides}
+    parser = OverridesParser.create()
+    jobs = []
+    for key, spec in OmegaConf.to_container(params).items():
+        if key in given:  # the command line replaced this axis (checked with the sweep's own jobs)
+            continue
+        o = parser.parse_override(f"{key}={spec}")
+        jobs += [[*plain, f"{key}={v}"] for v in _values(o, str(spec))]
+    return jobs
 
 
 def check_job(overrides: list[str], plugin_lookup: Any) -> DictConfig:

@@ -1,4 +1,4 @@
-"""OmegaConf resolvers audiotrain configs use: ``${mul:2,${lora.r}}``, ``${cwd:}``."""
+"""OmegaConf resolvers audiotrain configs use: ``${mul:2,${lora.r}}``, ``${cwd:}``, ``${run_dir:...}``, ``${sweep_id:}``."""
 from __future__ import annotations
 
 import os
@@ -11,6 +11,8 @@ def register() -> None:
         OmegaConf.register_new_resolver("mul", lambda *xs: _prod(xs))
     if not OmegaConf.has_resolver("cwd"):
         OmegaConf.register_new_resolver("cwd", lambda: os.getcwd())
+    if not OmegaConf.has_resolver("sweep_id"):
+        OmegaConf.register_new_resolver("sweep_id", _sweep_id, use_cache=True)
     if not OmegaConf.has_resolver("run_dir"):
         OmegaConf.register_new_resolver("run_dir", _run_dir, use_cache=True)
 
@@ -25,6 +27,14 @@ def _run_dir(log_dir: str, exp_name: str) -> str:
         return str(HydraConfig.get().runtime.output_dir)
     except (ValueError, ImportError):
         return f"{log_dir}/{exp_name}/{datetime.now():%Y-%m-%d_%H-%M-%S}"
+
+
+def _sweep_id() -> str:
+    """The sweep's name, set by the CLI from its overrides (``audiotrain.train.sweep_job.sweep_id``); outside
+    the CLI (a bare Hydra app, the compose API) a timestamp."""
+    from datetime import datetime
+
+    return os.environ.get("AUDIOTRAIN_SWEEP_ID") or f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
 
 
 def _prod(xs):

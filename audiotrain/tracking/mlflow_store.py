@@ -57,6 +57,8 @@ class _Locked:
         self._client = client
 
     def __getattr__(self, name):
+        if name.startswith("__") or name == "_client":  # copy/pickle probing a half-built proxy
+            raise AttributeError(name)
         attr = getattr(self._client, name)
         if not callable(attr):
             return attr
@@ -144,6 +146,6 @@ def override_params(overrides: Iterable[str]) -> dict[str, str]:
     out = {}
     for o in overrides:
         key, sep, value = o.lstrip("+~").partition("=")
-        if sep:
-            out[f"override.{key}"] = value
+        if sep:  # values the CLI quoted (precision='32', an interpolation resolved per job) as typed
+            out[f"override.{key}"] = value[1:-1] if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"" else value
     return out

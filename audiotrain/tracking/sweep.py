@@ -1,14 +1,18 @@
 """One MLflow parent run per sweep (``audiotrain -m ...``), one child run per job, linked across processes.
 
-A Hydra callback: ``on_multirun_start`` (launching process, before any job) creates the parent run, logs the
-sweep spec and exports its id as ``AUDIOTRAIN_PARENT_RUN_ID`` (children tag ``mlflow.parentRunId`` with it, also
-in launcher worker processes that inherit the environment) and writes it to ``<sweep dir>/mlflow_parent_run_id``.
-``on_job_end`` records each job's status on the parent (failures too); ``on_multirun_end`` writes the CSV of all
-jobs, the best value of ``tracking.sweep_metric`` with its overrides, and closes the parent.
+A Hydra callback: ``on_multirun_start`` (launching process, before any job) creates the parent run — or, when the
+same sweep is run again, continues the one recorded in ``<sweep dir>/mlflow_parent_run_id`` — logs the sweep spec
+and exports its id as ``AUDIOTRAIN_PARENT_RUN_ID`` (children tag ``mlflow.parentRunId`` with it, also in launcher
+worker processes, which inherit the environment). ``on_job_end`` runs wherever the job ran: it writes the job's
+status to ``<job dir>/job_status.json`` and tags the parent. ``on_multirun_end`` reads every job's status file
+(so jobs of other processes count), writes the CSV of all jobs, the best value of ``sweep_metric`` with its
+overrides, and closes the parent. A sweep stopped early (``quit``, Ctrl-C, SIGTERM) marks the parent KILLED
+(``mark_interrupted``).
 """
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 ENV = "AUDIOTRAIN_PARENT_RUN_ID"
 SWEPT_ENV = "AUDIOTRAIN_SWEPT_KEYS"  # children are named after their values of these keys
+PARENT_FILE = "mlflow_parent_run_id"
+STATUS_FILE = "job_status.json"
 
 
 def _tracker(config: DictConfig):
@@ -27,66 +33,146 @@ def _tracker(config: DictConfig):
     return Tracker(str(config.tracking.uri), OmegaConf.select(config, "tracking.experiment") or f"audiotrain/{name}")
 
 
+def swept_keys(config: DictConfig) -> list[str]:
+    """The keys a sweep varies: ``a=1,2`` style overrides and a search sweeper's ``hydra.sweeper.params``."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = list(config.hydra.overrides.task)
+    keys = [o.get_key_element() for o in OverridesParser.create().parse_overrides(overrides) if o.is_sweep_override()]
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    return list(dict.fromkeys([*keys, *params.keys()]))
+
+
 class SweepTracking(Callback):
     def __init__(self) -> None:
         self.tracker = None
-        self.jobs: dict[int, dict[str, Any]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"tracker": None}  # launchers pickle callbacks into their workers; the parent run stays here
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        keys = swept_keys(config)
+        os.environ[SWEPT_ENV] = ",".join(keys)
+        overrides = list(config.hydra.overrides.task)
+        (sweep_dir / "sweep_command.txt").write_text("audiotrain -m " + " ".join(overrides) + "\n")
+        _ACTIVE.clear()
+        _ACTIVE["dir"] = str(sweep_dir)
         if OmegaConf.select(config, "tracking.name") != "mlflow":
             return
         self.tracker = _tracker(config)
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        overrides = list(config.hydra.overrides.task)
-        run_id = self.tracker.start(f"sweep {sweep_dir.name}", tags={"audiotrain.sweep": "parent",
-                                                                     "sweep_dir": str(sweep_dir.resolve())})
-        self.tracker.log_params({"sweep.overrides": " ".join(overrides)})
+        parent_file = sweep_dir / PARENT_FILE
+        previous = parent_file.read_text().strip() if parent_file.is_file() else None
+        shown = " ".join(o for o in overrides if o.partition("=")[0] in keys or o.startswith("hparams_search=")) \
+            or sweep_dir.name
+        run_id = self.tracker.start(f"sweep {shown}", tags={"audiotrain.sweep": "parent", "sweep_dir": str(sweep_dir)},
+                                    run_id=previous)
+        if previous == run_id:
+            runs = int(self.tracker.client.get_run(run_id).data.tags.get("sweep.runs", "1")) + 1
+            self.tracker.set_tags({"sweep.runs": runs})  # how often the sweep was started (resumed)
+            if "sweep.stopped" in self.tracker.client.get_run(run_id).data.tags:
+                self.tracker.client.delete_tag(run_id, "sweep.stopped")
+        params = {"sweep.overrides": " ".join(overrides)}
+        space = OmegaConf.select(config, "hydra.sweeper.params")
+        if space:
+            params["sweep.search_space"] = json.dumps(OmegaConf.to_container(space))
+            params["sweep.sweeper"] = str(config.hydra.sweeper.get("_target_", "")).rsplit(".", 1)[-1]
+        self.tracker.log_params(params)
+        self.tracker.set_tags({"sweep.axes": ",".join(keys), "sweep.metric": str(config.get("sweep_metric"))})
         os.environ[ENV] = run_id
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        swept = [o.get_key_element() for o in OverridesParser.create().parse_overrides(overrides)
-                 if o.is_sweep_override()]
-        os.environ[SWEPT_ENV] = ",".join(swept)
-        self.tracker.set_tags({"sweep.axes": ",".join(swept)})
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / "mlflow_parent_run_id").write_text(run_id + "\n")
+        parent_file.write_text(run_id + "\n")
+        _ACTIVE.update(parent=run_id, uri=self.tracker.uri)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        if self.tracker is None:
-            return
         num = int(config.hydra.job.num)
         status = getattr(job_return.status, "name", str(job_return.status))
-        self.jobs[num] = {"job": num, "overrides": " ".join(config.hydra.overrides.task), "status": status}
-        self.tracker.set_tags({f"job.{num}.status": status})
+        record = {"job": num, "overrides": " ".join(config.hydra.overrides.task), "status": status}
+        if status != "COMPLETED":
+            record["error"] = f"{type(job_return._return_value).__name__}: {job_return._return_value}"[:500]
+        out_dir = Path(str(config.hydra.runtime.output_dir))
+        if out_dir.is_dir():
+            (out_dir / STATUS_FILE).write_text(json.dumps(record, indent=2))
+        parent = os.environ.get(ENV)
+        if parent and OmegaConf.select(config, "tracking.name") == "mlflow":
+            _tracker(config).client.set_tag(parent, f"job.{num}.status", status)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.tracker is None:
-            return
-        metric = str(OmegaConf.select(config, "tracking.sweep_metric") or "eval/loss")
+        try:
+            if self.tracker is not None:
+                self._summarise(config)
+        finally:
+            for key in (ENV, SWEPT_ENV):
+                os.environ.pop(key, None)
+            _ACTIVE.clear()
+
+    def _summarise(self, config: DictConfig) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        jobs = job_statuses(sweep_dir)
+        metric = str(config.get("sweep_metric") or "eval/loss")
         children = self.tracker.client.search_runs([self.tracker.experiment_id],
                                                    filter_string=f"tags.mlflow.parentRunId = '{self.tracker.run_id}'")
+        by_job = {r.data.tags.get("audiotrain.job"): r for r in children}
         rows = []
-        for run in children:
-            rows.append({"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
-                         metric: run.data.metrics.get(metric),
-                         **{k: v for k, v in run.data.params.items() if k.startswith("override.")}})
-        rows.sort(key=lambda r: r["run_name"] or "")
-        sweep_dir = Path(str(config.hydra.sweep.dir))
+        for num, job in sorted(jobs.items()):
+            run = by_job.get(str(num))
+            rows.append({"job": num, "status": job["status"], "run_id": run.info.run_id if run else "",
+                         "run_name": run.info.run_name if run else job["overrides"],
+                         metric: run.data.metrics.get(metric) if run else None,
+                         **({k: v for k, v in run.data.params.items() if k.startswith("override.")} if run else {})})
         out = sweep_dir / "sweep_jobs.csv"
-        keys = sorted({k for r in rows for k in r}, key=lambda k: (k.startswith("override."), k))
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        keys.sort(key=lambda k: (k.startswith("override."), 0))
         with out.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=keys)
             writer.writeheader()
             writer.writerows(rows)
         self.tracker.log_artifact(out)
+        self.tracker.set_tags({f"job.{num}.status": job["status"] for num, job in jobs.items()})
         scored = [r for r in rows if r.get(metric) is not None]
         if scored:
             best = min(scored, key=lambda r: r[metric])
+            axes = [f"override.{k}" for k in swept_keys(config)]
             self.tracker.log_metrics({f"best/{metric}": float(best[metric])}, step=0)
-            self.tracker.set_tags({"best.run_id": best["run_id"],
-                                   "best.overrides": " ".join(f"{k[len('override.'):]}={v}" for k, v in best.items()
-                                                              if k.startswith("override."))})
-        failed = [j for j in self.jobs.values() if j["status"] != "COMPLETED"]
+            self.tracker.set_tags({"best.run_id": best["run_id"], "best.job": best["job"],
+                                   "best.overrides": " ".join(f"{k[len('override.'):]}={best[k]}" for k in axes
+                                                              if k in best)})
+        failed = [j for j in jobs.values() if j["status"] != "COMPLETED"]
         self.tracker.finish("FAILED" if failed else "FINISHED")
-        os.environ.pop(ENV, None)
-        os.environ.pop(SWEPT_ENV, None)
+
+
+def job_statuses(sweep_dir: Path) -> dict[int, dict[str, Any]]:
+    """``{job number: {"status", "overrides", ...}}`` from the status files the jobs wrote."""
+    out = {}
+    for p in sweep_dir.glob(f"*/{STATUS_FILE}"):
+        try:
+            record = json.loads(p.read_text())
+            out[int(record["job"])] = record
+        except (ValueError, KeyError):
+            continue
+    return out
+
+
+_ACTIVE: dict[str, str] = {}  # the running sweep of this (launching) process: dir, parent run id, tracking uri
+
+
+def mark_interrupted(reason: str) -> Path | None:
+    """After a sweep stopped early: tag the parent run KILLED; returns the sweep dir (None outside a sweep)."""
+    for key in (ENV, SWEPT_ENV):
+        os.environ.pop(key, None)
+    active = dict(_ACTIVE)
+    _ACTIVE.clear()
+    if not active:
+        return None
+    if active.get("parent"):
+        try:
+            from mlflow.tracking import MlflowClient
+
+            from audiotrain.tracking.mlflow_store import _Locked
+
+            client = _Locked(MlflowClient(tracking_uri=active["uri"]))
+            client.set_tag(active["parent"], "sweep.stopped", reason or "interrupted")
+            client.set_terminated(active["parent"], status="KILLED")
+        except Exception:  # never hide the stop itself behind a tracking error
+            pass
+    return Path(active["dir"])

@@ -233,6 +233,7 @@ class LiveControl(L.Callback):
         self._stopped_by_signal = False
         self._saved_at = -1
         self._previous: dict[int, Any] = {}
+        self.stopped_at: int | None = None  # the step at which quit or a signal stopped training early
 
     # ---- Lightning hooks --------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -365,6 +366,7 @@ class LiveControl(L.Callback):
             self._saved_at = step
             self._call(trainer, pl_module, "save", "save", step)
         trainer.should_stop = True
+        self.stopped_at = step
 
     # ---- signals ----------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: Any) -> None:

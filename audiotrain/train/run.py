@@ -20,6 +20,7 @@ from audiotrain.plugins import registry
 from audiotrain.tracking.mlflow_store import Tracker, flatten, override_params
 from audiotrain.tracking.samples import write_sample
 from audiotrain.train import run_dir as rd
+from audiotrain.train import sweep_job
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -42,9 +43,11 @@ def _progress(rows, desc):
     return tqdm(rows, desc=desc, unit="file", dynamic_ncols=True)
 
 
-def resolve_resume(cfg: DictConfig) -> Path | None:
+def resolve_resume(cfg: DictConfig, job: "sweep_job.SweepJob | None" = None) -> Path | None:
     if cfg.get("ckpt_path"):
         return Path(str(cfg.ckpt_path)).resolve()
+    if job is not None:  # a sweep job continues only from its own directory (never another job's checkpoint)
+        return sweep_job.own_checkpoint(Path(str(cfg.paths.run_dir)).resolve())
     if cfg.get("resume") == "auto":
         found = rd.find_latest_checkpoint(cfg.paths.log_dir, cfg.exp_name)
         if found is None:
@@ -81,7 +84,10 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     quiet_libraries()
     plugin = registry.get(OmegaConf.select(cfg, "model.name"))
     validate(cfg, plugin, module_names=plugin.lora_module_names(cfg) if cfg.lora.get("target_modules") else None)
-    ckpt = resolve_resume(cfg)
+    job = sweep_job.current()
+    if job is not None and job.n_parallel > 1:
+        torch.set_num_threads(sweep_job.threads_per_job(job))
+    ckpt = resolve_resume(cfg, job)
     rank = launch_rank(cfg)
     zero = rank == 0
     console.quiet = not zero  # the other DDP ranks run the same job silently (rank 0 reports)
@@ -138,10 +144,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         run_name = cfg.tracking.get("run_name") or str(cfg.exp_name)
         if os.environ.get("AUDIOTRAIN_PARENT_RUN_ID"):  # a sweep job: child of the sweep's parent run
             tags["mlflow.parentRunId"] = os.environ["AUDIOTRAIN_PARENT_RUN_ID"]
-            job = _sweep_job()
             if job is not None:
-                tags["audiotrain.job"] = str(job[0])
-                run_name = cfg.tracking.get("run_name") or job[1] or run_name
+                tags["audiotrain.job"] = str(job.num)
+                run_name = cfg.tracking.get("run_name") or job.label() or run_name
         run_id = tracker.start(run_name, tags=tags,
                                run_id=rd.read_run_id(run_dir) if ckpt else None)
         rd.write_run_id(run_dir, run_id)
@@ -274,7 +279,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
             warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch.*")
             warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
             trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt) if ckpt else None)
-        status = "FINISHED"
+        status = "KILLED" if control.stopped_at is not None else "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -292,24 +297,23 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         "global_rank": rank, "final_metrics": metrics_cb.history[-1] if metrics_cb.history else {},
         "skipped": len(report), "usable": report.usable,
         "trainable_params": trainable,
+        # False when stopped early (quit, SIGTERM, Ctrl-C): a re-run of the same sweep resumes it
+        "completed": control.stopped_at is None,
+        "stopped_at": control.stopped_at,
+        "last_metrics": _last_metrics(metrics_cb.history, {"eval/loss": eval_cb.values,
+                                                           "eval/mel_distance": audio_eval_cb.values if audio_eval_cb else []}),
     }
     if zero:
         rd.summary_file(run_dir, summary)
     return summary
 
 
-def _sweep_job() -> tuple[int, str] | None:
-    """(job number, the job's swept overrides joined) when Hydra runs this job in a sweep."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        hc = HydraConfig.get()
-    except (ValueError, ImportError):
-        return None
-    swept = [k for k in os.environ.get("AUDIOTRAIN_SWEPT_KEYS", "").split(",") if k]
-    shown = [o for o in hc.overrides.task if o.split("=")[0].lstrip("+~") in swept] if swept else [
-        o for o in hc.overrides.task if o.split("=")[0].lstrip("+~") not in ("data", "model", "cache_dir")]
-    return int(hc.job.num), " ".join(shown)
+def _last_metrics(history: list[dict[str, float]], series: dict[str, list[tuple[int, float]]]) -> dict[str, float]:
+    last: dict[str, float] = {}
+    for row in history:
+        last.update({k: v for k, v in row.items() if k != "step"})
+    last.update({k: v[-1][1] for k, v in series.items() if v})
+    return last
 
 
 def _stdin_enabled(cfg: DictConfig) -> bool:
