@@ -7,9 +7,11 @@ from typing import Any
 from omegaconf import DictConfig
 
 
-def load_dataset(cfg: DictConfig, plugin: Any, run_dir: Path, acc: str, save_report: bool = True):
+def load_dataset(cfg: DictConfig, plugin: Any, run_dir: Path, acc: str, save_report: bool = True,
+                 brief: bool = False):
     """The training job's data path (manifest → prepared/cached items → plugin filters → dataset), with the
-    bad-input report printed and saved in ``run_dir``. Returns ``(dataset, tokenizers, report)``."""
+    bad-input report printed (``brief``: its first line only, e.g. in the later jobs of a sweep) and saved in
+    ``run_dir``. Returns ``(dataset, tokenizers, report)``."""
     from audiotrain.data.cache import FeatureCache
     from audiotrain.data.dataset import AudioDataset
     from audiotrain.data.prepare import DataError, prepare_items, resolve_manifest
@@ -29,7 +31,10 @@ def load_dataset(cfg: DictConfig, plugin: Any, run_dir: Path, acc: str, save_rep
         if not items:
             raise DataError(f"No usable examples in {report.source}: every input was skipped (see the report above).")
     finally:
-        console.print(report.render())
+        text = report.render()
+        if brief and len(report):
+            text = f"{text.splitlines()[0]} (the list: {run_dir / 'bad_inputs.txt'})"
+        console.print(text)
         if save_report:
             report.save(run_dir)
     if cfg.dataset.get("limit"):

@@ -93,6 +93,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     console.quiet = not zero  # the other DDP ranks run the same job silently (rank 0 reports)
     run_dir = rd.run_dir_of_checkpoint(ckpt) if ckpt else Path(str(cfg.paths.run_dir)).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    if job is not None:
+        console.print(f"[bold]Sweep job {job.num}[/] ({job.label()}): run directory {run_dir}")
     if ckpt:
         console.print(f"Resuming from {ckpt} (run directory {run_dir}).")
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -105,7 +107,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     # ---- data ---------------------------------------------------------------------------
     from audiotrain.train.data_setup import load_dataset
 
-    dataset, tokenizers, report = load_dataset(cfg, plugin, run_dir, acc, save_report=zero)
+    dataset, tokenizers, report = load_dataset(cfg, plugin, run_dir, acc, save_report=zero,
+                                               brief=job is not None and job.num > 0)
     spec = dataset.spec
     sampler, loader = build_loader(cfg, dataset, acc)
 
@@ -241,7 +244,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
                                                     "eval": eval_action, "export": export_action})
     callbacks = [
         metrics_cb,  # first: it closes the step's metrics that the others read
-        StepProgress(int(cfg.trainer.max_steps)) if cfg.trainer.progress_bar and zero else None,
+        # parallel sweep jobs share one terminal: no interleaved bars, their start and end lines say enough
+        StepProgress(int(cfg.trainer.max_steps)) if cfg.trainer.progress_bar and zero
+        and (job is None or job.n_parallel == 1) else None,
         eval_cb,
         audio_eval_cb,
         adapter_cb if zero else None,
