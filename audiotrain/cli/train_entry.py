@@ -67,13 +67,6 @@ def _sweep_syntax(overrides: list[str]) -> str | None:
     return None
 
 
-class SweepStopped(KeyboardInterrupt):
-    """A sweep job was stopped early (quit, SIGTERM, Ctrl-C): stop the whole sweep, resumable later.
-
-    A KeyboardInterrupt, so Hydra's launchers pass it up instead of recording a failed job and starting
-    the next one."""
-
-
 def _skip_finished(cfg, job) -> float | None | bool:
     """In a re-run sweep: False when this job must run (or resume), else the finished job's metric (it is
     skipped). Checked before the training stack is imported, so skipping costs no start-up time."""
@@ -102,6 +95,11 @@ def _task(cfg):
     overrides = list(HydraConfig.get().overrides.task)
     job = sweep_job.current()
     if job is not None and cfg.get("mode", "train") == "train":
+        reason = sweep_job.stop_reason(job.sweep_dir)
+        if reason is not None:
+            print(f"Sweep job {job.num} ({job.label()}) not started: the sweep is stopping ({reason}).",
+                  file=sys.stderr)
+            return None
         try:
             skipped = _skip_finished(cfg, job)
         except USER_ERRORS as exc:
@@ -128,8 +126,9 @@ def _task(cfg):
     metric = str(cfg.get("sweep_metric") or "eval/loss")
     value = sweep_job.metric_value(summary, metric)
     console.print(done_message(summary))
-    if job is not None and not summary.get("completed", True):
-        raise SweepStopped(f"sweep job {job.num} stopped at step {summary.get('stopped_at')}")
+    if job is not None and not summary.get("completed", True):  # stop the sweep cleanly; the same command resumes
+        sweep_job.request_stop(job.sweep_dir, f"sweep job {job.num} stopped at step {summary.get('stopped_at')}")
+        return None
     if job is not None and job.sweeper != "BasicSweeper" and value is None:
         raise UserError(f"sweep_metric={metric} was never logged by sweep job {job.num}, so the search cannot "
                         f"score it: use one of {', '.join(sorted(summary.get('last_metrics') or {}))}.")
@@ -172,16 +171,19 @@ def run(argv: list[str]) -> int:
     main = hydra.main(version_base="1.3", config_path="pkg://audiotrain.conf", config_name="train")(_task)
     sys.argv = [sys.argv[0]] + [a if a.startswith("-") else normalize_overrides([a])[0] for a in argv]
     os.environ[ID_ENV] = sweep_id(_overrides(argv)[0])  # names the sweep dir: the same command finds it again
+    from audiotrain.tracking import sweep
+
     try:
         main()
-    except KeyboardInterrupt as exc:
-        from audiotrain.tracking.sweep import mark_interrupted
-
-        sweep_dir = mark_interrupted(str(exc))
+    except KeyboardInterrupt as exc:  # a second Ctrl-C: stopped at once
+        sweep_dir = sweep.mark_interrupted(str(exc) or "interrupted")
         if sweep_dir is None:
             raise
-        print(f"\naudiotrain: sweep stopped ({exc or 'interrupted'}). Run the same command again to continue: "
-              f"finished jobs are skipped, the stopped job resumes from its checkpoint ({sweep_dir}).",
-              file=sys.stderr)
-        return 130
-    return 0
+        stopped = (sweep_dir, "interrupted")
+    else:
+        if not sweep.STOPPED:
+            return 0
+        stopped = sweep.STOPPED.pop()
+    print(f"\naudiotrain: sweep stopped ({stopped[1]}). Run the same command again to continue: finished jobs are "
+          f"skipped, stopped ones resume from their checkpoints ({stopped[0]}).", file=sys.stderr)
+    return 130

@@ -70,6 +70,10 @@ class Tracker:
 
     def __init__(self, uri: str, experiment: str):
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        import logging
+
+        for name in ("mlflow.store", "alembic"):  # "Creating initial MLflow database tables..." is not news
+            logging.getLogger(name).setLevel(logging.WARNING)
         from mlflow.tracking import MlflowClient
 
         self.uri = uri

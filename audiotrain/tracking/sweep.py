@@ -4,21 +4,28 @@ A Hydra callback: ``on_multirun_start`` (launching process, before any job) crea
 same sweep is run again, continues the one recorded in ``<sweep dir>/mlflow_parent_run_id`` — logs the sweep spec
 and exports its id as ``AUDIOTRAIN_PARENT_RUN_ID`` (children tag ``mlflow.parentRunId`` with it, also in launcher
 worker processes, which inherit the environment). ``on_job_end`` runs wherever the job ran: it writes the job's
-status to ``<job dir>/job_status.json`` and tags the parent. ``on_multirun_end`` reads every job's status file
-(so jobs of other processes count), writes the CSV of all jobs, the best value of ``sweep_metric`` with its
-overrides, and closes the parent. A sweep stopped early (``quit``, Ctrl-C, SIGTERM) marks the parent KILLED
-(``mark_interrupted``).
+status (COMPLETED, FAILED, STOPPED, NOT_STARTED) to ``<job dir>/job_status.json`` and tags the parent.
+``on_multirun_end`` reads every job's status file (so jobs of other processes count), writes the CSV of all jobs,
+the best value of ``sweep_metric`` with its overrides, and closes the parent.
+
+Stopping: a job stopped early (``quit``, Ctrl-C, SIGTERM) writes ``<sweep dir>/STOP``; running jobs then save and
+stop at their next step, later jobs do not start, and the parent ends KILLED with the reason (``sweep.stopped``).
+The same command again continues the sweep (``audiotrain.train.sweep_job``).
 """
 from __future__ import annotations
 
 import csv
 import json
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from audiotrain.train.sweep_job import STOP_FILE, request_stop, stop_reason
 
 ENV = "AUDIOTRAIN_PARENT_RUN_ID"
 SWEPT_ENV = "AUDIOTRAIN_SWEPT_KEYS"  # children are named after their values of these keys
@@ -53,6 +60,8 @@ class SweepTracking(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / STOP_FILE).unlink(missing_ok=True)  # left by the stopped run this one continues
+        _catch_stop_signals(sweep_dir)
         keys = swept_keys(config)
         os.environ[SWEPT_ENV] = ",".join(keys)
         overrides = list(config.hydra.overrides.task)
@@ -71,8 +80,6 @@ class SweepTracking(Callback):
         if previous == run_id:
             runs = int(self.tracker.client.get_run(run_id).data.tags.get("sweep.runs", "1")) + 1
             self.tracker.set_tags({"sweep.runs": runs})  # how often the sweep was started (resumed)
-            if "sweep.stopped" in self.tracker.client.get_run(run_id).data.tags:
-                self.tracker.client.delete_tag(run_id, "sweep.stopped")
         params = {"sweep.overrides": " ".join(overrides)}
         space = OmegaConf.select(config, "hydra.sweeper.params")
         if space:
@@ -88,9 +95,19 @@ class SweepTracking(Callback):
         num = int(config.hydra.job.num)
         status = getattr(job_return.status, "name", str(job_return.status))
         record = {"job": num, "overrides": " ".join(config.hydra.overrides.task), "status": status}
+        out_dir = Path(str(config.hydra.runtime.output_dir))
         if status != "COMPLETED":
             record["error"] = f"{type(job_return._return_value).__name__}: {job_return._return_value}"[:500]
-        out_dir = Path(str(config.hydra.runtime.output_dir))
+        else:  # returned normally, but perhaps stopped early, or never started because the sweep was stopping
+            try:
+                summary = json.loads((out_dir / "summary.json").read_text())
+            except (OSError, ValueError):
+                summary = None
+            stopping = stop_reason(Path(str(config.hydra.sweep.dir)).resolve()) is not None
+            if summary is not None and not summary.get("completed", True):
+                status = record["status"] = "STOPPED"
+            elif summary is None and stopping:
+                status = record["status"] = "NOT_STARTED"
         if out_dir.is_dir():
             (out_dir / STATUS_FILE).write_text(json.dumps(record, indent=2))
         parent = os.environ.get(ENV)
@@ -98,15 +115,21 @@ class SweepTracking(Callback):
             _tracker(config).client.set_tag(parent, f"job.{num}.status", status)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        reason = stop_reason(sweep_dir)
         try:
             if self.tracker is not None:
-                self._summarise(config)
+                self._summarise(config, reason)
         finally:
+            _restore_signals()
             for key in (ENV, SWEPT_ENV):
                 os.environ.pop(key, None)
             _ACTIVE.clear()
+            if reason is not None:
+                (sweep_dir / STOP_FILE).unlink(missing_ok=True)
+                STOPPED.append((sweep_dir, reason))
 
-    def _summarise(self, config: DictConfig) -> None:
+    def _summarise(self, config: DictConfig, stopped: str | None) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         jobs = job_statuses(sweep_dir)
         metric = str(config.get("sweep_metric") or "eval/loss")
@@ -137,6 +160,12 @@ class SweepTracking(Callback):
             self.tracker.set_tags({"best.run_id": best["run_id"], "best.job": best["job"],
                                    "best.overrides": " ".join(f"{k[len('override.'):]}={best[k]}" for k in axes
                                                               if k in best)})
+        if stopped is not None:
+            self.tracker.set_tags({"sweep.stopped": stopped})
+            self.tracker.finish("KILLED")
+            return
+        if "sweep.stopped" in self.tracker.client.get_run(self.tracker.run_id).data.tags:
+            self.tracker.client.delete_tag(self.tracker.run_id, "sweep.stopped")
         failed = [j for j in jobs.values() if j["status"] != "COMPLETED"]
         self.tracker.finish("FAILED" if failed else "FINISHED")
 
@@ -154,10 +183,39 @@ def job_statuses(sweep_dir: Path) -> dict[int, dict[str, Any]]:
 
 
 _ACTIVE: dict[str, str] = {}  # the running sweep of this (launching) process: dir, parent run id, tracking uri
+STOPPED: list[tuple[Path, str]] = []  # sweeps of this process that ended stopped: (sweep dir, reason)
+_PREVIOUS: dict[int, Any] = {}
+
+
+def _catch_stop_signals(sweep_dir: Path) -> None:
+    """In the launching process: the first Ctrl-C / SIGTERM asks the whole sweep to stop cleanly (running jobs
+    save and stop - in launcher workers they got the signal too - and no further job starts); a second Ctrl-C
+    stops at once. A job training in this process has its own handlers meanwhile (live control)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, frame):
+        if signum == signal.SIGINT and stop_reason(sweep_dir) is not None:
+            raise KeyboardInterrupt
+        request_stop(sweep_dir, f"{signal.Signals(signum).name} received")
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        _PREVIOUS[sig] = signal.getsignal(sig)
+        signal.signal(sig, handler)
+
+
+def _restore_signals() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig, old in _PREVIOUS.items():
+        signal.signal(sig, old if old is not None else signal.SIG_DFL)
+    _PREVIOUS.clear()
 
 
 def mark_interrupted(reason: str) -> Path | None:
-    """After a sweep stopped early: tag the parent run KILLED; returns the sweep dir (None outside a sweep)."""
+    """After a sweep was interrupted at once (a second Ctrl-C): tag the parent run KILLED; returns the sweep dir
+    (None outside a sweep)."""
+    _restore_signals()
     for key in (ENV, SWEPT_ENV):
         os.environ.pop(key, None)
     active = dict(_ACTIVE)

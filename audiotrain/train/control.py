@@ -26,8 +26,8 @@ accumulation). In DDP only global rank 0 reads; the lines are broadcast to every
 ``trainer.save_checkpoint``, are collective). Pending ``CMD@STEP`` commands are kept in the
 checkpoint (``state_dict``) and survive a resume.
 
-SIGTERM and Ctrl-C (SIGINT): handlers installed at train start set a flag; at the next step end the
-job saves a checkpoint and stops cleanly; a second Ctrl-C stops at once (KeyboardInterrupt). The
+SIGTERM and Ctrl-C (SIGINT) - or, in a sweep, the sweep's ``STOP`` file appearing - : handlers installed at
+train start set a flag; at the next step end the job saves a checkpoint and stops cleanly; a second Ctrl-C stops at once (KeyboardInterrupt). The
 previous handlers are restored at train end. DataLoader workers should use ``quiet_worker_init``
 (else Ctrl-C kills them before the main process can save).
 
@@ -214,8 +214,9 @@ class LiveControl(L.Callback):
 
     def __init__(self, stdin: Any = False, control_file: str | Path | None = None, tracker: Any = None,
                  actions: dict[str, Action] | None = None, run_dir: str | Path | None = None,
-                 handle_signals: bool = True):
+                 handle_signals: bool = True, stop_file: str | Path | None = None):
         self.stdin = stdin
+        self.stop_file = Path(stop_file) if stop_file is not None else None  # exists → save and stop (sweeps)
         self.control_file = Path(control_file) if control_file is not None else None
         self.tracker = tracker
         self.actions = dict(actions or {})
@@ -263,6 +264,8 @@ class LiveControl(L.Callback):
         self.pending = [c for c in self.pending if not (c.at is None or c.at <= step)]
         for cmd in sorted(due, key=lambda c: c.at or 0):
             self._run(trainer, pl_module, cmd, step)
+        if self.stop_file is not None and self._signal is None and trainer.is_global_zero and self.stop_file.exists():
+            self._signal = "the sweep's stop request"  # another job of the sweep was stopped: stop cleanly too
         stop = self._signal is not None
         if trainer.world_size > 1:
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)

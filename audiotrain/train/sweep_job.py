@@ -44,12 +44,16 @@ def sweep_id(overrides: list[str]) -> str:
     return f"{readable}-{digest}" if readable else digest
 
 
+STOP_FILE = "STOP"  # in the sweep dir: a job was stopped; running jobs save and stop, the rest do not start
+
+
 @dataclass
 class SweepJob:
     num: int
     overrides: list[str]
     n_parallel: int      # jobs the launcher runs at once on this machine (1: one after another)
     sweeper: str         # "BasicSweeper", "OptunaSweeper", ...
+    sweep_dir: Path | None = None
 
     def label(self) -> str:
         """The job's values of the swept keys (``lora.r=8 scheduler=cosine``): its child run's name."""
@@ -74,7 +78,27 @@ def current() -> SweepJob | None:
     if n < 0:
         n = os.cpu_count() or 1
     return SweepJob(int(hc.job.num), list(hc.overrides.task), max(1, n),
-                    str(hc.sweeper.get("_target_", "")).rsplit(".", 1)[-1])
+                    str(hc.sweeper.get("_target_", "")).rsplit(".", 1)[-1], Path(str(hc.sweep.dir)).resolve())
+
+
+def stop_file(job: SweepJob) -> Path | None:
+    return job.sweep_dir / STOP_FILE if job.sweep_dir is not None else None
+
+
+def request_stop(sweep_dir: Path, reason: str) -> None:
+    """Stop the whole sweep cleanly: running jobs save a checkpoint and stop at their next step (their live
+    control watches this file), jobs not started yet are not started. The launching process reports it."""
+    path = sweep_dir / STOP_FILE
+    if not path.exists():
+        path.write_text(reason + "\n")
+
+
+def stop_reason(sweep_dir: Path) -> str | None:
+    path = sweep_dir / STOP_FILE
+    try:
+        return path.read_text().strip() or "stopped"
+    except OSError:
+        return None
 
 
 def threads_per_job(job: SweepJob) -> int:

@@ -1,6 +1,6 @@
 """A 4-job sweep (tiny ACE-Step) shared by the sweep, compare and UI tests. It is run the way a user lives it:
-the first command is stopped in its last job (`quit@3` in job 3's control file) and the same command again
-skips the three finished jobs and resumes job 3."""
+the first command is stopped in its third job (`quit@3` in job 2's control file), so job 3 does not start; the
+same command again skips jobs 0 and 1, resumes job 2 and runs job 3."""
 from __future__ import annotations
 
 import os
@@ -59,13 +59,13 @@ def steps_of(client, run_id: str, metric: str = "train/loss") -> list[int]:
 @pytest.fixture(scope="session")
 def sweep4(song_dir, tmp_path_factory) -> Sweep:
     """`audiotrain -m ... lora.r=4,8 'lora.alpha=${mul:2,${lora.r}}' scheduler=constant,cosine_restarts`, stopped
-    at step 3 of job 3, then the same command again."""
+    at step 3 of job 2, then the same command again."""
     cwd = tmp_path_factory.mktemp("sweep4")
     argv = [*SWEEP_ARGS, f"data={song_dir}"]
     sweep = Sweep(cwd, argv)
     sweep.sweep_dir = cwd / "exps" / "logs" / "chinese_rap_lora" / f"sweep_{sweep_id([a for a in argv if '=' in a])}"
-    (sweep.sweep_dir / "3").mkdir(parents=True)
-    (sweep.sweep_dir / "3" / "control").write_text("quit@3\n")  # as if typed while job 3 ran
+    (sweep.sweep_dir / "2").mkdir(parents=True)
+    (sweep.sweep_dir / "2" / "control").write_text("quit@3\n")  # as if typed while job 2 ran
     sweep.runs.append(sweep.run(*argv))
     assert sweep.runs[0].returncode == 130, sweep.runs[0].stderr[-3000:]
     client = sweep.client()

@@ -149,6 +149,16 @@ def test_signal_saves_and_stops_cleanly(tmp_path, sig):
     assert signal.getsignal(sig) == before
 
 
+def test_the_sweeps_stop_file_saves_and_stops_a_running_job(tmp_path):
+    """Another job of a parallel sweep was stopped (it wrote <sweep dir>/STOP): this one saves and stops too."""
+    stop = tmp_path / "STOP"
+    control = LiveControl(run_dir=tmp_path, stop_file=stop)
+    trainer, _ = fit(tmp_path, control, before=[AtStep(lambda step: step == 5 and stop.write_text("job 1 stopped"))])
+    assert trainer.global_step == 5 and control.stopped_at == 5
+    assert (tmp_path / "checkpoints" / "manual-step=5.ckpt").is_file()
+    assert "step 5: the sweep's stop request received: saving and stopping" in (tmp_path / "control.log").read_text()
+
+
 def test_bad_commands_warn_and_training_continues(tmp_path, capsys):
     (tmp_path / "control").write_text("dance\nlr abc\nsave@x\nlr -1\neval\n# a comment\n\n")
     trainer, _ = fit(tmp_path, LiveControl(control_file=tmp_path / "control"), max_steps=6)
