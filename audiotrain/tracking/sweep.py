@@ -151,6 +151,7 @@ class SweepTracking(Callback):
             writer.writeheader()
             writer.writerows(rows)
         self.tracker.log_artifact(out)
+        self.tracker.log_artifact(sweep_dir / "multirun.yaml")  # the sweep's full spec, as Hydra composed it
         self.tracker.set_tags({f"job.{num}.status": job["status"] for num, job in jobs.items()})
         scored = [r for r in rows if r.get(metric) is not None]
         if scored:

@@ -38,7 +38,7 @@ def test_sweep_parent_children_and_linked_alpha(sweep4: Sweep):
     assert sorted((r["override.lora.r"], r["override.lora.alpha"]) for r in rows) == [
         ("4", "8"), ("4", "8"), ("8", "16"), ("8", "16")]
     assert all(r["status"] == "COMPLETED" and float(r["eval/loss"]) > 0 for r in rows)
-    assert "sweep_jobs.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"sweep_jobs.csv", "multirun.yaml"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
 
 
 def test_a_stopped_sweep_resumes_with_the_same_command(sweep4: Sweep):
