@@ -53,12 +53,18 @@ def compare(argv: list[str]) -> int:
         return 2
     axes = sorted({k for r in runs for k in r.data.params if k.startswith("override.")
                    and len({x.data.params.get(k) for x in runs}) > 1})
-    table = Table(title=f"{len(runs)} runs — {args.metric}")
-    for col in ["run", *[a[len("override."):] for a in axes], "status", args.metric]:
-        table.add_column(col)
+    table = Table(title=f"{len(runs)} runs — {args.metric}, best first")
+    # with swept axes, a job is named by its values (the axis columns) and its number; else by its run name
+    first = "job" if axes else "run"
+    table.add_column(first, no_wrap=True, justify="right" if axes else "left", min_width=len(first))
+    for a in axes:
+        table.add_column(a[len("override."):], no_wrap=True, min_width=len(a) - len("override."))
+    table.add_column("status", no_wrap=True)
+    table.add_column(args.metric, no_wrap=True, justify="right", min_width=len(args.metric))
     for r in sorted(runs, key=lambda r: r.data.metrics.get(args.metric, float("inf"))):
         value = r.data.metrics.get(args.metric)
-        table.add_row(r.info.run_name or r.info.run_id[:8], *[r.data.params.get(a, "") for a in axes], r.info.status,
+        name = r.data.tags.get("audiotrain.job", r.info.run_id[:8]) if axes else (r.info.run_name or r.info.run_id[:8])
+        table.add_row(name, *[r.data.params.get(a, "") for a in axes], r.info.status,
                       "" if value is None else f"{value:.4f}")
     Console().print(table)
     out = args.out or (Path(args.target) / "compare.png" if Path(args.target).is_dir() else Path("compare.png"))
@@ -75,15 +81,27 @@ def _plot(client, runs, axes, metric: str, curve: str, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = 1 + max(1, len(axes))
-    fig, ax = plt.subplots(1, panels, figsize=(5 * panels, 4), dpi=100)
+    n = max(1, len(axes))
+    fig = plt.figure(figsize=(max(10, 4 * n), 8), dpi=100)
+    grid = fig.add_gridspec(2, n)
+    curves = fig.add_subplot(grid[0, :])  # the loss curves of every job on top, one panel per swept axis below
+    ax = [curves, *[fig.add_subplot(grid[1, i]) for i in range(n)]]
+    scored = [r for r in runs if metric in r.data.metrics]
+    best = min(scored, key=lambda r: r.data.metrics[metric]).info.run_id if scored else None
+    many = len(runs) > 8  # then: every job thin and grey, the best one highlighted and named
     for r in runs:
         hist = sorted(client.get_metric_history(r.info.run_id, curve), key=lambda m: m.step)
-        if hist:
-            ax[0].plot([m.step for m in hist], [m.value for m in hist], label=r.info.run_name or r.info.run_id[:8])
-    ax[0].set_title(curve)
-    ax[0].set_xlabel("step")
-    ax[0].legend(fontsize=7)
+        if not hist:
+            continue
+        name = r.info.run_name or r.info.run_id[:8]
+        if many and r.info.run_id != best:
+            curves.plot([m.step for m in hist], [m.value for m in hist], color="0.75", linewidth=0.8)
+        else:
+            curves.plot([m.step for m in hist], [m.value for m in hist], linewidth=2 if r.info.run_id == best else 1.2,
+                        label=f"{name} (best {metric})" if r.info.run_id == best else name, zorder=3)
+    curves.set_title(f"{curve} of {len(runs)} jobs" + (" (grey: the others)" if many else ""))
+    curves.set_xlabel("step")
+    curves.legend(fontsize=8, loc="upper right")
     for i, a in enumerate(axes or ["(none)"], start=1):
         xs, ys = [], []
         for r in runs:
