@@ -87,6 +87,12 @@ def _skip_finished(cfg, job) -> float | None | bool:
     return value
 
 
+def _unscored(job) -> float | None:
+    """The result of a job the sweep stopped: a search sweeper (Optuna) needs a number, and +inf never wins; the
+    study is rebuilt from the recorded results when the same command continues the sweep."""
+    return None if job.sweeper == "BasicSweeper" else float("inf")
+
+
 def _task(cfg):
     from hydra.core.hydra_config import HydraConfig
 
@@ -99,7 +105,7 @@ def _task(cfg):
         if reason is not None:
             print(f"Sweep job {job.num} ({job.label()}) not started: the sweep is stopping ({reason}).",
                   file=sys.stderr)
-            return None
+            return _unscored(job)
         try:
             skipped = _skip_finished(cfg, job)
         except USER_ERRORS as exc:
@@ -128,7 +134,7 @@ def _task(cfg):
     console.print(done_message(summary))
     if job is not None and not summary.get("completed", True):  # stop the sweep cleanly; the same command resumes
         sweep_job.request_stop(job.sweep_dir, f"sweep job {job.num} stopped at step {summary.get('stopped_at')}")
-        return None
+        return _unscored(job)
     if job is not None and job.sweeper != "BasicSweeper" and value is None:
         raise UserError(f"sweep_metric={metric} was never logged by sweep job {job.num}, so the search cannot "
                         f"score it: use one of {', '.join(sorted(summary.get('last_metrics') or {}))}.")
