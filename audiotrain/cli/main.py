@@ -10,7 +10,9 @@ import sys
 USAGE = """audiotrain — fine-tune audio generation models (LoRA, Hydra, Lightning, MLflow)
 
   audiotrain model=acestep data=DIR lora.r=16            train one run (any config key can be overridden)
-  audiotrain -m model=acestep data=DIR lora.r=8,16       a sweep (one job per combination)
+  audiotrain -m model=acestep data=DIR lora.r=8,16       a sweep (one job per combination; the same command
+                                                         again skips finished jobs, resumes stopped ones)
+  audiotrain model=acestep data=DIR hparams_search=lora_optuna   an Optuna search
   audiotrain --cfg job model=acestep data=DIR            print the composed config and exit
   audiotrain ui [--port 5000]                            MLflow UI on 127.0.0.1 for ./mlflow.db
   audiotrain export RUN_DIR [--out DIR]                  copy a run's adapter (PEFT + native formats)
@@ -19,7 +21,7 @@ USAGE = """audiotrain — fine-tune audio generation models (LoRA, Hydra, Lightn
 {plugin_cmds}
 Config groups: model, lora (default|none), precision (32|bf16-mixed|16-mixed), optimizer (adamw|adamw8bit),
 scheduler (constant|warmup_linear|cosine|multistep|cosine_restarts), backend (local|ddp|deepspeed), tracking (mlflow|none),
-debug (smoke|overfit). See README.md for the ACE-Step flag → override table.
+debug (smoke|overfit), launcher (parallel|slurm|ray), hparams_search (lora_optuna). See README.md for the ACE-Step flag → override table.
 """
 
 
