@@ -92,6 +92,8 @@ class SweepTracking(Callback):
         _ACTIVE.update(parent=run_id, uri=self.tracker.uri)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if str(OmegaConf.select(config, "hydra.mode")) != "RunMode.MULTIRUN":
+            return  # Hydra calls this after single runs too
         num = int(config.hydra.job.num)
         status = getattr(job_return.status, "name", str(job_return.status))
         record = {"job": num, "overrides": " ".join(config.hydra.overrides.task), "status": status}

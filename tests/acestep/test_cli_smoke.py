@@ -22,6 +22,8 @@ def test_smoke_run_with_broken_files_records_mlflow_and_adapter(broken_song_dir,
         assert f"SKIPPED {broken_song_dir / name}" in err or name in err
     assert "2 usable, 4 skipped" in err
     assert "Done." in err and "adapter:" in err.split("Done.")[1]
+    # what a person reads ends with the result: no tracebacks, no warnings from our own hooks
+    assert "Traceback" not in err and "Callback" not in err and "UserWarning" not in err, err[-3000:]
     run_dirs = list((tmp_path / "exps" / "logs" / "chinese_rap_lora").iterdir())
     run_dir = [d for d in run_dirs if (d / "summary.json").is_file()][0]
     assert (run_dir / "adapters" / "final" / "acestep" / "pytorch_lora_weights.safetensors").is_file()
