@@ -559,8 +559,8 @@ def main() -> int:
                     help="torch threads (default 1: with 2 threads, a concurrent job on a 2-core machine makes "
                          "OpenMP spin-waits dominate and the numbers meaningless)")
     ap.add_argument("--rounds", type=int, default=6, help="part 1: rounds, alternating which side runs first")
-    ap.add_argument("--overhead-warmup", type=int, default=5, help="part 1: untimed steps per run")
-    ap.add_argument("--overhead-steps", type=int, default=30, help="part 1: timed steps per run")
+    ap.add_argument("--overhead-warmup", type=int, default=10, help="part 1: untimed steps per run")
+    ap.add_argument("--overhead-steps", type=int, default=120, help="part 1: timed steps per run (fewer: noisier rounds)")
     ap.add_argument("--tiny-seconds", type=float, default=8.0, help="audio per example for part 1")
     ap.add_argument("--scale", type=int, default=16, help="part 2: release widths divided by this")
     ap.add_argument("--seconds", type=float, default=12.0, help="part 2: audio per example (both modes)")
