@@ -44,6 +44,14 @@ def normalize_overrides(overrides: list[str]) -> list[str]:
     return out
 
 
+def unquote(override: str) -> str:
+    """The value as the user meant it: ``precision='32'`` (quoted by ``normalize_overrides``) → ``precision=32``."""
+    key, sep, value = override.partition("=")
+    if sep and len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
+        value = value[1:-1]
+    return f"{key}{sep}{value}"
+
+
 def _compose(overrides: list[str]) -> DictConfig:
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra

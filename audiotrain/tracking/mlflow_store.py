@@ -147,9 +147,11 @@ def _short(v: Any) -> str:
 
 def override_params(overrides: Iterable[str]) -> dict[str, str]:
     """``lora.r=16`` → ``{"override.lora.r": "16"}`` (sweep axes as their own UI columns)."""
+    from audiotrain.config.compose import unquote
+
     out = {}
-    for o in overrides:
-        key, sep, value = o.lstrip("+~").partition("=")
-        if sep:  # values the CLI quoted (precision='32', an interpolation resolved per job) as typed
-            out[f"override.{key}"] = value[1:-1] if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"" else value
+    for o in overrides:  # values the CLI quoted (precision='32', an interpolation resolved per job) as typed
+        key, sep, value = unquote(o.lstrip("+~")).partition("=")
+        if sep:
+            out[f"override.{key}"] = value
     return out

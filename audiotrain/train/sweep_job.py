@@ -60,15 +60,9 @@ class SweepJob:
         swept = [k for k in os.environ.get("AUDIOTRAIN_SWEPT_KEYS", "").split(",") if k]
         keep = [o for o in self.overrides if o.split("=")[0].lstrip("+~") in swept] if swept else [
             o for o in self.overrides if o.split("=")[0].lstrip("+~") not in ("data", "model", "cache_dir")]
-        return " ".join(_unquoted(o) for o in keep)
+        from audiotrain.config.compose import unquote
 
-
-def _unquoted(override: str) -> str:
-    """``precision='32'`` (quoted by the CLI so Hydra reads a group option) → ``precision=32``."""
-    key, sep, value = override.partition("=")
-    if sep and len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
-        value = value[1:-1]
-    return f"{key}{sep}{value}"
+        return " ".join(unquote(o) for o in keep)
 
 
 def current() -> SweepJob | None:
