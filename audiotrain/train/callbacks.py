@@ -55,6 +55,10 @@ class MetricsToTracker(L.Callback):
         self._last_step = trainer.global_step
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        reuse = getattr(pl_module, "norm_from_clipping", None)
+        if reuse is not None and reuse():  # the clipping right after this hook measures it (TrainModule)
+            self._grad_norm = None
+            return
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if grads:
             norms = torch._foreach_norm(grads)
@@ -69,6 +73,8 @@ class MetricsToTracker(L.Callback):
         now = time.perf_counter()
         metrics = pl_module.pop_step_metrics()
         metrics["train/lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+        if getattr(pl_module, "clip_grad_norm", None) is not None:
+            self._grad_norm = float(pl_module.clip_grad_norm)
         engine = getattr(trainer.strategy, "deepspeed_engine", None)
         if engine is not None:  # under ZeRO the gradients live in DeepSpeed's buffers, not p.grad
             norm = engine.get_global_grad_norm()

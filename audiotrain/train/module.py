@@ -20,7 +20,7 @@ from audiotrain.train.optim import build_optimizer, build_scheduler
 
 # Attributes Lightning sets on the module around every hook call (dozens per step): plain values, so they skip
 # nn.Module.__setattr__'s parameter/module/buffer bookkeeping (~0.7 ms a step on a small model).
-_PLAIN_ATTRS = frozenset({"_current_fx_name", "_window", "step_metrics"})
+_PLAIN_ATTRS = frozenset({"_current_fx_name", "_window", "step_metrics", "clip_grad_norm"})
 
 
 class TrainModule(L.LightningModule):
@@ -46,6 +46,7 @@ class TrainModule(L.LightningModule):
         self.steps_per_epoch: int | None = None  # optimizer steps per epoch (epoch-based schedules)
         self._window: dict[str, tuple[Any, int]] = {}
         self.step_metrics: dict[str, float] = {}
+        self.clip_grad_norm: torch.Tensor | None = None  # the total norm this step's clipping measured
         # read every step: plain ints, not OmegaConf lookups
         self._seed = int(cfg.seed)
         self._accum = max(1, int(cfg.trainer.accumulate_grad_batches))
@@ -135,6 +136,22 @@ class TrainModule(L.LightningModule):
         total = int(self.cfg.trainer.max_steps)
         sched = build_scheduler(self.cfg.scheduler, opt, total, steps_per_epoch=self.steps_per_epoch)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+
+    # ---- clipping -------------------------------------------------------------------------
+    def norm_from_clipping(self) -> bool:
+        """True when this step's clipping computes the total gradient norm anyway (clip by norm, not DeepSpeed,
+        which clips inside its engine): the grad_norm metric then reuses it instead of a second pass."""
+        t = self.trainer
+        return bool(t.gradient_clip_val) and str(t.gradient_clip_algorithm) == "norm" \
+            and "deepspeed" not in type(t.strategy).__name__.lower()
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        self.clip_grad_norm = None
+        if gradient_clip_val and str(gradient_clip_algorithm) == "norm" and self.norm_from_clipping():
+            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            self.clip_grad_norm = torch.nn.utils.clip_grad_norm_(params, float(gradient_clip_val))  # pre-clip norm
+        else:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # ---- checkpoints ----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -284,6 +284,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
             # our sampler state is in the checkpoint (ResumableSampler), so mid-epoch resume is exact
             warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch.*")
             warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
+            # TrainModule.configure_gradient_clipping defers to Lightning's default under DeepSpeed (which clips itself)
+            warnings.filterwarnings("ignore", message=".*configure_gradient_clipping.*")
             trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt) if ckpt else None)
         status = "KILLED" if control.stopped_at is not None else "FINISHED"
     except KeyboardInterrupt:

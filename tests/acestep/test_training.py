@@ -131,3 +131,14 @@ def test_deepspeed_backend_on_cpu_with_lora_and_bf16(tiny_cfg):
     assert s["steps"] == 3 and math.isfinite(s["last_loss"])
     assert s["final_metrics"]["train/grad_norm"] > 0
     assert (Path(s["adapter_dir"]) / "peft" / "adapter_model.safetensors").is_file()
+
+
+def test_grad_norm_metric_is_the_same_whether_clipping_measures_it_or_the_callback_does(tiny_cfg):
+    """Clipping by norm hands its (pre-clip) total norm to the metric; by value, the callback measures it. Same
+    first step, same gradients: the same train/grad_norm."""
+    by_norm = train(tiny_cfg("trainer.max_steps=1", "trainer.gradient_clip_algorithm=norm", "trainer.gradient_clip_val=0.5",
+                             run="gn_norm"))
+    by_value = train(tiny_cfg("trainer.max_steps=1", "trainer.gradient_clip_algorithm=value",
+                              "trainer.gradient_clip_val=1e9", run="gn_value"))
+    a, b = by_norm["final_metrics"]["train/grad_norm"], by_value["final_metrics"]["train/grad_norm"]
+    assert a > 0 and abs(a - b) <= 1e-5 * max(a, b)
