@@ -6,6 +6,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from audiotrain.models.backbone import Backbone
+from audiotrain.models.lazy import Lazy
 
 from audiotrain_acestep import flow
 from audiotrain_acestep.transformer import ACEStepTransformer2DModel
@@ -31,8 +32,7 @@ class ACEStepBackbone(Backbone):
         self.ssl_coeff = float(settings.get("ssl_coeff", 1.0))
         self.guidance_scale = float(settings.get("sample_guidance_scale", 1.0))
         self.register_buffer("sigmas", flow.shifted_sigmas(self.num_train_timesteps, self.shift), persistent=False)
-        self._decoder_factory = decoder_factory
-        self._decoder = None
+        self._decoder = Lazy(decoder_factory, "a DCAE decoder")
 
     def adapter_root(self) -> torch.nn.Module:
         return self.transformer
@@ -88,11 +88,7 @@ class ACEStepBackbone(Backbone):
 
     # ---- samples --------------------------------------------------------------------------
     def decoder(self):
-        if self._decoder is None:
-            if self._decoder_factory is None:
-                raise RuntimeError("this ACE-Step backbone was built without a DCAE decoder")
-            self._decoder = self._decoder_factory()
-        return self._decoder
+        return self._decoder.get()
 
     @torch.no_grad()
     def sample_latents(self, conditions: Mapping[str, Any], *, seed: int, steps: int) -> torch.Tensor:

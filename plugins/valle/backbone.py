@@ -6,6 +6,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from audiotrain.models.backbone import Backbone
+from audiotrain.models.lazy import Lazy
 
 from audiotrain_valle.ar_nar import ARNAR, LORA_TARGETS
 
@@ -19,8 +20,7 @@ class VALLEBackbone(Backbone):
         self.max_ar_steps = int(settings.get("eval_max_ar_steps", 500))
         self.ar_temperature = float(settings.get("eval_ar_temperature", 0.95))
         self.nar_temperature = float(settings.get("eval_nar_temperature", 0.25))
-        self._codec_factory = codec_factory
-        self._codec = None
+        self._codec = Lazy(codec_factory, "a codec")
 
     def adapter_root(self) -> torch.nn.Module:
         return self.model
@@ -33,11 +33,7 @@ class VALLEBackbone(Backbone):
                           generator=generator)
 
     def codec(self):
-        if self._codec is None:
-            if self._codec_factory is None:
-                raise RuntimeError("this VALL-E backbone was built without a codec")
-            self._codec = self._codec_factory()
-        return self._codec
+        return self._codec.get()
 
     @torch.no_grad()
     def generate_codes(self, conditions: Mapping[str, Any], *, seed: int, max_ar_steps: int | None = None) -> list[torch.Tensor]:

@@ -142,3 +142,15 @@ def test_grad_norm_metric_is_the_same_whether_clipping_measures_it_or_the_callba
                               "trainer.gradient_clip_val=1e9", run="gn_value"))
     a, b = by_norm["final_metrics"]["train/grad_norm"], by_value["final_metrics"]["train/grad_norm"]
     assert a > 0 and abs(a - b) <= 1e-5 * max(a, b)
+
+
+def test_the_sample_decoder_never_joins_the_backbone_state(tiny_cfg):
+    """The DCAE decoder is built on the first render; it must not enter state dicts (a full fine-tune's
+    checkpoint would then hold decoder keys that a resumed run, which has not rendered yet, refuses)."""
+    from audiotrain.plugins import registry
+
+    backbone = registry.get("acestep").build_backbone(tiny_cfg(run="lazy"))
+    keys = set(backbone.state_dict())
+    decoder = backbone.decoder()
+    assert backbone.decoder() is decoder
+    assert set(backbone.state_dict()) == keys and "_decoder" not in dict(backbone.named_children())
