@@ -131,6 +131,16 @@ def adapter_state(root: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in get_peft_model_state_dict(root).items()}
 
 
+def adapter_file(path: str | Path, filename: str, expected: str) -> Path:
+    """A plugin's native adapter file, given as the file or its folder; missing → one sentence saying what to give."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / filename
+    if not path.is_file():
+        raise LoRAConfigError(f"{path} does not exist: give {expected}.")
+    return path
+
+
 def load_adapter_state(root: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
     from peft import set_peft_model_state_dict
 

@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from audiotrain.lora.adapter import LoRAConfigError, LoRASettings, adapter_state
+from audiotrain.lora.adapter import LoRASettings, adapter_file, adapter_state
 
 FILENAME = "pytorch_lora_weights.safetensors"
 METADATA_KEY = "lora_adapter_metadata"
@@ -32,11 +32,7 @@ def save(root: torch.nn.Module, settings: LoRASettings, directory: Path) -> Path
 
 def load(path: Path) -> tuple[LoRASettings, dict[str, torch.Tensor]]:
     """Read the file (or its folder). Without stored metadata, r comes from the shapes and alpha = r."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / FILENAME
-    if not path.is_file():
-        raise LoRAConfigError(f"{path} does not exist: give an ACE-Step LoRA folder or its {FILENAME}.")
+    path = adapter_file(path, FILENAME, f"an ACE-Step LoRA folder or its {FILENAME}")
     with safe_open(str(path), framework="pt") as fh:
         meta = (fh.metadata() or {}).get(METADATA_KEY)
         state = {k: fh.get_tensor(k) for k in fh.keys()}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from audiotrain.lora.adapter import LoRAConfigError, LoRASettings, adapter_state
+from audiotrain.lora.adapter import LoRASettings, adapter_file, adapter_state
 
 FILENAME = "lora.sft"
 
@@ -39,11 +39,7 @@ def save(root: torch.nn.Module, settings: LoRASettings, directory: Path, name: s
 
 def load(path: Path) -> tuple[LoRASettings, dict[str, torch.Tensor]]:
     """Read ``lora.sft`` / ``lora.pth`` → (settings, PEFT-keyed state)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / FILENAME
-    if not path.is_file():
-        raise LoRAConfigError(f"{path} does not exist: give a VALL-E lora.sft / lora.pth.")
+    path = adapter_file(path, FILENAME, "a VALL-E lora.sft / lora.pth")
     if path.suffix == ".pth":
         data = torch.load(str(path), map_location="cpu", weights_only=True)
         module, config = data.get("module") or data.get("lora"), data.get("config") or {}
