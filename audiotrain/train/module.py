@@ -23,6 +23,11 @@ from audiotrain.train.optim import build_optimizer, build_scheduler
 _PLAIN_ATTRS = frozenset({"_current_fx_name", "_window", "step_metrics", "clip_grad_norm"})
 
 
+def _algorithm(value: Any) -> str:
+    """'norm' / 'value' from Lightning's GradClipAlgorithmType or a plain string (str() of the enum is its name)."""
+    return str(getattr(value, "value", value))
+
+
 class TrainModule(L.LightningModule):
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _PLAIN_ATTRS:
@@ -142,12 +147,12 @@ class TrainModule(L.LightningModule):
         """True when this step's clipping computes the total gradient norm anyway (clip by norm, not DeepSpeed,
         which clips inside its engine): the grad_norm metric then reuses it instead of a second pass."""
         t = self.trainer
-        return bool(t.gradient_clip_val) and str(t.gradient_clip_algorithm) == "norm" \
+        return bool(t.gradient_clip_val) and _algorithm(t.gradient_clip_algorithm) == "norm" \
             and "deepspeed" not in type(t.strategy).__name__.lower()
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         self.clip_grad_norm = None
-        if gradient_clip_val and str(gradient_clip_algorithm) == "norm" and self.norm_from_clipping():
+        if gradient_clip_val and _algorithm(gradient_clip_algorithm) == "norm" and self.norm_from_clipping():
             params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
             self.clip_grad_norm = torch.nn.utils.clip_grad_norm_(params, float(gradient_clip_val))  # pre-clip norm
         else:

@@ -135,11 +135,31 @@ def test_deepspeed_backend_on_cpu_with_lora_and_bf16(tiny_cfg):
 
 def test_grad_norm_metric_is_the_same_whether_clipping_measures_it_or_the_callback_does(tiny_cfg):
     """Clipping by norm hands its (pre-clip) total norm to the metric; by value, the callback measures it. Same
-    first step, same gradients: the same train/grad_norm."""
-    by_norm = train(tiny_cfg("trainer.max_steps=1", "trainer.gradient_clip_algorithm=norm", "trainer.gradient_clip_val=0.5",
-                             run="gn_norm"))
-    by_value = train(tiny_cfg("trainer.max_steps=1", "trainer.gradient_clip_algorithm=value",
-                              "trainer.gradient_clip_val=1e9", run="gn_value"))
+    first step, same gradients: the same train/grad_norm - and each path is the one that measured it."""
+    import torch
+
+    from audiotrain.train import callbacks
+
+    measured_by_callback: list[int] = []
+    original = torch._foreach_norm
+
+    def counting(*a, **kw):
+        import inspect
+
+        if inspect.stack()[1].filename == callbacks.__file__:
+            measured_by_callback.append(1)
+        return original(*a, **kw)
+
+    torch._foreach_norm = counting
+    try:
+        by_norm = train(tiny_cfg("trainer.max_steps=1", "trainer.gradient_clip_algorithm=norm", "trainer.gradient_clip_val=0.5",
+                                 run="gn_norm"))
+        assert measured_by_callback == []  # clipping's own norm was reused: one pass over the gradients
+        by_value = train(tiny_cfg("trainer.max_steps=1", "trainer.gradient_clip_algorithm=value",
+                                  "trainer.gradient_clip_val=1e9", run="gn_value"))
+        assert measured_by_callback == [1]
+    finally:
+        torch._foreach_norm = original
     a, b = by_norm["final_metrics"]["train/grad_norm"], by_value["final_metrics"]["train/grad_norm"]
     assert a > 0 and abs(a - b) <= 1e-5 * max(a, b)
 
