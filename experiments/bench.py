@@ -4,12 +4,15 @@
    tiny ACE-Step backbone with LoRA r=16 on the default targets, fed the same cached features.
    The audiotrain side is the real path: ``audiotrain.train.run.train(cfg)`` (TrainModule inside a
    lightning.Trainer, DataLoader over AudioDataset + FeatureCache, our callbacks, clip 0.5, AdamW from
-   our builder) with tracking=none; its steps/s comes from a mark at the end of every optimizer step (taken
-   by a subclass of our MetricsToTracker) after a warm-up. The hand loop uses the same model (same seeded
-   init, same LoRA attach), the same optimizer
-   builder, the same clipping and the same batches (collated once, in the sampler's order). Rounds
-   alternate (ABBA) so machine noise hits both alike; the reported ratio is the median of per-round
-   ratios. Target >= 0.97.
+   our builder) with tracking=none. The hand loop uses the same model (same seeded init, same LoRA attach),
+   the same optimizer builder, the same clipping and the same batches (collated once, in the sampler's order).
+   The two run side by side, interleaved step by step: right after every audiotrain step (inside the first
+   of our callbacks) the hand loop does one step, and the clock is split between them - the framework's share
+   of every cycle runs from the end of one hand step to the end of the next framework step, so everything
+   Lightning, the data path and our callbacks do in between is charged to audiotrain. This VM's speed drifts
+   by 10-20% over seconds; at one-step granularity the drift hits both sides alike (round after round
+   measurements did not resolve a 3% difference). Steps after a warm-up are timed; the reported ratio is the
+   median over rounds (each a fresh ``run.train``). Target >= 0.97.
 
 2. Feature cache - cached / on-the-fly steps/s and peak RSS, on a scaled-down ACE-Step whose frozen
    encoders keep the release's proportions to the transformer (release: transformer 3.31 B params,
@@ -77,6 +80,7 @@ def _quiet_run_module():
         base = cb.MetricsToTracker
 
         class Recording(base):  # the same callback, plus a (step, wall, cpu) mark at the end of every step
+            # (first in run.train's callback list: everything the framework does after it counts as its next step)
             _bench_recording = True
 
             def __init__(self, tracker):
@@ -88,6 +92,8 @@ def _quiet_run_module():
                 super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
                 if not self.marks or self.marks[-1][0] != trainer.global_step:
                     self.marks.append((trainer.global_step, *_now()))
+                    if _INTERLEAVE:  # part 1: the hand loop's step, between this step and the next
+                        _INTERLEAVE[0].after_framework_step(trainer.global_step)
 
         cb.MetricsToTracker = Recording
     return runmod, _RECORDERS
@@ -149,6 +155,43 @@ def _loadavg() -> str:
 # ---------------------------------------------------------------------------------------------
 # 1. framework overhead (in this process)
 # ---------------------------------------------------------------------------------------------
+class _Interleaved:
+    """One hand-loop step after every framework step, and the clocks of both sides (see the docstring, part 1)."""
+
+    def __init__(self, hand_step, warmup: int):
+        self.hand_step, self.warmup = hand_step, warmup
+        self.fw = [0.0, 0.0]  # (wall, CPU) seconds charged to audiotrain
+        self.hand = [0.0, 0.0]
+        self.counted = 0
+        self._resume: tuple[float, float] | None = None
+
+    def after_framework_step(self, step: int) -> None:
+        """Called at the end of framework step ``step`` (1-based); runs hand step ``step`` on the same batch."""
+        import torch
+
+        end_fw = _now()
+        count = step > self.warmup
+        if count and self._resume is not None:
+            for i in range(2):
+                self.fw[i] += end_fw[i] - self._resume[i]
+        with torch.enable_grad():
+            self.hand_step(step - 1)
+        end_hand = _now()
+        if count:
+            for i in range(2):
+                self.hand[i] += end_hand[i] - end_fw[i]
+            self.counted += 1
+        self._resume = end_hand
+
+    def rates(self) -> dict[str, dict[str, float]]:
+        n = self.counted
+        return {"fw": {"wall": n / self.fw[0], "cpu": n / max(self.fw[1], 1e-9)},
+                "hand": {"wall": n / self.hand[0], "cpu": n / max(self.hand[1], 1e-9)}}
+
+
+_INTERLEAVE: list[_Interleaved] = []  # the active one, read by the Recording callback
+
+
 def framework_overhead(args, work: Path) -> dict[str, Any]:
     import torch
 
@@ -172,13 +215,8 @@ def framework_overhead(args, work: Path) -> dict[str, Any]:
     repeat = max(1, -(-steps // 4))  # one epoch covers the whole run (a real dataset has far more than 4 songs)
     overrides = _base_overrides(data, work, steps, repeat)
 
-    def framework_round(i: int) -> dict[str, float]:
-        cfg = _compose(overrides + [f"paths.run_dir={work / 'runs' / f'fw{i}'}"])
-        runmod.train(cfg)
-        return _steps_per_s(recorders[-1].marks, warmup)
-
     # Untimed first run: builds the feature cache with the tiny frozen encoders, warms every code path.
-    framework_round(-1)
+    runmod.train(_compose(overrides + [f"paths.run_dir={work / 'runs' / 'fw_first'}"]))
 
     # The same batches for the hand loop: the cached features, collated by the plugin, in the sampler's order.
     cfg = _compose(overrides)
@@ -195,6 +233,7 @@ def framework_overhead(args, work: Path) -> dict[str, Any]:
     order = ResumableSampler(len(dataset), seed=SEED, shuffle=bool(cfg.dataset.shuffle)).order(0)
     batches = [plugin.collate([dataset[j]["features"] for j in order[k:k + bs]]) for k in range(0, steps * bs, bs)]
 
+    torch.manual_seed(SEED)
     backbone = plugin.build_backbone(cfg)
     lora_adapter.attach(backbone.adapter_root(), settings_from_cfg(cfg.lora, backbone.default_lora_targets))
     backbone.train()
@@ -202,31 +241,28 @@ def framework_overhead(args, work: Path) -> dict[str, Any]:
     params = [p for g in optimizer.param_groups for p in g["params"]]
     clip = float(cfg.trainer.gradient_clip_val)
 
-    def hand_round(_i: int) -> dict[str, float]:
-        def step(k: int) -> None:
-            gen = torch.Generator().manual_seed(SEED * 1_000_003 + k)
-            loss = backbone.training_losses(batches[k], generator=gen)["loss"]
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, clip)
-            optimizer.step()
-            optimizer.zero_grad()
-
-        for k in range(warmup):
-            step(k)
-        start = _now()
-        for k in range(warmup, steps):
-            step(k)
-        return _rates(measured, start, _now())
+    def hand_step(k: int) -> None:
+        gen = torch.Generator().manual_seed(SEED * 1_000_003 + k)
+        loss = backbone.training_losses(batches[k], generator=gen)["loss"]
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, clip)
+        optimizer.step()
+        optimizer.zero_grad()
 
     fw: list[dict[str, float]] = []
     hand: list[dict[str, float]] = []
     for i in range(args.rounds):
-        if i % 2 == 0:  # ABBA
-            fw.append(framework_round(i))
-            hand.append(hand_round(i))
-        else:
-            hand.append(hand_round(i))
-            fw.append(framework_round(i))
+        inter = _Interleaved(hand_step, warmup)
+        _INTERLEAVE[:] = [inter]
+        try:
+            runmod.train(_compose(overrides + [f"paths.run_dir={work / 'runs' / f'fw{i}'}"]))
+        finally:
+            _INTERLEAVE.clear()
+        if inter.counted != measured:
+            raise RuntimeError(f"interleaving timed {inter.counted} steps, expected {measured}")
+        r = inter.rates()
+        fw.append(r["fw"])
+        hand.append(r["hand"])
         f, h = fw[-1][args.clock], hand[-1][args.clock]
         print(f"  round {i + 1}/{args.rounds}: audiotrain {f:6.2f} steps/s, hand loop {h:6.2f} steps/s, "
               f"ratio {f / h:.3f}  ({args.clock} clock)", flush=True)
@@ -468,7 +504,7 @@ def report(args, over: dict[str, Any] | None, cache: dict[str, Any] | None, elap
         other_ratio = statistics.median(f[other] / h[other] for f, h in zip(over["fw"], over["hand"]))
         t = Table(title=f"1. Framework overhead - tiny ACE-Step, LoRA r=16 ({over['trainable']:,} trainable of "
                         f"{over['total']:,}), batch {over['bs']} x {over['latent_frames']} latent frames, "
-                        f"{over['measured']} steps after {over['warmup']} warm-up, {len(ratios)} ABBA rounds")
+                        f"{over['measured']} steps after {over['warmup']} warm-up, interleaved step by step, {len(ratios)} rounds")
         t.add_column("")
         t.add_column(f"{unit} (median)", justify="right")
         t.add_column("per round", justify="right")
@@ -558,7 +594,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: with 2 threads, a concurrent job on a 2-core machine makes "
                          "OpenMP spin-waits dominate and the numbers meaningless)")
-    ap.add_argument("--rounds", type=int, default=6, help="part 1: rounds, alternating which side runs first")
+    ap.add_argument("--rounds", type=int, default=5, help="part 1: rounds (each a fresh run.train, hand loop interleaved)")
     ap.add_argument("--overhead-warmup", type=int, default=10, help="part 1: untimed steps per run")
     ap.add_argument("--overhead-steps", type=int, default=120, help="part 1: timed steps per run (fewer: noisier rounds)")
     ap.add_argument("--tiny-seconds", type=float, default=8.0, help="audio per example for part 1")
