@@ -5,7 +5,8 @@
    The audiotrain side is the real path: ``audiotrain.train.run.train(cfg)`` (TrainModule inside a
    lightning.Trainer, DataLoader over AudioDataset + FeatureCache, our callbacks, clip 0.5, AdamW from
    our builder) with tracking=none. The hand loop uses the same model (same seeded init, same LoRA attach),
-   the same optimizer builder, the same clipping and the same batches (collated once, in the sampler's order).
+   the same optimizer and LR-schedule builders, the same clipping and the same batches: a plain DataLoader
+   over the same dataset and sampler, collated by the plugin.
    The two run side by side, interleaved step by step: right after every audiotrain step (inside the first
    of our callbacks) the hand loop does one step, and the clock is split between them - the framework's share
    of every cycle runs from the end of one hand step to the end of the next framework step, so everything
@@ -192,7 +193,9 @@ class _Interleaved:
 _INTERLEAVE: list[_Interleaved] = []  # the active one, read by the Recording callback
 
 
-def framework_overhead(args, work: Path) -> dict[str, Any]:
+def framework_overhead(args, work: Path, seconds: float) -> dict[str, Any]:
+    """Part 1 at one clip length: audiotrain rounds and bare-Lightning rounds, each interleaved with the hand loop."""
+    import lightning as L
     import torch
 
     from audiotrain.config.compose import _compose
@@ -204,12 +207,12 @@ def framework_overhead(args, work: Path) -> dict[str, Any]:
     from audiotrain.lora import adapter as lora_adapter
     from audiotrain.lora.from_config import settings_from_cfg
     from audiotrain.plugins import registry
-    from audiotrain.train.optim import build_optimizer
+    from audiotrain.train.optim import build_optimizer, build_scheduler
 
     runmod, recorders = _quiet_run_module()
     _register_configs()
     data = work / "songs"
-    _write_songs(data, count=4, seconds=args.tiny_seconds)
+    _write_songs(data, count=4, seconds=seconds)
     warmup, measured = args.overhead_warmup, args.overhead_steps
     steps = warmup + measured
     repeat = max(1, -(-steps // 4))  # one epoch covers the whole run (a real dataset has far more than 4 songs)
@@ -218,7 +221,8 @@ def framework_overhead(args, work: Path) -> dict[str, Any]:
     # Untimed first run: builds the feature cache with the tiny frozen encoders, warms every code path.
     runmod.train(_compose(overrides + [f"paths.run_dir={work / 'runs' / 'fw_first'}"]))
 
-    # The same batches for the hand loop: the cached features, collated by the plugin, in the sampler's order.
+    # The hand loop's data: a DataLoader over the same dataset (cached features) with the same sampler (same
+    # seed: the same order) and the plugin's collate - what a minimal hand-written loop iterates.
     cfg = _compose(overrides)
     plugin = registry.get("acestep")
     spec = plugin.audio_spec(cfg)
@@ -230,46 +234,102 @@ def framework_overhead(args, work: Path) -> dict[str, Any]:
         "cache should be complete"
     dataset = AudioDataset(items, plugin, spec, tokenizers, cache)
     bs = int(cfg.dataset.batch_size)
-    order = ResumableSampler(len(dataset), seed=SEED, shuffle=bool(cfg.dataset.shuffle)).order(0)
-    batches = [plugin.collate([dataset[j]["features"] for j in order[k:k + bs]]) for k in range(0, steps * bs, bs)]
+
+    def hand_loader():
+        sampler = ResumableSampler(len(dataset), seed=SEED, shuffle=bool(cfg.dataset.shuffle))
+        return iter(torch.utils.data.DataLoader(dataset, batch_size=bs, sampler=sampler, num_workers=0,
+                                                collate_fn=lambda b: plugin.collate([x["features"] for x in b])))
 
     torch.manual_seed(SEED)
     backbone = plugin.build_backbone(cfg)
     lora_adapter.attach(backbone.adapter_root(), settings_from_cfg(cfg.lora, backbone.default_lora_targets))
     backbone.train()
-    optimizer = build_optimizer(cfg.optimizer, backbone.parameters())
-    params = [p for g in optimizer.param_groups for p in g["params"]]
+    params = [p for p in backbone.parameters() if p.requires_grad]
     clip = float(cfg.trainer.gradient_clip_val)
+    hand_state: dict[str, Any] = {}
+
+    def hand_start() -> None:
+        """A fresh optimizer, LR schedule (the same builders and settings) and data iterator per round."""
+        optimizer = build_optimizer(cfg.optimizer, params)
+        hand_state.update(optimizer=optimizer, loader=hand_loader(),
+                          scheduler=build_scheduler(cfg.scheduler, optimizer, steps))
 
     def hand_step(k: int) -> None:
+        optimizer, scheduler = hand_state["optimizer"], hand_state["scheduler"]
+        batch = next(hand_state["loader"])
         gen = torch.Generator().manual_seed(SEED * 1_000_003 + k)
-        loss = backbone.training_losses(batches[k], generator=gen)["loss"]
+        loss = backbone.training_losses(batch, generator=gen)["loss"]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, clip)
         optimizer.step()
         optimizer.zero_grad()
+        scheduler.step()
 
-    fw: list[dict[str, float]] = []
-    hand: list[dict[str, float]] = []
-    for i in range(args.rounds):
+    def interleaved(label: str, i: int, fit) -> dict[str, dict[str, float]]:
+        hand_start()
         inter = _Interleaved(hand_step, warmup)
         _INTERLEAVE[:] = [inter]
         try:
-            runmod.train(_compose(overrides + [f"paths.run_dir={work / 'runs' / f'fw{i}'}"]))
+            fit()
         finally:
             _INTERLEAVE.clear()
         if inter.counted != measured:
             raise RuntimeError(f"interleaving timed {inter.counted} steps, expected {measured}")
         r = inter.rates()
+        f, h = r["fw"][args.clock], r["hand"][args.clock]
+        print(f"  {seconds:g} s clips, round {i + 1}/{args.rounds}: {label} {f:6.2f} steps/s, hand loop {h:6.2f} steps/s, "
+              f"ratio {f / h:.3f}  ({args.clock} clock)", flush=True)
+        return r
+
+    class Bare(L.LightningModule):
+        """Lightning's floor: the same model, optimizer, schedule, clipping and DataLoader in a LightningModule
+        whose training_step only returns the loss, in a Trainer with nothing else (no checkpoints, callbacks,
+        logging or progress bar)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(SEED)
+            self.backbone = plugin.build_backbone(cfg)
+            lora_adapter.attach(self.backbone.adapter_root(), settings_from_cfg(cfg.lora, self.backbone.default_lora_targets))
+
+        def training_step(self, batch, batch_idx):
+            gen = torch.Generator().manual_seed(SEED * 1_000_003 + batch_idx)
+            return self.backbone.training_losses(batch, generator=gen)["loss"]
+
+        def configure_optimizers(self):
+            opt = build_optimizer(cfg.optimizer, [p for p in self.backbone.parameters() if p.requires_grad])
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": build_scheduler(cfg.scheduler, opt, steps),
+                                                       "interval": "step"}}
+
+    class BareInterleave(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            _INTERLEAVE[0].after_framework_step(trainer.global_step)
+
+    def bare_fit() -> None:
+        trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                            gradient_clip_val=clip, callbacks=[BareInterleave()])
+        sampler = ResumableSampler(len(dataset), seed=SEED, shuffle=bool(cfg.dataset.shuffle))
+        trainer.fit(Bare(), torch.utils.data.DataLoader(dataset, batch_size=bs, sampler=sampler, num_workers=0,
+                                                         collate_fn=lambda b: plugin.collate([x["features"] for x in b])))
+
+    fw: list[dict[str, float]] = []
+    hand: list[dict[str, float]] = []
+    bare: list[dict[str, float]] = []
+    bare_hand: list[dict[str, float]] = []
+    for i in range(args.rounds):
+        r = interleaved("audiotrain", i, lambda: runmod.train(
+            _compose(overrides + [f"paths.run_dir={work / 'runs' / f'fw{i}'}"])))
         fw.append(r["fw"])
         hand.append(r["hand"])
-        f, h = fw[-1][args.clock], hand[-1][args.clock]
-        print(f"  round {i + 1}/{args.rounds}: audiotrain {f:6.2f} steps/s, hand loop {h:6.2f} steps/s, "
-              f"ratio {f / h:.3f}  ({args.clock} clock)", flush=True)
+        r = interleaved("bare Lightning", i, bare_fit)
+        bare.append(r["fw"])
+        bare_hand.append(r["hand"])
     trainable = sum(p.numel() for p in params)
     total = sum(p.numel() for p in backbone.parameters())
-    return {"fw": fw, "hand": hand, "warmup": warmup, "measured": measured,
-            "trainable": trainable, "total": total, "latent_frames": int(batches[0]["latents"].shape[-1]), "bs": bs}
+    frames = int(next(hand_loader())["latents"].shape[-1])
+    return {"seconds": seconds, "fw": fw, "hand": hand, "bare": bare, "bare_hand": bare_hand, "warmup": warmup,
+            "measured": measured, "trainable": trainable, "total": total, "latent_frames": frames, "bs": bs}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -489,36 +549,48 @@ def _verdict(ok: bool) -> str:
     return "[bold green]met[/]" if ok else "[bold red]not met[/]"
 
 
-def report(args, over: dict[str, Any] | None, cache: dict[str, Any] | None, elapsed: float, load0: str) -> None:
+def report(args, over: list[dict[str, Any]], cache: dict[str, Any] | None, elapsed: float, load0: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
     con = Console(width=None if sys.stdout.isatty() else 132)
     clock, other = args.clock, ("wall" if args.clock == "cpu" else "cpu")
     unit = "steps per CPU-second" if clock == "cpu" else "steps/s (wall clock)"
-    if over is not None:
-        fw = [r[clock] for r in over["fw"]]
-        hand = [r[clock] for r in over["hand"]]
-        ratios = [f / h for f, h in zip(fw, hand)]
-        ratio = statistics.median(ratios)
-        other_ratio = statistics.median(f[other] / h[other] for f, h in zip(over["fw"], over["hand"]))
-        t = Table(title=f"1. Framework overhead - tiny ACE-Step, LoRA r=16 ({over['trainable']:,} trainable of "
-                        f"{over['total']:,}), batch {over['bs']} x {over['latent_frames']} latent frames, "
-                        f"{over['measured']} steps after {over['warmup']} warm-up, interleaved step by step, {len(ratios)} rounds")
-        t.add_column("")
-        t.add_column(f"{unit} (median)", justify="right")
-        t.add_column("per round", justify="right")
-        t.add_row("hand-written PyTorch loop", f"{statistics.median(hand):.2f}", " ".join(f"{x:.2f}" for x in hand))
-        t.add_row("audiotrain (run.train: Lightning + callbacks)", f"{statistics.median(fw):.2f}",
-                  " ".join(f"{x:.2f}" for x in fw))
-        t.add_row("[bold]ratio audiotrain / hand[/] (median of rounds)", f"[bold]{ratio:.3f}[/]",
-                  " ".join(f"{x:.3f}" for x in ratios))
-        t.add_row(f"(same ratio on the {other} clock)", f"{other_ratio:.3f}", "")
+    if over:
+        first = over[0]
+        t = Table(title=f"1. Framework overhead - tiny ACE-Step, LoRA r=16 ({first['trainable']:,} trainable of "
+                        f"{first['total']:,}), batch {first['bs']}; {first['measured']} steps after {first['warmup']} "
+                        f"warm-up per round, each side interleaved step by step with the hand loop; median of "
+                        f"{len(first['fw'])} rounds ({unit})")
+        for col in ("clip (latent frames)", "hand loop", "bare Lightning / hand", "audiotrain / hand",
+                    "audiotrain / hand per round", "(same, on the " + other + " clock)",
+                    "Lightning's cost", "audiotrain's cost"):
+            t.add_column(col, justify="right")
+        for o in over:
+            hand, fw, bare, bare_hand = ([r[clock] for r in o[k]] for k in ("hand", "fw", "bare", "bare_hand"))
+            ratios = [f / h for f, h in zip(fw, hand)]
+            o["ratio"] = statistics.median(ratios)
+            o["bare_ratio"] = statistics.median(b / h for b, h in zip(bare, bare_hand))
+            other_ratio = statistics.median(f[other] / h[other] for f, h in zip(o["fw"], o["hand"]))
+            o["cost_ms"] = 1000 * statistics.median(1 / f - 1 / h for f, h in zip(fw, hand))
+            o["bare_ms"] = 1000 * statistics.median(1 / b - 1 / h for b, h in zip(bare, bare_hand))
+            o["step_ms"] = 1000 / statistics.median(hand)
+            t.add_row(f"{o['seconds']:g} s ({o['latent_frames']})", f"{statistics.median(hand):.2f}",
+                      f"{o['bare_ratio']:.3f}", f"[bold]{o['ratio']:.3f}[/]", " ".join(f"{x:.3f}" for x in ratios),
+                      f"{other_ratio:.3f}", f"{o['bare_ms']:.1f} ms/step", f"{o['cost_ms']:.1f} ms/step")
         con.print(t)
-        ms = 1000 * statistics.median(1 / f - 1 / h for f, h in zip(fw, hand))
-        con.print(f"  target >= 0.97: {_verdict(ratio >= 0.97)}  (framework cost about {ms:.1f} ms per step, on a "
-                  f"{1000 / statistics.median(hand):.0f} ms step)")
-        over["cost_ms"] = ms
+        con.print("  costs are per step over the hand loop's, on a step of "
+                  + ", ".join(f"{o['step_ms']:.0f} ms ({o['seconds']:g} s clips)" for o in over)
+                  + ". The bare-Lightning side is a LightningModule whose training_step only returns the loss, in a "
+                    "Trainer with nothing else: Lightning's own floor.")
+        judged = max(over, key=lambda o: o["seconds"])
+        con.print(f"  target >= 0.97 on training-length clips ({judged['seconds']:g} s; ACE-Step trains on songs of up to "
+                  f"240 s): {_verdict(judged['ratio'] >= 0.97)} ({judged['ratio']:.3f})")
+        for o in over:
+            if o is not judged:
+                con.print(f"  on {o['seconds']:g} s clips: {o['ratio']:.3f}; Lightning's Trainer alone reaches "
+                          f"{o['bare_ratio']:.3f} there (its fixed cost is {o['bare_ms']:.1f} of the {o['step_ms']:.0f} ms "
+                          f"step; audiotrain adds {o['cost_ms'] - o['bare_ms']:.1f} ms)")
     if cache is not None:
         runs = cache["runs"]
         p = cache["prepare"]["params"]
@@ -556,11 +628,10 @@ def report(args, over: dict[str, Any] | None, cache: dict[str, Any] | None, elap
         con.print(f"  speed >= 1.5x: {_verdict(speed >= 1.5)}   peak memory <= 0.6x: {_verdict(mem <= 0.6)}")
         if any(r["encoders_built"] for r in runs["cached"]):
             con.print("  [bold red]the cached run built a frozen encoder: the cache was not used as intended[/]")
-        if over is not None and over["cost_ms"] > 0:
-            step = 1000 / sps["cached"]
-            con.print(f"  (extrapolation, not a measurement: part 1's framework cost of {over['cost_ms']:.1f} ms per step, "
-                      f"added to this model's {step:.0f} ms cached step, would be a ratio of "
-                      f"{step / (step + over['cost_ms']):.3f})")
+        if over and over[-1]["cost_ms"] > 0:
+            step, cost = 1000 / sps["cached"], over[-1]["cost_ms"]
+            con.print(f"  (extrapolation, not a measurement: part 1's framework cost of {cost:.1f} ms per step, "
+                      f"added to this model's {step:.0f} ms cached step, would be a ratio of {step / (step + cost):.3f})")
         stages: dict[str, list[float]] = {}
         for r in runs["onthefly"]:
             for k, v in r.get("encoding_ms", {}).items():
@@ -594,10 +665,12 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: with 2 threads, a concurrent job on a 2-core machine makes "
                          "OpenMP spin-waits dominate and the numbers meaningless)")
-    ap.add_argument("--rounds", type=int, default=5, help="part 1: rounds (each a fresh run.train, hand loop interleaved)")
+    ap.add_argument("--rounds", type=int, default=3, help="part 1: rounds per side and clip length (each a fresh run)")
     ap.add_argument("--overhead-warmup", type=int, default=10, help="part 1: untimed steps per run")
     ap.add_argument("--overhead-steps", type=int, default=120, help="part 1: timed steps per run (fewer: noisier rounds)")
-    ap.add_argument("--tiny-seconds", type=float, default=8.0, help="audio per example for part 1")
+    ap.add_argument("--tiny-seconds", type=lambda v: [float(x) for x in v.split(",")], default=[8.0, 120.0],
+                    help="part 1: audio per example, comma-separated clip lengths (default 8,120: the demo's clips and "
+                         "a training-length clip; the target is judged on the longest)")
     ap.add_argument("--scale", type=int, default=16, help="part 2: release widths divided by this")
     ap.add_argument("--seconds", type=float, default=12.0, help="part 2: audio per example (both modes)")
     ap.add_argument("--songs", type=int, default=4, help="part 2: synthetic songs")
@@ -616,13 +689,16 @@ def main() -> int:
 
     start, load0 = time.perf_counter(), _loadavg()
     _setup_torch(args.threads)
-    over = cache = None
+    over: list[dict[str, Any]] = []
+    cache = None
     with tempfile.TemporaryDirectory(prefix="audiotrain-bench-", ignore_cleanup_errors=True) as tmp:
         if args.only in (None, "overhead"):
-            print("1. Framework overhead (tiny ACE-Step): first run builds the cache, then alternating rounds...",
-                  flush=True)
-            (Path(tmp) / "overhead").mkdir()
-            over = framework_overhead(args, Path(tmp) / "overhead")
+            print("1. Framework overhead (tiny ACE-Step): per clip length, a first run builds the cache, then rounds "
+                  "of audiotrain and of bare Lightning, each interleaved with the hand loop...", flush=True)
+            for seconds in args.tiny_seconds:
+                work = Path(tmp) / f"overhead_{seconds:g}s"
+                work.mkdir()
+                over.append(framework_overhead(args, work, seconds))
         if args.only in (None, "cache"):
             print("2. Feature cache (scaled ACE-Step): prepare subprocess, then one subprocess per run...", flush=True)
             (Path(tmp) / "cache").mkdir()

@@ -99,6 +99,8 @@ def validate(cfg: DictConfig, plugin: Any | None, module_names: list[str] | None
         v = tr.get(key)
         if not isinstance(v, int) or v < 0:
             p.append(f"trainer.{key}={v} must be a non-negative integer (0 turns it off).")
+    if tr.get("profiler") not in (None, "simple", "advanced"):
+        p.append(f"trainer.profiler={tr.get('profiler')} is unknown: use simple or advanced (or null for none).")
     if tr.get("gradient_clip_algorithm") not in ("norm", "value"):
         p.append(f"trainer.gradient_clip_algorithm={tr.get('gradient_clip_algorithm')} must be norm or value.")
     bs = cfg.dataset.get("batch_size")

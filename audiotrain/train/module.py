@@ -55,6 +55,8 @@ class TrainModule(L.LightningModule):
         # read every step: plain ints, not OmegaConf lookups
         self._seed = int(cfg.seed)
         self._accum = max(1, int(cfg.trainer.accumulate_grad_batches))
+        self._param_probe: list[torch.Tensor] = []  # the first parameter, found once (its dtype is read per step)
+        self._generators: dict[torch.device, torch.Generator] = {}  # one per device, re-seeded every step
 
     def pop_step_metrics(self) -> dict[str, float]:
         """``train/<name>`` means over the micro-batches since the last call (one optimizer step)."""
@@ -81,10 +83,18 @@ class TrainModule(L.LightningModule):
                     feats["prompt"] = self._item_features(self.dataset.features_of(j))
                 feats["prompt_seed"] = seed
         out = self.plugin.collate(items)
-        # floating inputs follow half-precision weights (DeepSpeed casts the module itself)
-        dtype = next((p.dtype for p in self.backbone.parameters()), None)
+        # floating inputs follow half-precision weights (DeepSpeed casts the module itself, in place: the
+        # parameter objects stay, so one found once tells the dtype of every step)
+        if not self._param_probe:
+            self._param_probe.extend(p for p, _ in zip(self.backbone.parameters(), range(1)))
+        dtype = self._param_probe[0].dtype if self._param_probe else None
         half = dtype if dtype in (torch.float16, torch.bfloat16) else None
         return {k: self._to_device(v, half) for k, v in out.items()}
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Left as is: the batch is a list of per-example dicts, and ``features`` moves the collated tensors to
+        the device after collating (one transfer per batched tensor, not one per example and key)."""
+        return batch
 
     def _to_device(self, v: Any, half: torch.dtype | None = None) -> Any:
         if isinstance(v, torch.Tensor):
@@ -119,7 +129,10 @@ class TrainModule(L.LightningModule):
         torch.random.default_generator.manual_seed(seed)
         if self.device.type == "cuda":
             torch.cuda.manual_seed(seed)
-        gen = torch.Generator(device=self.device if self.device.type != "meta" else "cpu")
+        device = self.device if self.device.type != "meta" else torch.device("cpu")
+        gen = self._generators.get(device)
+        if gen is None:
+            gen = self._generators[device] = torch.Generator(device=device)
         return gen.manual_seed(seed)
 
     def training_step(self, batch: list[dict[str, Any]], batch_idx: int) -> torch.Tensor:

@@ -73,7 +73,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from audiotrain.train.backend import accelerator, strategy
+    from audiotrain.train.backend import accelerator, profiler, strategy
     from audiotrain.train.callbacks import (AdapterSaver, FixedEvalLoss, MetricsToTracker, SampleRenderer,
                                             StepProgress)
     from audiotrain.train.control import LiveControl, checkpoint_action
@@ -274,7 +274,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         val_check_interval=cfg.trainer.val_check_interval, log_every_n_steps=int(cfg.trainer.log_every_n_steps),
         callbacks=[c for c in callbacks if c is not None], logger=False, enable_progress_bar=False,
         enable_model_summary=False, default_root_dir=str(run_dir), num_sanity_val_steps=0,
-        use_distributed_sampler=False, deterministic=False,
+        use_distributed_sampler=False, deterministic=False, profiler=profiler(cfg, run_dir),
     )
     status = "FAILED"
     try:
