@@ -7,7 +7,7 @@ modules named by ``default_lora_targets`` (or the user's list), and asks for aud
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -44,6 +44,12 @@ class Backbone(nn.Module, ABC):
     def adapter_root(self) -> nn.Module:
         """The module LoRA is injected into; its module names are the original project's names."""
         return self
+
+    def release_unused_weights(self, lora_targets: Sequence[str]) -> int:
+        """Adapter training only: free the weights that the forward pass never reads and no LoRA target names
+        (the checkpoint loader still reads them; adapters and adapter-only checkpoints never hold them).
+        Returns how many parameters were freed; the default keeps everything."""
+        return 0
 
     def lora_module_names(self) -> list[str]:
         """Names of the modules LoRA can target (Linear / Conv / Embedding leaves)."""

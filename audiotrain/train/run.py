@@ -74,6 +74,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from audiotrain.train.backend import accelerator, profiler, strategy
+    from audiotrain.train.checkpoint_io import DirectCheckpointIO
     from audiotrain.train.callbacks import (AdapterSaver, FixedEvalLoss, MetricsToTracker, SampleRenderer,
                                             StepProgress)
     from audiotrain.train.control import LiveControl, checkpoint_action
@@ -116,7 +117,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     backbone = plugin.build_backbone(cfg)
     root = backbone.adapter_root()
     settings = settings_from_cfg(cfg.lora, backbone.default_lora_targets)
+    released = 0
     if settings is not None:
+        released = backbone.release_unused_weights(settings.target_modules)
         lora_adapter.attach(root, settings)
     else:
         for p in root.parameters():
@@ -126,7 +129,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     trainable = sum(p.numel() for p in backbone.parameters() if p.requires_grad)
     total = sum(p.numel() for p in backbone.parameters())
     console.print(f"Model {plugin.name} ({cfg.model.get('preset')}): {trainable:,} trainable of {total:,} parameters"
-                  + (f"; LoRA r={settings.r} alpha={settings.alpha:g} on {', '.join(settings.target_modules)}" if settings else "; full fine-tune"))
+                  + (f"; LoRA r={settings.r} alpha={settings.alpha:g} on {', '.join(settings.target_modules)}" if settings else "; full fine-tune")
+                  + (f" ({released:,} parameters the forward pass never reads are not kept in memory)" if released else ""))
     module = TrainModule(backbone, plugin, cfg, tokenizers, sampler, adapter_only=settings is not None)
     module.dataset = dataset
     module.steps_per_epoch = max(1, len(loader) // max(1, int(cfg.trainer.accumulate_grad_batches)))
@@ -275,6 +279,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         callbacks=[c for c in callbacks if c is not None], logger=False, enable_progress_bar=False,
         enable_model_summary=False, default_root_dir=str(run_dir), num_sanity_val_steps=0,
         use_distributed_sampler=False, deterministic=False, profiler=profiler(cfg, run_dir),
+        plugins=[] if cfg.backend.name == "deepspeed" else [DirectCheckpointIO()],  # DeepSpeed writes its own
     )
     status = "FAILED"
     try:

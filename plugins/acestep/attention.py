@@ -133,6 +133,10 @@ class CrossAttnProcessor:
         return attn.to_out[1](out)
 
 
+#: cross-attention projections present in the released weights that the forward pass never reads
+UNUSED_CROSS_ATTENTION = ("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
+
+
 class Attention(nn.Module):
     """Multi-head attention with diffusers-compatible parameter names.
 

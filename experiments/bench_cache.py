@@ -1,0 +1,367 @@
+"""Part 2 of the benchmark: the feature cache (see the docstring of ``experiments/bench.py``)."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import json  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from bench_common import (  # noqa: E402
+    HeapPeak, _status_mb, build_heap_peak, RESULT_TAG, SEED, _base_overrides, _now, _quiet_run_module, _register_configs, _setup_torch, _steps_per_s, _verdict, _write_songs)
+
+# Release parameter counts (presets.py, dcae_presets.py docstrings; umt5-base encoder; spec for MERT, mHuBERT).
+RELEASE = {"transformer": 3_305_659_264, "dcae": 156_812_426, "vocoder": 103_005_138, "umt5": 281_000_000,
+           "mert": 315_000_000, "mhubert": 94_400_000}
+# The REPA teachers as HuBERT configs (MERT-v1-330M is HuBERT-large shaped, mHuBERT-147 HuBERT-base shaped):
+# (hidden, layers, heads, intermediate, feature-extractor norm, stable layer norm, conv bias). The 7-layer conv
+# feature extractor (kernels 10,3,3,3,3,2,2, strides 5,2,2,2,2,2,2: 320 samples a frame) is kept; widths / scale.
+TEACHERS = {"mert": (1024, 24, 16, 4096, "layer", True, True), "mhubert": (768, 12, 12, 3072, "group", False, False)}
+FROZEN = ("dcae", "vocoder", "umt5", "mert", "mhubert")
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. feature cache (one subprocess per mode)
+# ---------------------------------------------------------------------------------------------
+def scaled_presets(scale: int) -> dict[str, Any]:
+    """The release architecture with every width divided by ``scale`` (depths kept), built on the tiny
+    presets' keys. The vocoder head and the UMT5 vocabulary, whose shapes do not divide cleanly, are sized
+    so every frozen part keeps its release share of the transformer's parameter count."""
+    import torch
+    import transformers
+    from transformers import UMT5EncoderModel
+
+    from audiotrain_acestep import text_encoder
+    from audiotrain_acestep.dcae_presets import dcae_preset, vocoder_preset
+    from audiotrain_acestep.music_dcae import MusicDCAE
+    from audiotrain_acestep.presets import get_preset
+    from audiotrain_acestep.transformer import ACEStepTransformer2DModel
+    from audiotrain_acestep.vocoder import ADaMoSHiFiGANV1
+
+    def count(m: torch.nn.Module) -> int:
+        return sum(p.numel() for p in m.parameters())
+
+    k = int(scale)
+    v1, tiny = get_preset("v1-3.5b"), get_preset("tiny")
+    inner = v1["inner_dim"] // k
+    head = 32 if inner % 32 == 0 else 16
+    lyric = 1024 // k
+    tr = {**tiny,
+          "num_layers": v1["num_layers"], "attention_head_dim": head, "num_attention_heads": inner // head,
+          "mlp_ratio": v1["mlp_ratio"], "speaker_embedding_dim": v1["speaker_embedding_dim"] // k,
+          "text_embedding_dim": v1["text_embedding_dim"] // k, "ssl_encoder_depths": list(v1["ssl_encoder_depths"]),
+          "ssl_latent_dims": [d // k for d in v1["ssl_latent_dims"]], "lyric_hidden_size": lyric,
+          "lyric_num_blocks": 6, "lyric_attention_heads": max(1, lyric // 16), "lyric_linear_units": 4096 // k}
+    release_dcae, release_voc = dcae_preset("v1"), vocoder_preset("v1")
+    dcae = {**dcae_preset("tiny"),
+            "encoder_block_out_channels": [c // k for c in release_dcae["encoder_block_out_channels"]],
+            "decoder_block_out_channels": [c // k for c in release_dcae["decoder_block_out_channels"]],
+            "encoder_layers_per_block": list(release_dcae["encoder_layers_per_block"]),
+            "decoder_layers_per_block": list(release_dcae["decoder_layers_per_block"])}
+    voc_dims = [d // k for d in release_voc["dims"]]
+    umt5_base = dict(d_model=768 // k, d_kv=max(1, 64 // k), d_ff=2048 // k, num_layers=12, num_heads=12)
+
+    with torch.device("meta"):
+        n_tr = count(ACEStepTransformer2DModel(dict(tr)))
+        n_dcae = count(MusicDCAE(dcae, vocoder_preset("tiny")).dcae)
+        # vocoder: the release's ConvNeXt widths / k, the HiFi-GAN head's width fitted to the release share
+        want_voc = RELEASE["vocoder"] / RELEASE["transformer"] * n_tr
+
+        def vocoder(init: int) -> tuple[int, dict]:
+            voc = {**vocoder_preset("tiny"), "depths": list(release_voc["depths"]), "dims": voc_dims,
+                   "num_mels": voc_dims[-1], "upsample_initial_channel": 8 * init}
+            return count(ADaMoSHiFiGANV1.from_config(voc)), voc
+
+        lo, hi = 2, 128  # head width in units of 8 channels; the count grows with it: bisect
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if vocoder(mid)[0] < want_voc else (lo, mid)
+        n_voc, voc = min((vocoder(lo), vocoder(hi)), key=lambda nv: abs(nv[0] - want_voc))
+        # UMT5: the release's widths / k, the vocabulary sized to the release share (umt5-base is 70% embedding)
+        probe = text_encoder.tiny_umt5_config()
+        for key, val in umt5_base.items():
+            setattr(probe, key, val)
+        n_body = count(UMT5EncoderModel(probe)) - probe.vocab_size * probe.d_model
+        want_umt5 = RELEASE["umt5"] / RELEASE["transformer"] * n_tr
+        vocab = max(384, round((want_umt5 - n_body) / probe.d_model))
+        n_umt5 = n_body + vocab * probe.d_model
+        teachers = {name: teacher_config(spec, k) for name, spec in TEACHERS.items()}
+        n_teachers = {name: count(transformers.HubertModel(transformers.HubertConfig(**c))) for name, c in teachers.items()}
+    umt5 = {**umt5_base, "vocab_size": vocab}
+    return {"transformer": tr, "dcae": dcae, "vocoder": voc, "umt5": umt5, "teachers": teachers,
+            "params": {"transformer": n_tr, "dcae": n_dcae, "vocoder": n_voc, "umt5": n_umt5, **n_teachers}}
+
+
+def teacher_config(spec: tuple, k: int) -> dict[str, Any]:
+    """HubertConfig keyword arguments of one REPA teacher with widths / ``k`` (its hidden size is then the scaled
+    transformer's ssl_latent_dims entry: 1024 / k, 768 / k)."""
+    hidden, layers, heads, inter, norm, stable, bias = spec
+    return dict(hidden_size=hidden // k, num_hidden_layers=layers, num_attention_heads=heads,
+                intermediate_size=inter // k, conv_dim=[512 // k] * 7, conv_kernel=[10, 3, 3, 3, 3, 2, 2],
+                conv_stride=[5, 2, 2, 2, 2, 2, 2], num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16,
+                feat_extract_norm=norm, do_stable_layer_norm=stable, conv_bias=bias, vocab_size=32)
+
+
+def write_teachers(folder: Path, p: dict[str, Any]) -> list[str]:
+    """The scaled teachers as Hugging Face folders (config.json + model.safetensors, seeded random weights), and
+    the overrides that turn REPA on with them (ACE-Step's trainer.py default: ssl_coeff 1.0)."""
+    import torch
+    import transformers
+    from safetensors.torch import save_file
+
+    for i, (name, kwargs) in enumerate(p["teachers"].items()):
+        config = transformers.HubertConfig(**kwargs)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(SEED + i)
+            model = transformers.HubertModel(config).eval()
+        config.save_pretrained(folder / name)
+        save_file({key: v.contiguous() for key, v in model.state_dict().items()}, str(folder / name / "model.safetensors"))
+    return [f"model.ssl.mert_path={folder / 'mert'}", f"model.ssl.mhubert_path={folder / 'mhubert'}", "model.ssl_coeff=1.0"]
+
+
+def _install_presets(p: dict[str, Any]) -> None:
+    """Make ``model.preset=tiny`` mean the scaled preset ``p`` in this (sub)process (plugin code unchanged)."""
+    from audiotrain_acestep import dcae_presets, presets, text_encoder
+
+    presets.PRESETS["tiny"] = p["transformer"]
+    dcae_presets.DCAE_PRESETS["tiny"] = p["dcae"]
+    dcae_presets.VOCODER_PRESETS["tiny"] = p["vocoder"]
+    original = text_encoder.tiny_umt5_config
+
+    def umt5_config():
+        c = original()
+        for key, val in p["umt5"].items():
+            setattr(c, key, val)
+        return c
+
+    text_encoder.tiny_umt5_config = umt5_config
+
+
+def _track_encoder_builds() -> set[str]:
+    """Names of LazyTokenizers whose model gets built in this process."""
+    from audiotrain.tokenizers.lazy import LazyTokenizer
+
+    built: set[str] = set()
+    original = LazyTokenizer.get
+
+    def get(self):
+        if self._inner is None:
+            built.add(self.name)
+        return original(self)
+
+    LazyTokenizer.get = get
+    return built
+
+
+def subprocess_main(args) -> None:
+    """``--mode prepare|cached|onthefly``: one job, result as one JSON line on stdout."""
+    _setup_torch(args.threads)
+    work = Path(args.work)
+    import torch  # noqa: F401
+
+    from audiotrain.config.compose import _compose
+    # Everything either mode imports, before the "after imports" RSS is read (the same baseline for both: the
+    # libraries' code is not what the cache saves; at full size it is a few % of a training process).
+    import bitsandbytes  # noqa: F401  (the optimizer builder imports it)
+    import lightning.pytorch.callbacks  # noqa: F401
+    import peft  # noqa: F401
+    from transformers.models.hubert import modeling_hubert  # noqa: F401  (the teachers' code)
+
+    from audiotrain_acestep import dcae, encoders, lyric_features, mel, music_dcae, text_encoder  # noqa: F401
+
+    runmod, recorders = _quiet_run_module()  # imports run.py, hence lightning
+    _register_configs()
+    p = json.loads((work / "presets.json").read_text())
+    _install_presets(p)
+    built = _track_encoder_builds()
+    timings = _time_encoding() if args.mode == "onthefly" else {}
+    steps = args.cache_warmup + args.cache_steps
+    # One pass over the songs per epoch, as with real data; the steps are long enough that epoch boundaries
+    # cost nothing measurable, and FixedEvalLoss (start and end of every run) then evaluates only these songs.
+    overrides = _base_overrides(work / "songs", work, steps, repeat=1) + json.loads((work / "overrides.json").read_text())
+    result: dict[str, Any] = {"mode": args.mode, "params": p["params"]}
+    if args.mode == "prepare":
+        from audiotrain.data.cache import FeatureCache
+        from audiotrain.data.prepare import prepare_items, resolve_manifest
+        from audiotrain.data.report import BadInputReport
+        from audiotrain.plugins import registry
+
+        cfg = _compose(overrides + ["cache=true"])
+        plugin = registry.get("acestep")
+        tokenizers = plugin.build_tokenizers(cfg)
+        t = time.perf_counter()
+        items = prepare_items(resolve_manifest(cfg.data, plugin, BadInputReport()), plugin, plugin.audio_spec(cfg),
+                              tokenizers, FeatureCache(cfg.cache_dir, plugin.name), BadInputReport())
+        result.update(items=len(items), prepare_s=time.perf_counter() - t)
+    else:
+        cfg = _compose(overrides + [f"cache={'true' if args.mode == 'cached' else 'false'}",
+                                    f"paths.run_dir={work / 'runs' / f'{args.mode}{args.tag}'}"])
+        heap = HeapPeak()
+        rss_base, heap_base = _status_mb("VmRSS"), heap.current()
+        heap.reset()
+        summary = runmod.train(cfg)
+        result.update(steps=summary["steps"], steps_per_s=_steps_per_s(recorders[-1].marks, args.cache_warmup),
+                      rss_base=rss_base, rss_peak=_status_mb("VmHWM"), heap_base=heap_base, heap_peak=heap.peak(),
+                      encoders_built=sorted(built & {"latents", "text", "ssl"}),
+                      encoding_ms={k: {"wall": 1000 * statistics.median(w for w, _ in v),
+                                       "cpu": 1000 * statistics.median(c for _, c in v)}
+                                   for k, v in timings.items() if v})
+    print(RESULT_TAG + json.dumps(result), flush=True)
+
+
+def _time_encoding() -> dict[str, list[tuple[float, float]]]:
+    """Per-call (wall, CPU) time of each stage of on-the-fly encoding (what the cache saves every step)."""
+    from audiotrain.data import dataset
+    from audiotrain_acestep import dcae, lyric_features, mel, music_dcae, ssl_teachers, text_encoder
+
+    timings: dict[str, list[tuple[float, float]]] = {}
+
+    def timed(owner: Any, attr: str, label: str) -> None:
+        fn = getattr(owner, attr)
+        timings[label] = []
+
+        def wrapper(*a, **kw):
+            t = _now()
+            try:
+                return fn(*a, **kw)
+            finally:
+                t2 = _now()
+                timings[label].append((t2[0] - t[0], t2[1] - t[1]))
+
+        setattr(owner, attr, wrapper)
+
+    timed(dataset, "load_audio", "decode mp3 + resample to 48 kHz (fixed)")
+    timed(music_dcae, "resample", "resample 48 -> 44.1 kHz (fixed)")
+    timed(mel.LogMelSpectrogram, "forward", "log-mel (fixed)")
+    timed(dcae.DCAEEncoder, "forward", "DC-AE encoder (scaled)")
+    timed(text_encoder.TextEncoder, "encode_prompts", "UMT5 (scaled)")
+    timed(lyric_features.LyricTokenizerFeature, "encode", "lyric tokenizer (fixed)")
+    timed(ssl_teachers.SSLTeacherFeature, "encode", "REPA teachers: resample + MERT + mHuBERT (scaled)")
+    return timings
+
+
+def _run_child(args, mode: str, work: Path, tag: str = "") -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve().with_name("bench.py")), "--mode", mode, "--work", str(work),
+           "--threads", str(args.threads), "--songs", str(args.songs),
+           "--cache-warmup", str(args.cache_warmup), "--cache-steps", str(args.cache_steps), "--tag", tag]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore"}
+    if mode != "prepare" and args.heap_peak:
+        env["LD_PRELOAD"] = args.heap_peak
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.child_timeout)
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT_TAG):
+            return json.loads(line[len(RESULT_TAG):])
+    tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
+    raise RuntimeError(f"bench subprocess --mode {mode} failed (exit {proc.returncode}):\n{tail}")
+
+
+def feature_cache(args, work: Path) -> dict[str, Any]:
+    _write_songs(work / "songs", count=args.songs, seconds=args.seconds)
+    presets = scaled_presets(args.scale)
+    (work / "presets.json").write_text(json.dumps(presets))
+    # ACE-Step's trainer.py setup, which both modes share: REPA on (its teachers are frozen encoders too) unless
+    # --no-repa, gradient checkpointing as the plugin's default (trainer.py always enables it)
+    extra = [] if args.no_repa else write_teachers(work / "teachers", presets)
+    (work / "overrides.json").write_text(json.dumps(extra))
+    shim = build_heap_peak(work)
+    args.heap_peak = str(shim) if shim else ""
+    if not shim:
+        print("  (no C compiler: peak memory is measured as RSS only)", flush=True)
+    prep = _run_child(args, "prepare", work)
+    runs: dict[str, list[dict[str, Any]]] = {"cached": [], "onthefly": []}
+    for i in range(args.cache_rounds):
+        order = ("cached", "onthefly") if i % 2 == 0 else ("onthefly", "cached")  # ABBA
+        for mode in order:
+            r = _run_child(args, mode, work, tag=str(i))
+            runs[mode].append(r)
+            print(f"  round {i + 1}/{args.cache_rounds} {mode:8s}: {r['steps_per_s'][args.clock]:.3f} steps/s "
+                  f"({args.clock} clock), "
+                  f"peak RSS {r['rss_peak']:.0f} MB (after imports {r['rss_base']:.0f} MB)"
+                  + (f", peak heap {r['heap_peak'] - r['heap_base']:.0f} MB above imports" if r["heap_peak"] else ""),
+                  flush=True)
+    return {"prepare": prep, "runs": runs}
+
+
+def report_cache(con, args, over: list[dict[str, Any]], cache: dict[str, Any] | None) -> None:
+    from rich.table import Table
+
+    clock, other = args.clock, ("wall" if args.clock == "cpu" else "cpu")
+    unit = "steps per CPU-second" if clock == "cpu" else "steps/s (wall clock)"
+    if cache is not None:
+        runs = cache["runs"]
+        p = cache["prepare"]["params"]
+        n = p["transformer"]
+        parts = [k for k in FROZEN if k in p and (k not in TEACHERS or not args.no_repa)]
+        frozen = sum(p[k] for k in parts)
+        rel_frozen = sum(RELEASE[k] for k in parts) / RELEASE["transformer"]
+        shares = ", ".join(f"{k} {p[k] / 1e6:.2f} M ({p[k] / n:.3f}, release {RELEASE[k] / RELEASE['transformer']:.3f})"
+                           for k in parts)
+        con.print(f"\n2. Feature cache - scaled ACE-Step (release widths / {args.scale}, depths kept): transformer "
+                  f"{n / 1e6:.2f} M; frozen: {shares}; frozen / transformer = {frozen / n:.3f} (release {rel_frozen:.3f}). "
+                  + ("REPA off (--no-repa). " if args.no_repa else "REPA on with scaled MERT and mHuBERT (ssl_coeff 1.0, "
+                     "trainer.py's default). ")
+                  + f"Gradient checkpointing as the plugin's default (trainer.py: always). {args.songs} songs x "
+                  f"{args.seconds:g} s mp3, batch 1, {args.cache_steps} steps after {args.cache_warmup} warm-up; cache "
+                  f"built in {cache['prepare']['prepare_s']:.1f} s by a separate process.")
+        sps = {m: statistics.mean(r["steps_per_s"][clock] for r in runs[m]) for m in runs}
+        sps_other = {m: statistics.mean(r["steps_per_s"][other] for r in runs[m]) for m in runs}
+        mean = lambda m, key: statistics.mean(r[key] for r in runs[m])  # noqa: E731
+        has_heap = all(r["heap_peak"] is not None for m in runs for r in runs[m])
+        heap = {m: mean(m, "heap_peak") - mean(m, "heap_base") for m in runs} if has_heap else {}
+        rss = {m: mean(m, "rss_peak") for m in runs}
+        rss_net = {m: mean(m, "rss_peak") - mean(m, "rss_base") for m in runs}
+        t = Table(title="cached vs on-the-fly (each run a fresh subprocess, ABBA order, mean of runs)")
+        for col in ("", unit, "peak heap in use MB (net of imports)", "peak RSS MB", "peak RSS - imports MB",
+                    "frozen encoders built"):
+            t.add_column(col, justify="right" if col else "left")
+        for m, label in (("cached", "cached (FeatureCache)"), ("onthefly", "on the fly (cache=false)")):
+            built = sorted({e for r in runs[m] for e in r["encoders_built"]})
+            t.add_row(label, f"{sps[m]:.3f}", f"{heap[m]:.0f}" if heap else "n/a", f"{rss[m]:.0f}", f"{rss_net[m]:.0f}",
+                      ", ".join(built) or "none")
+        ratio = lambda d: d["cached"] / max(d["onthefly"], 1e-9)  # noqa: E731
+        speed = sps["cached"] / sps["onthefly"]
+        mem = ratio(heap) if heap else ratio(rss_net)
+        t.add_row("[bold]ratio cached / on the fly[/]", f"[bold]{speed:.2f}x[/]",
+                  f"[bold]{ratio(heap):.2f}x[/]" if heap else "n/a", f"{ratio(rss):.2f}x", f"{ratio(rss_net):.2f}x", "")
+        t.add_row(f"(speed ratio on the {other} clock)", f"{sps_other['cached'] / sps_other['onthefly']:.2f}x",
+                  "", "", "", "")
+        t.add_row("target", ">= 1.5x", "<= 0.6x" if heap else "", "(context)", "(context)" if heap else "<= 0.6x", "")
+        con.print(t)
+        measure = "peak heap in use, net of the imports" if heap else "peak RSS net of the imports (no C compiler)"
+        con.print(f"  speed >= 1.5x: {_verdict(speed >= 1.5)} ({speed:.2f}x)   peak memory <= 0.6x: {_verdict(mem <= 0.6)} "
+                  f"({mem:.2f}x, {measure})")
+        con.print("  Peak memory is the high-water mark of the heap bytes in use (experiments/heap_peak.c, preloaded): "
+                  "the CPU counterpart of a GPU's peak allocated memory. The peak RSS beside it also counts the pages "
+                  "of library code a run touches and what the allocator keeps after frees, which at this scale are "
+                  "as large as the model's data.")
+        con.print(f"  For scale: counting weights alone the ratio would be 1 / (1 + {frozen / n:.3f}) = "
+                  f"{1 / (1 + frozen / n):.2f}x; the rest of the saving is the encoders' work on the audio (decoded "
+                  "audio, resampling, mel, DC-AE and teacher activations), none of which a cached run does.")
+        if any(r["encoders_built"] for r in runs["cached"]):
+            con.print("  [bold red]the cached run built a frozen encoder: the cache was not used as intended[/]")
+        if over and over[-1]["cost_ms"] > 0:
+            step, cost = 1000 / sps["cached"], over[-1]["cost_ms"]
+            con.print(f"  (extrapolation, not a measurement: part 1's framework cost of {cost:.1f} ms per step, "
+                      f"added to this model's {step:.0f} ms cached step, would be a ratio of {step / (step + cost):.3f})")
+        stages: dict[str, list[float]] = {}
+        for r in runs["onthefly"]:
+            for k, v in r.get("encoding_ms", {}).items():
+                stages.setdefault(k, []).append(v[clock])
+        if stages:
+            step_ms = 1000 / sps["onthefly"]
+            t = Table(title=f"on-the-fly encoding per example ({clock} ms, median per call; one call per step at "
+                            f"batch 1; on-the-fly step = {step_ms:.0f} ms). 'fixed' stages do not shrink with the "
+                            f"model, so they weigh more here than at full size")
+            t.add_column("stage")
+            t.add_column("ms", justify="right")
+            t.add_column("% of step", justify="right")
+            for k, v in stages.items():
+                ms = statistics.mean(v)
+                t.add_row(k, f"{ms:.1f}", f"{100 * ms / step_ms:.0f}%")
+            con.print(t)
