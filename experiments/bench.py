@@ -84,7 +84,7 @@ def main() -> int:
     ap.add_argument("--overhead-steps", type=int, default=120, help="part 1: timed steps per run (fewer: noisier rounds)")
     ap.add_argument("--tiny-seconds", type=lambda v: [float(x) for x in v.split(",")], default=[8.0, 120.0],
                     help="part 1: audio per example, comma-separated clip lengths (default 8,120: the demo's clips and "
-                         "a training-length clip; the target is judged on the longest)")
+                         "a training-length clip; the target is checked on each)")
     ap.add_argument("--scale", type=int, default=16, help="part 2: release widths divided by this")
     ap.add_argument("--seconds", type=float, default=12.0, help="part 2: audio per example (both modes)")
     ap.add_argument("--songs", type=int, default=4, help="part 2: synthetic songs")

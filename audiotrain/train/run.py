@@ -79,6 +79,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
                                             StepProgress)
     from audiotrain.train.control import LiveControl, checkpoint_action
     from audiotrain.train.evaluate import AudioEval, can_render
+    from audiotrain.train.gc_freeze import long_lived_objects_frozen
     from audiotrain.train.module import TrainModule
 
     overrides = list(overrides or [])
@@ -291,7 +292,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
             warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
             # TrainModule.configure_gradient_clipping defers to Lightning's default under DeepSpeed (which clips itself)
             warnings.filterwarnings("ignore", message=".*configure_gradient_clipping.*")
-            trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt) if ckpt else None)
+            with long_lived_objects_frozen():  # no 0.3-0.5 s full-collection stalls inside the loop
+                trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt) if ckpt else None)
         status = "KILLED" if control.stopped_at is not None else "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
