@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 
 class StepProgress(L.Callback):
@@ -188,3 +189,17 @@ class FixedEvalLoss(Periodic):
         if self.tracker is not None:
             self.tracker.log_metrics({"eval/loss": value}, step)
 
+
+class StepCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, whose per-step checks (~25 us) run only on the steps that can save."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        every = self._every_n_train_steps
+        if self._train_time_interval is None and (every < 1 or trainer.global_step % every != 0):
+            return  # what ModelCheckpoint itself concludes on such a step, without its other checks
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
+# Lightning keys a callback's state in checkpoints by its class name: the same key as ModelCheckpoint's, so
+# checkpoints written with either resume the other's state (last and best paths, kept files).
+StepCheckpoint.__qualname__ = ModelCheckpoint.__qualname__

@@ -71,12 +71,11 @@ def launch_rank(cfg: DictConfig) -> int:
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
     """Run one training job. Returns a summary (run dir, adapter dir, MLflow run id, losses)."""
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
 
     from audiotrain.train.backend import accelerator, profiler, strategy
     from audiotrain.train.checkpoint_io import DirectCheckpointIO
     from audiotrain.train.callbacks import (AdapterSaver, FixedEvalLoss, MetricsToTracker, SampleRenderer,
-                                            StepProgress)
+                                            StepCheckpoint, StepProgress)
     from audiotrain.train.control import LiveControl, checkpoint_action
     from audiotrain.train.evaluate import AudioEval, can_render
     from audiotrain.train.gc_freeze import long_lived_objects_frozen
@@ -256,7 +255,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         eval_cb,
         audio_eval_cb,
         adapter_cb if zero else None,
-        ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="step={step}", auto_insert_metric_name=False,
+        StepCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="step={step}", auto_insert_metric_name=False,
                         every_n_train_steps=int(cfg.trainer.every_n_train_steps) or None,
                         save_top_k=int(cfg.trainer.keep_last_n), monitor="step", mode="max", save_last=True),
     ]
