@@ -256,8 +256,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         audio_eval_cb,
         adapter_cb if zero else None,
         StepCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="step={step}", auto_insert_metric_name=False,
-                        every_n_train_steps=int(cfg.trainer.every_n_train_steps) or None,
-                        save_top_k=int(cfg.trainer.keep_last_n), monitor="step", mode="max", save_last=True),
+                       every_n_train_steps=int(cfg.trainer.every_n_train_steps) or None,
+                       save_top_k=int(cfg.trainer.keep_last_n), monitor="step", mode="max", save_last=True),
     ]
     if int(cfg.trainer.every_plot_step) > 0 and type(backbone).sample_audio is not Backbone.sample_audio:
         callbacks.append(SampleRenderer(int(cfg.trainer.every_plot_step), render, run_dir / "samples", tracker))
