@@ -8,14 +8,14 @@ two jobs (e.g. a sweep) building the same cache at once neither corrupt it nor d
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
 import torch
 from filelock import FileLock
 from safetensors.torch import load_file, save_file
+
+from audiotrain.atomic_write import atomic_path
 
 
 class FeatureCache:
@@ -38,24 +38,9 @@ class FeatureCache:
         return load_file(str(self.path(tok_name, tok_key, fingerprint)))
 
     def save(self, tok_name: str, tok_key: str, fingerprint: str, tensors: Mapping[str, torch.Tensor]) -> None:
-        target = self.path(tok_name, tok_key, fingerprint)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, tmp)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(self.path(tok_name, tok_key, fingerprint)) as tmp:
+            save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp))
 
     def lock(self, tok_name: str, tok_key: str) -> FileLock:
         return FileLock(str(self.dir_for(tok_name, tok_key) / ".build.lock"))
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a unique temp file and rename, so readers never see half a file (threads or processes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)

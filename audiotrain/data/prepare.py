@@ -15,9 +15,10 @@ from typing import Any, Sequence
 
 import torch
 
+from audiotrain.atomic_write import atomic_write_text
 from audiotrain.errors import UserError
 from audiotrain.data.audio_io import AudioError, AudioSpec, content_hash, load_audio
-from audiotrain.data.cache import FeatureCache, atomic_write_text
+from audiotrain.data.cache import FeatureCache
 from audiotrain.data.manifest import Manifest
 from audiotrain.data.report import BadInputReport
 from audiotrain.plugins.base import Plugin
