@@ -5,6 +5,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from audiotrain.lora.adapter import matches
 from audiotrain.models.backbone import Backbone
 from audiotrain.models.lazy import Lazy
 
@@ -51,8 +52,7 @@ class ACEStepBackbone(Backbone):
                 continue
             for name in UNUSED_CROSS_ATTENTION:
                 child = getattr(module, name, None)
-                full = f"{prefix}.{name}"
-                if child is None or any(full == t or full.endswith("." + t) for t in map(str, lora_targets)):
+                if child is None or any(matches(f"{prefix}.{name}", str(t)) for t in lora_targets):
                     continue
                 freed += sum(p.numel() for p in child.parameters())
                 setattr(module, name, None)
