@@ -1,9 +1,11 @@
 """Trainer backends: local (one process / Lightning auto), DDP (NCCL on GPU, gloo on CPU), DeepSpeed."""
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
+from lightning.pytorch.profilers import PassThroughProfiler
 
 from audiotrain.errors import UserError
 
@@ -43,15 +45,13 @@ def strategy(cfg: Any, acc: str) -> Any:
     raise BackendError(f"backend={name} is unknown: use local, ddp or deepspeed.")
 
 
-class _NoProfiler:
+
+class NoProfiler(PassThroughProfiler):
     """No profiling, at no cost: Lightning wraps every hook call (~50 a step) in ``profiler.profile(name)``, and
-    its default pass-through profiler builds a generator-based context manager for each; this hands back one
-    shared no-op context instead."""
+    its pass-through profiler builds a generator-based context manager for each; this hands back one shared
+    no-op context instead."""
 
-    def __init__(self) -> None:
-        import contextlib
-
-        self._null = contextlib.nullcontext()
+    _null = contextlib.nullcontext()
 
     def profile(self, action_name: str) -> Any:
         return self._null
@@ -59,17 +59,20 @@ class _NoProfiler:
 
 def profiler(cfg: Any, run_dir: Any) -> Any:
     """``trainer.profiler``: null (none), simple or advanced (Lightning's, its report in ``<run_dir>/profile``)."""
-    from lightning.pytorch.profilers import AdvancedProfiler, PassThroughProfiler, SimpleProfiler
+    from lightning.pytorch.profilers import AdvancedProfiler, SimpleProfiler
 
     name = cfg.trainer.get("profiler")
     if name == "simple":
         return SimpleProfiler(dirpath=str(run_dir), filename="profile")
     if name == "advanced":
         return AdvancedProfiler(dirpath=str(run_dir), filename="profile")
-
-    class NoProfiler(_NoProfiler, PassThroughProfiler):  # a Lightning Profiler (its type checks), minus the cost
-        def __init__(self) -> None:
-            PassThroughProfiler.__init__(self)
-            _NoProfiler.__init__(self)
-
     return NoProfiler()
+
+
+def checkpoint_plugins(cfg: Any) -> list[Any]:
+    """How checkpoint files are written: straight to disk (DirectCheckpointIO); DeepSpeed writes its own."""
+    if cfg.backend.name == "deepspeed":
+        return []
+    from audiotrain.train.checkpoint_io import DirectCheckpointIO
+
+    return [DirectCheckpointIO()]

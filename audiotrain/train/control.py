@@ -218,7 +218,6 @@ class LiveControl(L.Callback):
         self.stdin = stdin
         self.stop_file = Path(stop_file) if stop_file is not None else None  # exists → save and stop (sweeps)
         self.control_file = Path(control_file) if control_file is not None else None
-        self._control_path = str(self.control_file) if self.control_file is not None else ""
         self.tracker = tracker
         self.actions = dict(actions or {})
         self.run_dir = Path(run_dir) if run_dir is not None else (
@@ -303,7 +302,7 @@ class LiveControl(L.Callback):
                     lines += f.read().decode("utf-8", "replace").splitlines()
                 path.unlink(missing_ok=True)
                 self._reading = None
-            if os.path.exists(self._control_path):  # every step: a plain stat, not pathlib's
+            if os.path.exists(self.control_file):  # every step: a plain stat, not pathlib's
                 tmp = self._reading_path()
                 os.replace(self.control_file, tmp)
                 data = tmp.read_bytes()

@@ -55,7 +55,9 @@ class TrainModule(L.LightningModule):
         # read every step: plain ints, not OmegaConf lookups
         self._seed = int(cfg.seed)
         self._accum = max(1, int(cfg.trainer.accumulate_grad_batches))
-        self._param_probe: list[torch.Tensor] = []  # the first parameter, found once (its dtype is read per step)
+        # the first parameter (or None), found once: its dtype is read every step (a list, so that nn.Module
+        # does not register it as a parameter of this module)
+        self._param_probe: list[torch.Tensor | None] = []
         self._generators: dict[torch.device, torch.Generator] = {}  # one per device, re-seeded every step
 
     def pop_step_metrics(self) -> dict[str, float]:
@@ -86,8 +88,8 @@ class TrainModule(L.LightningModule):
         # floating inputs follow half-precision weights (DeepSpeed casts the module itself, in place: the
         # parameter objects stay, so one found once tells the dtype of every step)
         if not self._param_probe:
-            self._param_probe.extend(p for p, _ in zip(self.backbone.parameters(), range(1)))
-        dtype = self._param_probe[0].dtype if self._param_probe else None
+            self._param_probe.append(next(self.backbone.parameters(), None))
+        dtype = self._param_probe[0].dtype if self._param_probe[0] is not None else None
         half = dtype if dtype in (torch.float16, torch.bfloat16) else None
         return {k: self._to_device(v, half) for k, v in out.items()}
 

@@ -72,8 +72,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     """Run one training job. Returns a summary (run dir, adapter dir, MLflow run id, losses)."""
     import lightning as L
 
-    from audiotrain.train.backend import accelerator, profiler, strategy
-    from audiotrain.train.checkpoint_io import DirectCheckpointIO
+    from audiotrain.train.backend import accelerator, checkpoint_plugins, profiler, strategy
     from audiotrain.train.callbacks import (AdapterSaver, FixedEvalLoss, MetricsToTracker, SampleRenderer,
                                             StepCheckpoint, StepProgress)
     from audiotrain.train.control import LiveControl, checkpoint_action
@@ -279,7 +278,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         callbacks=[c for c in callbacks if c is not None], logger=False, enable_progress_bar=False,
         enable_model_summary=False, default_root_dir=str(run_dir), num_sanity_val_steps=0,
         use_distributed_sampler=False, deterministic=False, profiler=profiler(cfg, run_dir),
-        plugins=[] if cfg.backend.name == "deepspeed" else [DirectCheckpointIO()],  # DeepSpeed writes its own
+        plugins=checkpoint_plugins(cfg),
     )
     status = "FAILED"
     try:
