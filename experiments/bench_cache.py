@@ -187,17 +187,12 @@ def subprocess_main(args) -> None:
     overrides = _base_overrides(work / "songs", work, steps, repeat=1) + json.loads((work / "overrides.json").read_text())
     result: dict[str, Any] = {"mode": args.mode, "params": p["params"]}
     if args.mode == "prepare":
-        from audiotrain.data.cache import FeatureCache
-        from audiotrain.data.prepare import prepare_items, resolve_manifest
-        from audiotrain.data.report import BadInputReport
         from audiotrain.plugins import registry
+        from audiotrain.train.data_setup import load_dataset
 
         cfg = _compose(overrides + ["cache=true"])
-        plugin = registry.get("acestep")
-        tokenizers = plugin.build_tokenizers(cfg)
-        t = time.perf_counter()
-        items = prepare_items(resolve_manifest(cfg.data, plugin, BadInputReport()), plugin, plugin.audio_spec(cfg),
-                              tokenizers, FeatureCache(cfg.cache_dir, plugin.name), BadInputReport())
+        t = time.perf_counter()  # the frozen encoders are built lazily, inside: their loading counts
+        items, _, _ = load_dataset(cfg, registry.get("acestep"), work / "runs" / "prepare", "cpu", save_report=False)
         result.update(items=len(items), prepare_s=time.perf_counter() - t)
     else:
         cfg = _compose(overrides + [f"cache={'true' if args.mode == 'cached' else 'false'}",

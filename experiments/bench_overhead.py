@@ -58,14 +58,11 @@ def framework_overhead(args, work: Path, seconds: float) -> dict[str, Any]:
     import torch
 
     from audiotrain.config.compose import _compose
-    from audiotrain.data.cache import FeatureCache
-    from audiotrain.data.dataset import AudioDataset
-    from audiotrain.data.prepare import prepare_items, resolve_manifest
-    from audiotrain.data.report import BadInputReport
     from audiotrain.data.sampler import ResumableSampler
     from audiotrain.lora import adapter as lora_adapter
     from audiotrain.lora.from_config import settings_from_cfg
     from audiotrain.plugins import registry
+    from audiotrain.train.data_setup import load_dataset
     from audiotrain.train.gc_freeze import long_lived_objects_frozen
     from audiotrain.train.optim import build_optimizer, build_scheduler
 
@@ -85,27 +82,29 @@ def framework_overhead(args, work: Path, seconds: float) -> dict[str, Any]:
     # seed: the same order) and the plugin's collate - what a minimal hand-written loop iterates.
     cfg = _compose(overrides)
     plugin = registry.get("acestep")
-    spec = plugin.audio_spec(cfg)
-    manifest = resolve_manifest(cfg.data, plugin, BadInputReport()).repeated(repeat)
-    tokenizers = plugin.build_tokenizers(cfg)
-    cache = FeatureCache(cfg.cache_dir, plugin.name)
-    items = prepare_items(manifest, plugin, spec, tokenizers, cache, BadInputReport())
+    dataset, tokenizers, _ = load_dataset(cfg, plugin, work / "runs" / "hand", "cpu", save_report=False)
     assert not any(getattr(t, "loaded", False) for t in tokenizers if t.name in ("latents", "text")), \
         "cache should be complete"
-    dataset = AudioDataset(items, plugin, spec, tokenizers, cache)
     bs = int(cfg.dataset.batch_size)
 
-    def hand_loader():
+    def loader() -> torch.utils.data.DataLoader:
         sampler = ResumableSampler(len(dataset), seed=SEED, shuffle=bool(cfg.dataset.shuffle))
-        return iter(torch.utils.data.DataLoader(dataset, batch_size=bs, sampler=sampler, num_workers=0,
-                                                collate_fn=lambda b: plugin.collate([x["features"] for x in b])))
+        return torch.utils.data.DataLoader(dataset, batch_size=bs, sampler=sampler, num_workers=0,
+                                           collate_fn=lambda b: plugin.collate([x["features"] for x in b]))
 
-    checkpointing = bool(cfg.trainer.get("gradient_checkpointing"))  # as run.train does (the plugin's default)
-    torch.manual_seed(SEED)
-    backbone = plugin.build_backbone(cfg)
-    lora_adapter.attach(backbone.adapter_root(), settings_from_cfg(cfg.lora, backbone.default_lora_targets))
-    if checkpointing:
-        backbone.enable_gradient_checkpointing()
+    def build_model() -> torch.nn.Module:
+        """The model run.train builds: same seed, unused weights released, LoRA attached, the plugin's
+        gradient checkpointing."""
+        torch.manual_seed(SEED)
+        model = plugin.build_backbone(cfg)
+        settings = settings_from_cfg(cfg.lora, model.default_lora_targets)
+        model.release_unused_weights(settings.target_modules)
+        lora_adapter.attach(model.adapter_root(), settings)
+        if cfg.trainer.get("gradient_checkpointing"):
+            model.enable_gradient_checkpointing()
+        return model
+
+    backbone = build_model()
     backbone.train()
     params = [p for p in backbone.parameters() if p.requires_grad]
     clip = float(cfg.trainer.gradient_clip_val)
@@ -114,7 +113,7 @@ def framework_overhead(args, work: Path, seconds: float) -> dict[str, Any]:
     def hand_start() -> None:
         """A fresh optimizer, LR schedule (the same builders and settings) and data iterator per round."""
         optimizer = build_optimizer(cfg.optimizer, params)
-        hand_state.update(optimizer=optimizer, loader=hand_loader(),
+        hand_state.update(optimizer=optimizer, loader=iter(loader()),
                           scheduler=build_scheduler(cfg.scheduler, optimizer, steps))
 
     def hand_step(k: int) -> None:
@@ -151,11 +150,7 @@ def framework_overhead(args, work: Path, seconds: float) -> dict[str, Any]:
 
         def __init__(self) -> None:
             super().__init__()
-            torch.manual_seed(SEED)
-            self.backbone = plugin.build_backbone(cfg)
-            lora_adapter.attach(self.backbone.adapter_root(), settings_from_cfg(cfg.lora, self.backbone.default_lora_targets))
-            if checkpointing:
-                self.backbone.enable_gradient_checkpointing()
+            self.backbone = build_model()
 
         def training_step(self, batch, batch_idx):
             gen = torch.Generator().manual_seed(SEED * 1_000_003 + batch_idx)
@@ -174,10 +169,8 @@ def framework_overhead(args, work: Path, seconds: float) -> dict[str, Any]:
         trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                             gradient_clip_val=clip, callbacks=[BareInterleave()])
-        sampler = ResumableSampler(len(dataset), seed=SEED, shuffle=bool(cfg.dataset.shuffle))
         with long_lived_objects_frozen():  # the same garbage-collector setting as run.train
-            trainer.fit(Bare(), torch.utils.data.DataLoader(dataset, batch_size=bs, sampler=sampler, num_workers=0,
-                                                             collate_fn=lambda b: plugin.collate([x["features"] for x in b])))
+            trainer.fit(Bare(), loader())
 
     fw: list[dict[str, float]] = []
     hand: list[dict[str, float]] = []
@@ -193,7 +186,7 @@ def framework_overhead(args, work: Path, seconds: float) -> dict[str, Any]:
         bare_hand.append(r["hand"])
     trainable = sum(p.numel() for p in params)
     total = sum(p.numel() for p in backbone.parameters())
-    frames = int(next(hand_loader())["latents"].shape[-1])
+    frames = int(next(iter(loader()))["latents"].shape[-1])
     return {"seconds": seconds, "fw": fw, "hand": hand, "bare": bare, "bare_hand": bare_hand, "warmup": warmup,
             "measured": measured, "trainable": trainable, "total": total, "latent_frames": frames, "bs": bs}
 
