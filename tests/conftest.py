@@ -37,6 +37,7 @@ def pytest_runtest_makereport(item, call):
     report = yield
     if report.skipped and os.environ.get(NO_SKIP) == "1" and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
         report.outcome = "failed"
         report.longrepr = f"skipped ({reason}), but {NO_SKIP}=1: install what the test needs (see .ci/run)"
     return report
