@@ -49,13 +49,16 @@ class ACEStepPlugin(Plugin):
         return {"key": row["key"], "prompt": prompt, "lyrics": row.get("lyrics", ""),
                 "speaker_emb_path": row.get("speaker_emb_path", "")}
 
+    def describe_example(self, row):
+        text = self.prepare_example(row, None)
+        return f"PROMPT: {text['prompt']}\n\nLYRICS:\n\n{text['lyrics']}"
+
     def validate(self, cfg) -> list[str]:
+        from audiotrain.models.presets import preset_problems
         from audiotrain_acestep.presets import PRESETS
 
-        problems = []
         m = cfg.model
-        if str(m.get("preset")) not in PRESETS:
-            problems.append(f"model.preset={m.get('preset')} is unknown: use one of {', '.join(PRESETS)}.")
+        problems = preset_problems(m.get("preset"), PRESETS)
         if m.get("timestep_density") != "logit_normal":
             problems.append(f"model.timestep_density={m.get('timestep_density')} is not supported: use logit_normal.")
         shift = m.get("shift")
@@ -93,10 +96,10 @@ class ACEStepPlugin(Plugin):
             backbone = self.build_backbone(cfg, device="meta")
         return backbone.lora_module_names()
 
-    def save_adapter_native(self, root, settings, directory):
-        from audiotrain_acestep import adapter_format
+    def native_adapter_format(self):
+        from audiotrain_acestep.adapter_format import FORMAT
 
-        return adapter_format.save(root, settings, directory)
+        return FORMAT
 
     def commands(self):
         from audiotrain_acestep.convert import convert

@@ -96,9 +96,9 @@ def test_voice_folder_rows_speakers_and_report(voices):
     assert {r["language"] for r in rows.values()} == {"en-us"}
     got = reasons(report)
     assert set(got) == {"b2.wav", "b3.txt", "b4.txt", "c1.txt", "c2.wav"}
-    assert "no transcript" in got["b2.wav"] and "b2.txt" in got["b2.wav"]
+    assert got["b2.wav"] == "no transcript file b2.txt: write what is said in the clip into it"
     assert "empty" in got["b3.txt"]
-    assert "without a clip" in got["b4.txt"]
+    assert "without audio" in got["b4.txt"]
     assert "UTF-8" in got["c1.txt"]
     assert "c2.mp3" in got["c2.wav"]   # same name, another format: the first (sorted) one wins
 
