@@ -292,3 +292,11 @@ def test_transcript_named_train_txt_is_not_a_list(tmp_path):
     assert VoiceFolder().matches(tmp_path) and not LJSpeechList().matches(tmp_path)
     rows = VoiceFolder().read(tmp_path, BadInputReport()).rows
     assert [(r["key"], r["speaker"]) for r in rows] == [(f"{tmp_path.name}/train", tmp_path.name)]
+
+
+def test_describe_example_shows_the_transcript_and_speaker():
+    from audiotrain_valle.plugin import PLUGIN
+
+    row = {"key": "alice/a1", "audio_path": "/v/alice/a1.wav", "text": "Hello there.", "speaker": "alice",
+           "language": "en-us"}
+    assert PLUGIN.describe_example(row) == "TRANSCRIPT: Hello there.\n\nSPEAKER: alice"
