@@ -1,18 +1,10 @@
-"""A system's own LoRA file, described once per plugin and written/read here.
+"""A system's own LoRA file, described once per plugin by a :class:`NativeFormat` and written/read here.
 
-Every native adapter file we meet is one safetensors file (a torch ``.pth`` of the same content is
-read too) holding the LoRA tensors under the original project's names and the LoRA config as a JSON
-string in the header metadata. A plugin describes its file with a :class:`NativeFormat`:
-
-- ``filename``: the file written into the adapter folder;
-- ``drop_suffix``: the key map — the original names are PEFT's (``<module>.lora_A.weight``) with this
-  suffix dropped (``".weight"`` → ``<module>.lora_A``; ``""``: PEFT's names as they are);
-- ``metadata_key`` / ``encode`` / ``decode``: the config codec — the dict stored (as JSON) under that
-  header key, and the :class:`LoRASettings` read back from it;
-- ``sidecar``: optionally a JSON file beside the weights holding ``encode(settings)`` plus ``sidecar_extra``,
-  read when the header has no config;
-- ``infer``: optionally, settings guessed from the tensors when neither header nor sidecar has a config
-  (else ``decode({})``, the codec's defaults).
+The file is one safetensors file (a torch ``.pth`` of the same content is read too): the LoRA tensors under
+the original project's names — PEFT's (``<module>.lora_A.weight``) with ``drop_suffix`` dropped — and the
+config as JSON under ``metadata_key`` in the header (``encode``/``decode`` translate it). On reading, a file
+without that config falls back to the ``sidecar`` JSON beside it, then to ``infer(tensors)``, then to
+``decode({})`` (the codec's defaults).
 """
 from __future__ import annotations
 
@@ -23,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from audiotrain.lora.adapter import LoRASettings, adapter_file, adapter_state, target_suffix
+from audiotrain.lora.adapter import LoRAConfigError, LoRASettings, adapter_state, target_suffix
 
 Codec = Callable[[LoRASettings], dict[str, Any]]
 
@@ -31,7 +23,7 @@ Codec = Callable[[LoRASettings], dict[str, Any]]
 @dataclass(frozen=True)
 class NativeFormat:
     filename: str
-    #: what a user must give, for the error when the file is missing ("a VALL-E lora.sft / lora.pth")
+    #: what a user must give, for the error when the file is missing ("a lora.sft / lora.pth export")
     expected: str
     metadata_key: str
     encode: Codec
@@ -66,7 +58,10 @@ class NativeFormat:
 
     def load(self, path: str | Path) -> tuple[LoRASettings, dict[str, torch.Tensor]]:
         """Read the file (or its folder) → (settings, PEFT-keyed state)."""
-        path = adapter_file(path, self.filename, self.expected)
+        path = Path(path)
+        path = path / self.filename if path.is_dir() else path
+        if not path.is_file():
+            raise LoRAConfigError(f"{path} does not exist: give {self.expected}.")
         if path.suffix == ".pth":
             data = torch.load(str(path), map_location="cpu", weights_only=True)
             state = next((data[k] for k in self.pth_state_keys if data.get(k)), {})

@@ -46,8 +46,8 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
                      fix: str) -> None:
     """Raise :class:`StateDictMismatch` (one sentence) unless ``state`` has exactly ``model``'s keys and shapes.
 
-    ``source`` names the file, ``target`` the model ("the VALL-E model built from its config"), ``fix`` what
-    to do ("give the weights of that preset"). Works on a model built on the meta device.
+    ``source`` names the file, ``target`` the model ("the model built from its config"), ``fix`` what to do
+    ("give the weights of that preset"). Works on a model built on the meta device.
     """
     message = mismatch_message(model, state, source, target, fix)
     if message:

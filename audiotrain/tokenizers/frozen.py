@@ -1,9 +1,8 @@
-"""A frozen encoder as a Tokenizer: a module run in eval mode, without gradients, on the device it was moved to.
+"""A frozen encoder as a Tokenizer: its module in eval mode, without gradients, run on the device it was moved to.
 
-Subclasses name their features (``name``, ``needs_audio``) and compute them in :meth:`FrozenFeature.features`;
-the module is frozen once here. :meth:`FrozenFeature.lazy` wraps a factory in a :class:`LazyTokenizer` with
-the same name and audio need, so a run whose features are all cached never builds the module; its key
-comes up front from the module's config and a fingerprint of its weight files (:func:`weights_key`).
+Subclasses set ``name``/``needs_audio`` and compute :meth:`FrozenFeature.features`. :meth:`FrozenFeature.lazy`
+puts one behind a :class:`LazyTokenizer`, so a fully cached run never builds the module; the key is known up
+front from the module's config and its weight files' fingerprints (:func:`weights_key`).
 """
 from __future__ import annotations
 

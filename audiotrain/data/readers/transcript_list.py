@@ -3,7 +3,7 @@
 
 Paths are relative to the list file; the normalized text is used when present; without a speaker column
 the speaker is the list's folder name (one voice per folder, as ai-voice-cloning's ``training/<voice>/``
-and VALL-E's lists have it). Whitespace in the text is collapsed (whisper's lines start with a space).
+has it). Whitespace in the text is collapsed (whisper's lines start with a space).
 A row's key is ``{speaker}/{audio path relative to the list, without extension}``. Every line that cannot
 be used is reported as ``line N: reason``; nothing is decoded here.
 
