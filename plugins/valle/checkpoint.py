@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import torch
 
 from audiotrain.errors import UserError
-from audiotrain.models.state_dict import load_strict
+from audiotrain.models.state_dict import check_state_dict
 
 from .ar_nar import ARNAR
 from .presets import to_original_config
@@ -96,8 +96,10 @@ def load_exported(path: str | Path, config: Mapping[str, Any] | str | None = Non
             model = ARNAR(cfg)
     except ValueError as e:
         raise UserError(f"{path}: cannot build a VALL-E model from its config: {e}") from e
-    model = load_strict(model.to_empty(device=device), state, str(path), "the VALL-E model built from its config",
-                        "pass config= (a preset name or the model dict) that describes these weights")
+    check_state_dict(model, state, str(path), "the VALL-E model built from its config",  # on meta: nothing allocated
+                     "pass config= (a preset name or the model dict) that describes these weights")
+    model = model.to_empty(device=device)
+    model.load_state_dict(state, strict=True)  # copies: half-precision files load into the float32 model
     symmap = _json(userdata.get("symmap")) or {}
     return model.eval(), dict(symmap), dict(embedded if isinstance(embedded, Mapping) else model.config)
 
