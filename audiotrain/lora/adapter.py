@@ -3,7 +3,7 @@
 Module names stay those of the original model (no ``base_model.model`` wrapper in the live model),
 so the original project's LoRA target names hit the same layers. Saved formats:
 - PEFT: ``adapter_config.json`` + ``adapter_model.safetensors`` (keys ``base_model.model.<name>...``);
-- the original ecosystem's single file where a plugin has one (see ``formats.py``).
+- the original ecosystem's single file where a plugin has one (see ``native_format.py``).
 """
 from __future__ import annotations
 
@@ -129,16 +129,6 @@ def adapter_state(root: nn.Module) -> dict[str, torch.Tensor]:
     from peft import get_peft_model_state_dict
 
     return {k: v.detach().clone() for k, v in get_peft_model_state_dict(root).items()}
-
-
-def adapter_file(path: str | Path, filename: str, expected: str) -> Path:
-    """A plugin's native adapter file, given as the file or its folder; missing → one sentence saying what to give."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / filename
-    if not path.is_file():
-        raise LoRAConfigError(f"{path} does not exist: give {expected}.")
-    return path
 
 
 def load_adapter_state(root: nn.Module, state: Mapping[str, torch.Tensor]) -> None:

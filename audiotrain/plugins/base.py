@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
     from audiotrain.data.manifest import Manifest
     from audiotrain.data.report import BadInputReport
+    from audiotrain.lora.native_format import NativeFormat
     from audiotrain.models.backbone import Backbone
     from audiotrain.tokenizers.base import Tokenizer
 
@@ -92,6 +93,21 @@ class Plugin(ABC):
         """Turn a manifest row into the example the tokenizers read (default: the row itself)."""
         return dict(row)
 
+    def describe_example(self, row: Mapping[str, Any]) -> str:
+        """Markdown for people: what conditions this example (written beside its audio samples).
+
+        Default: each non-empty text field of the row (a list of strings joined with commas) under its name.
+        """
+        parts = []
+        for name, value in row.items():
+            if name in ("key", "audio_path"):
+                continue
+            if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+                value = ", ".join(value)
+            if isinstance(value, str) and value.strip():
+                parts.append(f"{name.upper()}: {value}")
+        return "\n\n".join(parts)
+
     def filter_items(self, items: list, cfg: "DictConfig", report: "BadInputReport") -> list:
         """Drop prepared items the system cannot train on (each reported with its reason). Default: keep all."""
         return items
@@ -105,9 +121,14 @@ class Plugin(ABC):
                          min_duration=float(d.min_duration), max_duration=float(d.max_duration),
                          silence_threshold=float(d.silence_threshold))
 
+    def native_adapter_format(self) -> "NativeFormat | None":
+        """The original project's LoRA file, if it has one (see ``audiotrain.lora.native_format``)."""
+        return None
+
     def save_adapter_native(self, root: "torch.nn.Module", settings: Any, directory: Path) -> Path | None:
         """Write the adapter in the original project's format too (None: the system has none)."""
-        return None
+        fmt = self.native_adapter_format()
+        return fmt.save(root, settings, directory) if fmt is not None else None
 
     def save_merged(self, backbone: "Backbone", cfg: "DictConfig", directory: Path) -> Path:
         """Write a merged (adapter-free) backbone; plugins override this to use the original layout."""

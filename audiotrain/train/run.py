@@ -197,10 +197,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         for i, ex in enumerate(batch):
             key = str(ex["key"]).replace("/", "__")  # keys of songs in sub-folders hold a slash
             files += write_sample(wavs[i].float().cpu().numpy(), sr, out / f"pred_{i}_{key}", title=f"step {step} — {key}")
-            text = plugin.prepare_example(dataset.items[i].row, None)
             info = out / f"prompt_{i}_{key}.md"
-            info.write_text(f"# {key}\n\nSEED: {seed}\n\nPROMPT: {text.get('prompt', '')}\n\nLYRICS:\n\n"
-                            f"{text.get('lyrics', '')}\n", encoding="utf-8")
+            info.write_text(f"# {key}\n\nSEED: {seed}\n\n{plugin.describe_example(dataset.items[i].row)}\n",
+                            encoding="utf-8")
             files.append(info)
             if reference is not None:
                 from audiotrain.data.audio_io import load_audio

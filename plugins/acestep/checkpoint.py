@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from audiotrain.errors import UserError
+from audiotrain.models.state_dict import load_strict
 
 SUBDIRS = ("music_dcae_f8c8", "music_vocoder", "ace_step_transformer", "umt5-base")
 HF_REPO_FOLDER = "models--ACE-Step--ACE-Step-v1-3.5B"
@@ -77,9 +78,6 @@ def load_transformer(root: Path, dtype: torch.dtype = torch.float32):
     with torch.device("meta"):
         model = ACEStepTransformer2DModel(config)
     state = {k: v.to(dtype) for k, v in load_file(str(weights)).items()}
-    result = model.load_state_dict(state, strict=False, assign=True)
-    if result.missing_keys or result.unexpected_keys:
-        raise UserError(f"{weights} does not match the ACE-Step transformer: {len(result.missing_keys)} missing keys "
-                        f"(e.g. {result.missing_keys[:2]}), {len(result.unexpected_keys)} unexpected "
-                        f"(e.g. {result.unexpected_keys[:2]}).")
+    load_strict(model, state, str(weights), "the ACE-Step transformer its config.json describes",
+                "give the ace_step_transformer/ folder of the ACE-Step v1-3.5B release", assign=True)
     return model  # non-persistent caches (RoPE, positions) rebuild themselves on first use

@@ -5,36 +5,25 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from audiotrain.tokenizers.base import file_fingerprint, stable_hash
-from audiotrain.tokenizers.lazy import LazyTokenizer
 from audiotrain.errors import UserError
+from audiotrain.models.presets import TINY_SEED, require_preset, seeded
+from audiotrain.tokenizers.base import stable_hash
+from audiotrain.tokenizers.frozen import weights_key
+from audiotrain.tokenizers.lazy import LazyTokenizer
 
 from audiotrain_acestep import checkpoint as ckpt
 from audiotrain_acestep import ssl_teachers
 from audiotrain_acestep.presets import PRESETS
 
-TINY_INIT_SEED = 0  # the tiny preset's frozen encoders are random but always the same
-
 
 def preset_name(cfg: Any) -> str:
-    name = str(cfg.model.preset)
-    if name not in PRESETS:
-        raise UserError(f"model.preset={name} is unknown: use one of {', '.join(PRESETS)}.")
-    return name
+    return require_preset(cfg.model.preset, PRESETS)
 
 
 def transformer_config(cfg: Any) -> dict:
     if preset_name(cfg) == "tiny":
         return dict(PRESETS["tiny"])
     return {**PRESETS["v1-3.5b"], **ckpt.read_config(ckpt.locate(cfg.model.checkpoint_dir) / "ace_step_transformer")}
-
-
-def _seeded(fn):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(TINY_INIT_SEED)
-        return fn()
 
 
 def lyric_vocab(cfg: Any, root: Path | None) -> str | None:
@@ -67,27 +56,26 @@ def build_tokenizers(cfg: Any) -> list[LazyTokenizer]:
         root = None
         from audiotrain_acestep.dcae_presets import DCAE_PRESETS, VOCODER_PRESETS
 
-        dcae_key = stable_hash("tiny-dcae", TINY_INIT_SEED, DCAE_PRESETS["tiny"], VOCODER_PRESETS["tiny"])
+        dcae_key = stable_hash("tiny-dcae", TINY_SEED, DCAE_PRESETS["tiny"], VOCODER_PRESETS["tiny"])
         from audiotrain_acestep.text_encoder import tiny_umt5_config
 
-        text_key = stable_hash("tiny-umt5", TINY_INIT_SEED, max_text, tiny_umt5_config().to_dict())
-        make_dcae = lambda: _seeded(lambda: MusicDCAE.from_preset("tiny"))  # noqa: E731
-        make_text = lambda: TextEncoder.tiny(seed=TINY_INIT_SEED, max_length=max_text)  # noqa: E731
+        text_key = stable_hash("tiny-umt5", TINY_SEED, max_text, tiny_umt5_config().to_dict())
+        make_dcae = lambda: seeded(lambda: MusicDCAE.from_preset("tiny"))  # noqa: E731
+        make_text = lambda: TextEncoder.tiny(seed=TINY_SEED, max_length=max_text)  # noqa: E731
     else:
         root = ckpt.locate(cfg.model.checkpoint_dir)
-        dcae_key = stable_hash("dcae", *(file_fingerprint(str(p)) for p in sorted(
-            (root / "music_dcae_f8c8").glob("*.safetensors"))), *(file_fingerprint(str(p)) for p in sorted(
-            (root / "music_vocoder").glob("*.safetensors"))))
-        text_key = stable_hash("umt5", max_text, *(file_fingerprint(str(p)) for p in sorted(
-            (root / "umt5-base").glob("*.safetensors"))), *(file_fingerprint(str(p)) for p in sorted(
-            (root / "umt5-base").glob("tokenizer*.json"))))
+        dcae_key = weights_key("dcae", files=[*sorted((root / "music_dcae_f8c8").glob("*.safetensors")),
+                                              *sorted((root / "music_vocoder").glob("*.safetensors"))])
+        text_key = weights_key("umt5", max_text, files=[*sorted((root / "umt5-base").glob("*.safetensors")),
+                                                        *sorted((root / "umt5-base").glob("tokenizer*.json"))])
         make_dcae = lambda: MusicDCAE.from_pretrained(root / "music_dcae_f8c8", root / "music_vocoder")  # noqa: E731
         make_text = lambda: TextEncoder.from_dir(root / "umt5-base", max_length=max_text)  # noqa: E731
     vocab = lyric_vocab(cfg, root)
     lyric = LyricTokenizerFeature(LyricTokenizer(vocab))
     speaker = SpeakerFeature(int(tcfg["speaker_embedding_dim"]))
+    latents_key = stable_hash("latents", dcae_key)
     tokenizers = [
-        LazyTokenizer("latents", stable_hash("latents", dcae_key), lambda: LatentFeature(make_dcae(), dcae_key), needs_audio=True),
+        LatentFeature.lazy(latents_key, lambda: LatentFeature(make_dcae(), latents_key)),
         LazyTokenizer("text", stable_hash("text", text_key), lambda: TextEncoderFeature(make_text())),
         LazyTokenizer("lyrics", lyric.cache_key(), lambda: lyric),
         LazyTokenizer("speaker", speaker.cache_key(), lambda: speaker),
@@ -108,8 +96,8 @@ def build_backbone(cfg: Any, device: str = "cpu"):
     if device == "meta":  # module names only (LoRA target checks): no weights, no files
         return ACEStepBackbone(ACEStepTransformer2DModel(dict(PRESETS[preset])), settings)
     if preset == "tiny":
-        transformer = _seeded(lambda: ACEStepTransformer2DModel(dict(PRESETS["tiny"])))
-        decoder = lambda: _seeded(lambda: MusicDCAE.from_preset("tiny"))  # noqa: E731
+        transformer = seeded(lambda: ACEStepTransformer2DModel(dict(PRESETS["tiny"])))
+        decoder = lambda: seeded(lambda: MusicDCAE.from_preset("tiny"))  # noqa: E731
     else:
         root = ckpt.locate(cfg.model.checkpoint_dir)
         transformer = ckpt.load_transformer(root)

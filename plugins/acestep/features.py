@@ -9,31 +9,19 @@ from typing import Any, Mapping
 import torch
 
 from audiotrain.tokenizers.base import Tokenizer, stable_hash
+from audiotrain.tokenizers.frozen import FrozenFeature
 
 
-class LatentFeature(Tokenizer):
+class LatentFeature(FrozenFeature):
     """``example["audio"]`` (2, N) @ 48 kHz → ``{"latents": (8, 16, T), "latent_length": (1,) long}``."""
 
     name = "latents"
     needs_audio = True
 
-    def __init__(self, dcae: Any, key: str):
-        self.dcae = dcae.eval().requires_grad_(False)
-        self._key = key
-
-    def cache_key(self) -> str:
-        return self._key
-
-    def to(self, device: Any) -> "LatentFeature":
-        self.dcae.to(device)
-        return self
-
-    @torch.no_grad()
-    def encode(self, example: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    def features(self, example: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         audio = example["audio"]
         n = audio.shape[-1]
-        device = next(self.dcae.parameters()).device
-        latents, lengths = self.dcae.encode(audio[None].to(device), torch.tensor([n]))
+        latents, lengths = self.module.encode(audio[None].to(self.device), torch.tensor([n]))
         return {"latents": latents[0].to("cpu", torch.float32), "latent_length": lengths.to("cpu").view(1)}
 
 

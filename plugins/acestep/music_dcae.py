@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from audiotrain.models.state_dict import load_strict
+
 from .dcae import DCAE_CONFIG_KEYS, AutoencoderDC
 from .dcae_presets import dcae_preset, vocoder_preset
 from .resample import resample
@@ -75,19 +77,8 @@ def _read_component(directory: str | Path, what: str, preset: dict, keys: Sequen
 
 def _load_strict(module: nn.Module, weights: Path, what: str, device: torch.device | str) -> None:
     """Load ``weights`` into a (meta-built) ``module`` by assignment after checking keys and shapes exactly."""
-    state = load_file(str(weights), device=str(device))
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ValueError(
-            f"{weights} does not match the {what} architecture: {len(missing)} missing keys {missing[:5]}, "
-            f"{len(unexpected)} unexpected keys {unexpected[:5]} (check config.json)."
-        )
-    wrong = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in expected.items() if state[k].shape != v.shape]
-    if wrong:
-        raise ValueError(f"{weights} has {len(wrong)} tensors of the wrong shape for the {what}, e.g. {wrong[:3]} (file, model).")
-    module.load_state_dict(state, strict=True, assign=True)
+    load_strict(module, load_file(str(weights), device=str(device)), str(weights), f"the {what} architecture",
+                "check its config.json", assign=True)
 
 
 class MusicDCAE(nn.Module):

@@ -50,13 +50,16 @@ class ACEStepPlugin(Plugin):
         return {"key": row["key"], "prompt": prompt, "lyrics": row.get("lyrics", ""),
                 "speaker_emb_path": row.get("speaker_emb_path", "")}
 
+    def describe_example(self, row):
+        text = self.prepare_example(row, None)
+        return f"PROMPT: {text['prompt']}\n\nLYRICS:\n\n{text['lyrics']}"
+
     def validate(self, cfg) -> list[str]:
+        from audiotrain.models.presets import preset_problems
         from audiotrain_acestep.presets import PRESETS
 
-        problems = []
         m = cfg.model
-        if str(m.get("preset")) not in PRESETS:
-            problems.append(f"model.preset={m.get('preset')} is unknown: use one of {', '.join(PRESETS)}.")
+        problems = preset_problems(m.get("preset"), PRESETS)
         shift = m.get("shift")
         if not isinstance(shift, (int, float)) or shift <= 0:
             problems.append(f"model.shift={shift} must be a positive number (ACE-Step uses 3.0).")
@@ -92,10 +95,10 @@ class ACEStepPlugin(Plugin):
             backbone = self.build_backbone(cfg, device="meta")
         return backbone.lora_module_names()
 
-    def save_adapter_native(self, root, settings, directory):
-        from audiotrain_acestep import adapter_format
+    def native_adapter_format(self):
+        from audiotrain_acestep.adapter_format import FORMAT
 
-        return adapter_format.save(root, settings, directory)
+        return FORMAT
 
     def commands(self):
         from audiotrain_acestep.convert import convert

@@ -10,8 +10,9 @@ Optional keys understood by the model beyond the released config (defaults match
 """
 from __future__ import annotations
 
-import copy
 from typing import Any
+
+from audiotrain.models.presets import preset_copy
 
 V1_3_5B: dict[str, Any] = {
     "in_channels": 8,
@@ -64,6 +65,4 @@ PRESETS: dict[str, dict[str, Any]] = {"tiny": TINY, "v1-3.5b": V1_3_5B}
 
 def get_preset(name: str) -> dict[str, Any]:
     """A deep copy of preset ``name`` (``tiny`` or ``v1-3.5b``)."""
-    if name not in PRESETS:
-        raise KeyError(f"unknown ACE-Step preset {name!r}; known: {sorted(PRESETS)}")
-    return copy.deepcopy(PRESETS[name])
+    return preset_copy(name, PRESETS, "ACE-Step")

@@ -12,14 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from audiotrain.data.audio_io import AUDIO_EXTENSIONS
 from audiotrain.data.manifest import Manifest
+from audiotrain.data.readers.sidecar_folder import Clip, Sidecar, SidecarFolder
 from audiotrain.data.report import BadInputReport
-from audiotrain.data.text_files import read_sidecar
 from audiotrain.plugins.base import DataReader
-
-PROMPT_SUFFIX = "_prompt.txt"
-LYRICS_SUFFIX = "_lyrics.txt"
 
 
 def split_tags(prompt: str) -> list[str]:
@@ -27,50 +23,19 @@ def split_tags(prompt: str) -> list[str]:
     return [t.strip() for t in prompt.split(",") if t.strip()]
 
 
-class RawSongFolder(DataReader):
+class RawSongFolder(SidecarFolder):
     description = "raw song folder (X.mp3 + X_prompt.txt [+ X_lyrics.txt])"
+    sidecars = (Sidecar("prompt", "_prompt.txt", "tags", "write the song's tags (comma-separated) into it"),
+                Sidecar("lyrics", "_lyrics.txt", "lyrics", required=False,
+                        missing_note="trained as instrumental (empty lyrics)"))
 
     def matches(self, path: Path) -> bool:
-        if not path.is_dir() or _is_hf_dataset(path):
-            return False
-        return any(p.name.endswith(PROMPT_SUFFIX) or p.suffix.lower() in AUDIO_EXTENSIONS for p in path.rglob("*"))
+        return not _is_hf_dataset(path) and super().matches(path)
 
-    def read(self, path: Path, report: BadInputReport) -> Manifest:
-        """Songs anywhere below ``path``; a song's key is its path relative to ``path`` without extension."""
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-        audio: dict[str, Path] = {}
-        for p in files:
-            if p.suffix.lower() in AUDIO_EXTENSIONS:
-                key = p.relative_to(path).with_suffix("").as_posix()
-                if key in audio:
-                    report.add(p, f"duplicate of {audio[key].name} (same name, another format); using that one")
-                    continue
-                audio[key] = p
-        rows: list[dict[str, Any]] = []
-        for stem, apath in sorted(audio.items()):
-            prompt_p = apath.with_name(f"{apath.stem}{PROMPT_SUFFIX}")
-            lyrics_p = apath.with_name(f"{apath.stem}{LYRICS_SUFFIX}")
-            if not prompt_p.is_file():
-                report.add(apath, f"no {prompt_p.name}: write its tags (comma-separated) in that file")
-                continue
-            prompt = read_sidecar(prompt_p, report)
-            if prompt is None:
-                continue
-            lyrics = ""
-            if lyrics_p.is_file():
-                lyrics = read_sidecar(lyrics_p, report)
-                if lyrics is None:
-                    continue
-            else:
-                report.note(apath, f"no {lyrics_p.name}, trained as instrumental (empty lyrics)")
-            rows.append({"key": stem, "audio_path": str(apath.resolve()), "tags": split_tags(prompt),
-                         "lyrics": lyrics, "speaker_emb_path": "", "recaption": {}})
-        for p in files:
-            for suffix in (PROMPT_SUFFIX, LYRICS_SUFFIX):
-                stem = p.name[: -len(suffix)]
-                if p.name.endswith(suffix) and (p.parent / stem).relative_to(path).as_posix() not in audio:
-                    report.add(p, f"no audio file named {stem}.mp3/.wav/.flac/.ogg beside it")
-        return Manifest(rows, str(path), self.description)
+    def row(self, clip: Clip, root: Path) -> dict[str, Any]:
+        """A song's key is its path relative to the folder without extension."""
+        return {"key": clip.key, "audio_path": str(clip.audio.resolve()), "tags": split_tags(clip.texts["prompt"]),
+                "lyrics": clip.texts["lyrics"], "speaker_emb_path": "", "recaption": {}}
 
 
 def _is_hf_dataset(path: Path) -> bool:

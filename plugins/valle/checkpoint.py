@@ -7,7 +7,8 @@ Layout: ``{"module": state dict, "stats": {...}, "userdata": {"symmap": {phoneme
   the non-tensor entries ``config``, ``userdata`` and ``stats`` are JSON strings in the header metadata.
 
 The model is built from the embedded config (see :func:`audiotrain_valle.presets.resolve_config`)
-and loaded strictly: any missing, unexpected or mis-shaped key is a :class:`CheckpointMismatch`.
+and loaded strictly: any missing, unexpected or mis-shaped key is a
+:class:`~audiotrain.models.state_dict.StateDictMismatch` (one sentence).
 """
 from __future__ import annotations
 
@@ -18,16 +19,13 @@ from typing import Any, Mapping
 import torch
 
 from audiotrain.errors import UserError
+from audiotrain.models.state_dict import check_state_dict
 
 from .ar_nar import ARNAR
 from .presets import to_original_config
 
 SFT_SUFFIXES = (".sft", ".safetensors")
 PTH_SUFFIXES = (".pth", ".pt")
-
-
-class CheckpointMismatch(UserError):
-    """The weights do not fit the model their config describes."""
 
 
 def _json(value: Any) -> Any:
@@ -82,28 +80,6 @@ def read_exported(path: str | Path, trust_pickle: bool = False) -> tuple[dict[st
     raise UserError(f"{path}: unknown VALL-E weights format {suffix!r}; expected one of {SFT_SUFFIXES + PTH_SUFFIXES}")
 
 
-def _examples(names: list[str], n: int = 3) -> str:
-    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
-
-
-def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str = "the checkpoint") -> None:
-    """Raise :class:`CheckpointMismatch` (one sentence) unless keys and shapes match exactly."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(f"{k} {list(state[k].shape)} vs {list(own[k].shape)}" for k in set(own) & set(state)
-                    if tuple(state[k].shape) != tuple(own[k].shape))
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {_examples(missing)})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {_examples(unexpected)})")
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatches (file vs model, e.g. {_examples(shapes)})")
-        raise CheckpointMismatch(f"{source} does not match the VALL-E model built from its config: {'; '.join(parts)}.")
-
-
 def load_exported(path: str | Path, config: Mapping[str, Any] | str | None = None, trust_pickle: bool = False,
                   device: str | torch.device = "cpu") -> tuple[ARNAR, dict[str, int], dict]:
     """Load an exported ``.sft``/``.pth``: returns (model in eval mode, symmap, embedded config).
@@ -120,9 +96,10 @@ def load_exported(path: str | Path, config: Mapping[str, Any] | str | None = Non
             model = ARNAR(cfg)
     except ValueError as e:
         raise UserError(f"{path}: cannot build a VALL-E model from its config: {e}") from e
-    check_state_dict(model, state, str(path))
+    check_state_dict(model, state, str(path), "the VALL-E model built from its config",  # on meta: nothing allocated
+                     "pass config= (a preset name or the model dict) that describes these weights")
     model = model.to_empty(device=device)
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True)  # copies: half-precision files load into the float32 model
     symmap = _json(userdata.get("symmap")) or {}
     return model.eval(), dict(symmap), dict(embedded if isinstance(embedded, Mapping) else model.config)
 

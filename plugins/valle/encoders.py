@@ -39,9 +39,8 @@ def build_tokenizers(cfg: Any, symmap=None) -> list[LazyTokenizer]:
     symmap = symmap or Symmap.builtin()
     phonemes = PhonemeFeature(Phonemizer(language), symmap, language)
     codec_key, make_codec = codec_factory(cfg)
-    codes_key = CodecFeature.__name__ + codec_key
     return [
-        LazyTokenizer("codes", codes_key, lambda: CodecFeature(make_codec()), needs_audio=True),
+        CodecFeature.lazy(CodecFeature.__name__ + codec_key, lambda: CodecFeature(make_codec())),
         LazyTokenizer("phonemes", phonemes.cache_key(), lambda: phonemes),
     ]
 

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 import torch
 
 from audiotrain.tokenizers.base import Tokenizer, stable_hash
+from audiotrain.tokenizers.frozen import FrozenFeature
 
 from audiotrain_valle.codec import Codec
 from audiotrain_valle.phonemes import Phonemizer, Symmap
@@ -39,7 +40,7 @@ class PhonemeFeature(Tokenizer):
         return {"phns": torch.tensor(self.symmap.encode(ipa), dtype=torch.long)}
 
 
-class CodecFeature(Tokenizer):
+class CodecFeature(FrozenFeature):
     """``example["audio"]`` (1, N) float at the codec's rate → ``{"codes": LongTensor(T, levels)}``.
 
     ``T = ceil(N / hop)``; every value is below the codebook size, so the codes also fit int16 (as the
@@ -52,16 +53,9 @@ class CodecFeature(Tokenizer):
     def __init__(self, codec: Codec):
         if codec.codebook_size - 1 > INT16_MAX:
             raise ValueError(f"codebook_size {codec.codebook_size} does not fit int16")
-        self.codec = codec
+        super().__init__(codec, stable_hash("codes", codec.cache_key()))
 
-    def cache_key(self) -> str:
-        return stable_hash("codes", self.codec.cache_key())
-
-    def to(self, device: Any) -> "CodecFeature":
-        self.codec.to(device)
-        return self
-
-    def encode(self, example: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    def features(self, example: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         audio = torch.as_tensor(example["audio"], dtype=torch.float32)
         if audio.dim() == 2:
             if audio.shape[0] != 1:
@@ -70,4 +64,4 @@ class CodecFeature(Tokenizer):
         length = example.get("audio_length")
         if length is not None:  # the core pads short clips to the minimum duration; encode the real audio
             audio = audio[: max(1, int(length))]
-        return {"codes": self.codec.encode(audio)}
+        return {"codes": self.module.encode(audio)}

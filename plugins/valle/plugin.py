@@ -51,8 +51,7 @@ class VALLEPlugin(Plugin):
         return build_tokenizers(cfg, symmap)
 
     def build_backbone(self, cfg, *, device: str = "cpu"):
-        import torch
-
+        from audiotrain.models.presets import seeded
         from audiotrain_valle.ar_nar import ARNAR
         from audiotrain_valle.backbone import VALLEBackbone
         from audiotrain_valle.encoders import codec_factory, weights_path
@@ -68,9 +67,7 @@ class VALLEPlugin(Plugin):
             model, _, _ = load_exported(path)
             model.train()
         else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                model = ARNAR(str(cfg.model.preset))
+            model = seeded(lambda: ARNAR(str(cfg.model.preset)))
         _, make_codec = codec_factory(cfg)
         return VALLEBackbone(model, settings, codec_factory=make_codec)
 
@@ -101,14 +98,16 @@ class VALLEPlugin(Plugin):
                 out.append(it)
         return out
 
+    def describe_example(self, row):
+        return f"TRANSCRIPT: {row.get('text', '')}\n\nSPEAKER: {row.get('speaker', '')}"
+
     def validate(self, cfg) -> list[str]:
+        from audiotrain.models.presets import preset_problems
         from audiotrain_valle.presets import PRESETS
 
-        problems = []
         m = cfg.model
-        if str(m.get("preset")) not in PRESETS:
-            problems.append(f"model.preset={m.get('preset')} is unknown: use one of {', '.join(PRESETS)}.")
-        elif str(m.get("preset")) != "tiny" and not m.codec.get("path"):
+        problems = preset_problems(m.get("preset"), PRESETS)
+        if not problems and str(m.get("preset")) != "tiny" and not m.codec.get("path"):
             problems.append(f"model.preset={m.get('preset')} needs the EnCodec 24 kHz weights: pass model.codec.path=DIR "
                             "(a local facebook/encodec_24khz folder), or use model.preset=tiny.")
         lo, hi = (float(x) for x in m.prompt_duration_range)
@@ -118,10 +117,10 @@ class VALLEPlugin(Plugin):
             problems.append(f"model.weights={m.weights} does not exist: give the exported fp32.sft or fp32.pth.")
         return problems
 
-    def save_adapter_native(self, root, settings, directory):
-        from audiotrain_valle.adapter_format import save
+    def native_adapter_format(self):
+        from audiotrain_valle.adapter_format import FORMAT
 
-        return save(root, settings, directory)
+        return FORMAT
 
 
 PLUGIN = VALLEPlugin()

@@ -19,6 +19,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Mapping
 
+from audiotrain.models.presets import preset_copy
+
 #: Every key of a resolved config, with the released ``ar+nar-llama-8`` values (data/config.yaml).
 DEFAULTS: dict[str, Any] = {
     "name": "ar+nar",
@@ -78,9 +80,7 @@ _SIZE_DICT_KEYS = {"dim": "dim", "heads": "heads", "layers": "layers", "ffn": "f
 
 def get_preset(name: str) -> dict[str, Any]:
     """A deep copy of preset ``name``."""
-    if name not in PRESETS:
-        raise KeyError(f"unknown VALL-E preset {name!r}; known: {sorted(PRESETS)}")
-    return copy.deepcopy(PRESETS[name])
+    return preset_copy(name, PRESETS, "VALL-E")
 
 
 def _is_original(cfg: Mapping[str, Any]) -> bool:

@@ -110,3 +110,13 @@ def test_songs_in_sub_folders_are_found(tmp_path):
     manifest = resolve_manifest(str(tmp_path), PLUGIN, report)
     assert sorted(r["key"] for r in manifest.rows) == ["album_a/demo_song_01", "album_b/demo_song_01"]
     assert [Path(s.path).name for s in report.skipped] == ["stray_lyrics.txt"]
+
+
+def test_describe_example_shows_the_prompt_and_lyrics(song_dir):
+    report = BadInputReport()
+    rows = {r["key"]: r for r in resolve_manifest(str(song_dir), PLUGIN, report).rows}
+    row = rows["demo_song_01"]
+    prompt = PLUGIN.prepare_example(row, None)["prompt"]
+    assert PLUGIN.describe_example(row) == f"PROMPT: {prompt}\n\nLYRICS:\n\n{row['lyrics']}"
+    assert prompt and set(prompt.split(", ")) <= set(row["tags"])  # the prompt is made of the song's own tags
+    assert PLUGIN.describe_example(rows["demo_song_04"]).endswith("LYRICS:\n\n")  # instrumental

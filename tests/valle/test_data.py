@@ -96,9 +96,9 @@ def test_voice_folder_rows_speakers_and_report(voices):
     assert {r["language"] for r in rows.values()} == {"en-us"}
     got = reasons(report)
     assert set(got) == {"b2.wav", "b3.txt", "b4.txt", "c1.txt", "c2.wav"}
-    assert "no transcript" in got["b2.wav"] and "b2.txt" in got["b2.wav"]
+    assert got["b2.wav"] == "no transcript file b2.txt: write what is said in the clip into it"
     assert "empty" in got["b3.txt"]
-    assert "without a clip" in got["b4.txt"]
+    assert "without audio" in got["b4.txt"]
     assert "UTF-8" in got["c1.txt"]
     assert "c2.mp3" in got["c2.wav"]   # same name, another format: the first (sorted) one wins
 
@@ -291,3 +291,11 @@ def test_transcript_named_train_txt_is_not_a_list(tmp_path):
     assert VoiceFolder().matches(tmp_path) and not LJSpeechList().matches(tmp_path)
     rows = VoiceFolder().read(tmp_path, BadInputReport()).rows
     assert [(r["key"], r["speaker"]) for r in rows] == [(f"{tmp_path.name}/train", tmp_path.name)]
+
+
+def test_describe_example_shows_the_transcript_and_speaker():
+    from audiotrain_valle.plugin import PLUGIN
+
+    row = {"key": "alice/a1", "audio_path": "/v/alice/a1.wav", "text": "Hello there.", "speaker": "alice",
+           "language": "en-us"}
+    assert PLUGIN.describe_example(row) == "TRANSCRIPT: Hello there.\n\nSPEAKER: alice"

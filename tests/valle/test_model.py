@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from audiotrain_valle.ar_nar import ARNAR, IGNORE_INDEX, LORA_TARGETS, level_weights, sample_levels
-from audiotrain_valle.checkpoint import CheckpointMismatch, load_exported, read_exported, save_exported
+from audiotrain.models.state_dict import StateDictMismatch
+from audiotrain_valle.checkpoint import load_exported, read_exported, save_exported
 from audiotrain_valle.presets import PRESETS, get_preset, resolve_config, to_original_config
 from tests.ref_keys import ref_keys
 
@@ -244,7 +245,7 @@ def test_export_variants_and_mismatch_error(tmp_path):
     bad["model.layers.9.mlp.up_proj.weight"] = torch.zeros(2, 2)
     bad["sep"] = torch.zeros(3)
     save_file({f"module.{k}": v for k, v in bad.items()}, str(tmp_path / "bad.sft"), metadata=meta)
-    with pytest.raises(CheckpointMismatch) as e:
+    with pytest.raises(StateDictMismatch) as e:
         load_exported(tmp_path / "bad.sft")
     msg = str(e.value)
     assert "1 missing keys (e.g. model.norm.weight)" in msg and "1 unexpected keys (e.g. model.layers.9.mlp.up_proj.weight)" in msg

@@ -1,0 +1,121 @@
+"""A folder of audio files, each with text files beside it named after it (``X.mp3`` + ``X<suffix>``).
+
+A plugin subclasses :class:`SidecarFolder`, lists its :class:`Sidecar` files and turns each usable
+:class:`Clip` into a manifest row (:meth:`SidecarFolder.row`). The base finds the audio anywhere below the
+root (hidden files and folders ignored), groups files by stem, and reports, each with its reason:
+two audio files with one stem (the first in sorted order is used), a clip whose required text file is
+missing, unreadable or (where it must not be) empty, and a text file with no audio beside it.
+Nothing is decoded here: the core decodes each clip once and skips corrupt or silent ones itself.
+"""
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from audiotrain.data.audio_io import AUDIO_EXTENSIONS
+from audiotrain.data.manifest import Manifest
+from audiotrain.data.report import BadInputReport
+from audiotrain.data.text_files import read_sidecar
+from audiotrain.plugins.base import DataReader
+
+EXTS = "/".join(AUDIO_EXTENSIONS)
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """One text file per clip: ``<stem><suffix>``, read into ``Clip.texts[field]``."""
+
+    field: str
+    suffix: str
+    #: what the file holds, named in every message ("transcript", "tags")
+    what: str
+    #: what the user should do about a missing or empty file ("write what is said in the clip into it")
+    hint: str = ""
+    #: a missing required file skips the clip; a missing optional one gives "" and ``missing_note``
+    required: bool = True
+    missing_note: str = ""
+    #: whitespace runs (newlines too) joined into single spaces
+    collapse: bool = False
+    #: an empty file skips the clip
+    non_empty: bool = False
+
+
+@dataclass
+class Clip:
+    """One audio file with its text files read."""
+
+    key: str  # the audio's path relative to the root, without extension ("album/song")
+    audio: Path
+    folder: str  # the audio's folder relative to the root ("." for the root itself)
+    texts: dict[str, str]
+
+
+def visible_files(root: Path) -> list[Path]:
+    """Files below ``root``, sorted, none in or named like a hidden (``.``) entry."""
+    return sorted(p for p in root.rglob("*") if p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+class SidecarFolder(DataReader):
+    sidecars: Sequence[Sidecar] = ()
+
+    @abstractmethod
+    def row(self, clip: Clip, root: Path) -> dict[str, Any]:
+        """The manifest row of one usable clip (at least ``key`` and ``audio_path``)."""
+
+    def matches(self, path: Path) -> bool:
+        if not path.is_dir():
+            return False
+        suffixes = tuple(s.suffix for s in self.sidecars if s.required)
+        return any(p.suffix.lower() in AUDIO_EXTENSIONS or p.name.endswith(suffixes) for p in path.rglob("*"))
+
+    def read(self, path: Path, report: BadInputReport) -> Manifest:
+        """Rows of every usable clip below ``path``, sorted by key."""
+        root = path.resolve()
+        files = visible_files(root)
+        audio: dict[str, Path] = {}
+        for p in files:
+            if p.suffix.lower() not in AUDIO_EXTENSIONS:
+                continue
+            key = p.relative_to(root).with_suffix("").as_posix()
+            if key in audio:
+                report.add(p, f"duplicate of {audio[key].name} (same name, another format); using that one")
+                continue
+            audio[key] = p
+        rows = []
+        for key, apath in sorted(audio.items()):
+            texts = self._texts(apath, report)
+            if texts is not None:
+                folder = apath.parent.relative_to(root).as_posix()
+                rows.append(self.row(Clip(key, apath, folder, texts), root))
+        by_length = sorted(self.sidecars, key=lambda s: -len(s.suffix))
+        for p in files:
+            side = next((s for s in by_length if p.name.endswith(s.suffix)), None)
+            stem = p.name[: -len(side.suffix)] if side else ""
+            if side and (p.parent / stem).relative_to(root).as_posix() not in audio:
+                report.add(p, f"{side.what} file without audio: no audio file named {stem} ({EXTS}) beside it")
+        rows.sort(key=lambda r: r["key"])
+        return Manifest(rows, str(root), self.description)
+
+    def _texts(self, apath: Path, report: BadInputReport) -> dict[str, str] | None:
+        """The clip's texts by field, or None after reporting why the clip cannot be used."""
+        texts: dict[str, str] = {}
+        for side in self.sidecars:
+            p = apath.with_name(f"{apath.stem}{side.suffix}")
+            if not p.is_file():
+                if side.required:
+                    report.add(apath, f"no {side.what} file {p.name}: {side.hint}")
+                    return None
+                report.note(apath, f"no {p.name}, {side.missing_note}")
+                texts[side.field] = ""
+                continue
+            text = read_sidecar(p, report, what=f"{side.what} file ", collapse=side.collapse)
+            if text is None:
+                return None
+            if side.non_empty and not text:
+                report.add(p, f"{side.what} file is empty: {side.hint}")
+                return None
+            texts[side.field] = text
+        return texts
