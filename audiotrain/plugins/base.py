@@ -13,6 +13,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
     from omegaconf import DictConfig
 
+    from audiotrain.data.audio_io import StreamSpec
+    from audiotrain.data.clips import ClipSpec
     from audiotrain.data.manifest import Manifest
     from audiotrain.data.report import BadInputReport
     from audiotrain.models.backbone import Backbone
@@ -42,9 +44,9 @@ class Plugin(ABC):
     #: audio format the dataset prepares for this system
     sample_rate: int = 48000
     channels: int = 2
-    #: "speaker": each training example also gets the features of another utterance of the same speaker
-    #: (under ``"prompt"``, with a ``"prompt_seed"``) — e.g. VALL-E's acoustic prompt. None: no companion.
-    prompt_source: str | None = None
+    #: the row field that names an example's group (e.g. its speaker): the speech batch sampler's speaker
+    #: orders and the ``same_group`` conditioning clips read it. None: every example is in one group.
+    group_field: str | None = None
 
     @abstractmethod
     def config_options(self) -> Mapping[tuple[str, str], Path]:
@@ -102,6 +104,22 @@ class Plugin(ABC):
         return AudioSpec(sample_rate=self.sample_rate, channels=self.channels,
                          min_duration=float(d.min_duration), max_duration=float(d.max_duration),
                          silence_threshold=float(d.silence_threshold))
+
+    def audio_streams(self, cfg: "DictConfig") -> "Mapping[str, StreamSpec]":
+        """The audio streams a row holds, by role, each with the spec the core decodes it to (rate, channels,
+        bounds) and whether it is required. Default: one required ``main`` stream (``audio_spec``). The first
+        role is the primary one (an example's duration); each frozen encoder names its role (``stream``)."""
+        from audiotrain.data.audio_io import StreamSpec
+        from audiotrain.data.streams import MAIN
+
+        s = self.audio_spec(cfg)
+        return {MAIN: StreamSpec(sample_rate=s.sample_rate, channels=s.channels, min_duration=s.min_duration,
+                                 max_duration=s.max_duration, silence_threshold=s.silence_threshold)}
+
+    def conditioning_clips(self, cfg: "DictConfig") -> "Sequence[ClipSpec]":
+        """Conditioning clips each training example gets (``audiotrain.data.clips``): count, length, source
+        (same file / same group / either) and what they are cut from. Default: none."""
+        return []
 
     def save_adapter_native(self, root: "torch.nn.Module", settings: Any, directory: Path) -> Path | None:
         """Write the adapter in the original project's format too (None: the system has none)."""

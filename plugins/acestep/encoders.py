@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from audiotrain.data.streams import MAIN
 from audiotrain.tokenizers.base import file_fingerprint, stable_hash
 from audiotrain.tokenizers.lazy import LazyTokenizer
 from audiotrain.errors import UserError
@@ -87,7 +88,7 @@ def build_tokenizers(cfg: Any) -> list[LazyTokenizer]:
     lyric = LyricTokenizerFeature(LyricTokenizer(vocab))
     speaker = SpeakerFeature(int(tcfg["speaker_embedding_dim"]))
     tokenizers = [
-        LazyTokenizer("latents", stable_hash("latents", dcae_key), lambda: LatentFeature(make_dcae(), dcae_key), needs_audio=True),
+        LazyTokenizer("latents", stable_hash("latents", dcae_key), lambda: LatentFeature(make_dcae(), dcae_key), stream=MAIN),
         LazyTokenizer("text", stable_hash("text", text_key), lambda: TextEncoderFeature(make_text())),
         LazyTokenizer("lyrics", lyric.cache_key(), lambda: lyric),
         LazyTokenizer("speaker", speaker.cache_key(), lambda: speaker),

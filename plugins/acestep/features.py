@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 import torch
 
+from audiotrain.data.streams import MAIN
 from audiotrain.tokenizers.base import Tokenizer, stable_hash
 
 
@@ -15,7 +16,7 @@ class LatentFeature(Tokenizer):
     """``example["audio"]`` (2, N) @ 48 kHz → ``{"latents": (8, 16, T), "latent_length": (1,) long}``."""
 
     name = "latents"
-    needs_audio = True
+    stream = MAIN
 
     def __init__(self, dcae: Any, key: str):
         self.dcae = dcae.eval().requires_grad_(False)

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from audiotrain.data.streams import MAIN
 from audiotrain.errors import UserError
 from audiotrain.tokenizers.lazy import LazyTokenizer
 
@@ -41,7 +42,7 @@ def build_tokenizers(cfg: Any, symmap=None) -> list[LazyTokenizer]:
     codec_key, make_codec = codec_factory(cfg)
     codes_key = CodecFeature.__name__ + codec_key
     return [
-        LazyTokenizer("codes", codes_key, lambda: CodecFeature(make_codec()), needs_audio=True),
+        LazyTokenizer("codes", codes_key, lambda: CodecFeature(make_codec()), stream=MAIN),
         LazyTokenizer("phonemes", phonemes.cache_key(), lambda: phonemes),
     ]
 
