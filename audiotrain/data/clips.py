@@ -5,7 +5,9 @@ long (seconds, fixed or a range), where they come from (``same_file``, ``same_gr
 example's group, e.g. the same speaker — or ``either``), and what they are cut from: cached/encoded features
 (each with its frame rate and time axis) or a stream's raw audio. The core chooses them reproducibly from a
 seed (the training module derives it from ``seed``, the global step and the batch position, so a resumed
-run cuts the same clips) and crops — or zero-pads, when the plugin asks — each to its length.
+run cuts the same clips) and crops — or zero-pads, when the plugin asks — each to its length. Clips cut from
+features read the cache like the example itself; clips cut from a stream's raw audio decode that file at
+the step (cached or not).
 
 Each example's features then hold ``features[spec.name]``: a list of ``spec.count`` dicts, one per clip,
 ``{feature: tensor, "<feature>_length": LongTensor()}`` (the real frames before padding); a raw-audio clip
@@ -85,7 +87,7 @@ def cut(spec: ClipSpec, sources: list[Mapping[str, Any]], seed: int,
         offset = rng.uniform(0.0, max(0.0, available - seconds)) if spec.start == "random" else 0.0
         clip: dict[str, torch.Tensor] = {}
         for key, (rate, axis) in rates.items():
-            frames = max(1, int(seconds * rate))
+            frames = max(1, int(seconds * rate + 1e-9))  # 44000 / 22050 s at 22050 Hz is 44000 samples, not 43999
             start = int(offset * rate)
             t = source[key]
             real = max(0, min(frames, _real_length(source, key, axis) - start))

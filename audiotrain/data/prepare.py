@@ -42,16 +42,15 @@ class Item:
     entries: dict[str, str] = field(default_factory=dict)
     #: per present stream (declaration order), seconds of real audio
     durations: dict[str, float] = field(default_factory=dict)
-    features: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
     @property
     def audio_path(self) -> str:
         """The primary stream's file (the one a report about the whole example names)."""
-        files = self.row.get("audio") or {}
-        return str(files[next(iter(self.durations))] if self.durations else next(iter(files.values()), ""))
+        return self.row["audio"][next(iter(self.durations))]
 
     def stream_path(self, role: str) -> str | None:
-        return (self.row.get("audio") or {}).get(role) if role in self.durations else None
+        """The file of one of the item's streams; None when that (optional) stream is absent."""
+        return self.row["audio"][role] if role in self.durations else None
 
 
 def resolve_manifest(data: str | None, plugin: Plugin, report: BadInputReport) -> Manifest:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from audiotrain.data.cache import FeatureCache
-from audiotrain.data.clips import ClipSpec, choose_sources, clip_seed
+from audiotrain.data.clips import ClipSpec, choose_sources, clip_seed, cut
 from audiotrain.data.dataset import AudioDataset
 from audiotrain.data.manifest import Manifest
 from audiotrain.data.prepare import prepare_items
@@ -99,20 +99,20 @@ def test_clips_are_the_same_for_the_same_step_and_seed_and_after_a_resume_and_di
                     start="random", pad=True)
     ds, module = build(rows, [spec], tmp_path / "cache")
 
-    def cut(module, ds, salt):
+    def cond_of(module, ds, salt):
         return module.features([ds[0], ds[2]], salt=salt)["cond"]
 
-    first = cut(module, ds, 5)
-    assert torch.equal(first, cut(module, ds, 5))
+    first = cond_of(module, ds, 5)
+    assert torch.equal(first, cond_of(module, ds, 5))
     # a resumed run: a new dataset and module from the same cache and config cut the same clips at that step
     ds2, module2 = build(rows, [spec], tmp_path / "cache")
-    assert torch.equal(first, cut(module2, ds2, 5))
+    assert torch.equal(first, cond_of(module2, ds2, 5))
     # the salt the training step passes is global_step * 64 + batch_idx: other steps cut other clips
-    others = [cut(module, ds, s) for s in (6, 64, 128)]
+    others = [cond_of(module, ds, s) for s in (6, 64, 128)]
     assert all(not torch.equal(first, o) for o in others)
     # and another run seed, other clips
     _, module3 = build(rows, [spec], tmp_path / "cache", seed=8)
-    assert not torch.equal(first, cut(module3, ds, 5))
+    assert not torch.equal(first, cond_of(module3, ds, 5))
 
 
 def test_clips_on_cached_features_and_on_raw_audio_are_identical_with_cache_on_and_off(rows, tmp_path):
@@ -134,6 +134,21 @@ def test_clips_on_cached_features_and_on_raw_audio_are_identical_with_cache_on_a
         assert torch.count_nonzero(clip["audio"][:, 2000:]) == 0 and float(clip["audio"].abs().max()) > 0.25
     for clip in a2["voice"]:  # a random 0.5 s of a1's 1.5 s vocal
         assert tuple(clip["audio"].shape) == (1, 4000) and int(clip["audio_length"]) == 4000
+
+
+def test_two_conditioning_clips_of_44000_samples_at_22050_hz_as_tortoise_wants():
+    spec = ClipSpec("cond", count=2, seconds=(44000 / 22050, 44000 / 22050), source="same_file", stream="main",
+                    start="random", pad=True)
+    long = {"audio": torch.arange(1, 100_001, dtype=torch.float32)[None], "audio_length": 100_000}
+    short = {"audio": torch.ones(1, 30_000), "audio_length": 30_000}
+    clips = cut(spec, [long, long, short], seed=3, rates={"audio": (22050.0, -1)})
+    assert [tuple(c["audio"].shape) for c in clips] == [(1, 44000)] * 3
+    assert [int(c["audio_length"]) for c in clips] == [44000, 44000, 30000]
+    starts = [int(c["audio"][0, 0]) - 1 for c in clips[:2]]  # the long source counts its samples
+    assert all(torch.equal(c["audio"][0], torch.arange(s + 1, s + 44001, dtype=torch.float32))
+               for c, s in zip(clips, starts))
+    assert starts[0] != starts[1] and all(0 <= s <= 56000 for s in starts)
+    assert float(clips[2]["audio"][0, :30000].min()) == 1.0 and torch.count_nonzero(clips[2]["audio"][0, 30000:]) == 0
 
 
 def test_a_clip_declaration_names_its_source_once():
