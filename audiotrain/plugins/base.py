@@ -109,12 +109,9 @@ class Plugin(ABC):
         """The audio streams a row holds, by role, each with the spec the core decodes it to (rate, channels,
         bounds) and whether it is required. Default: one required ``main`` stream (``audio_spec``). The first
         role is the primary one (an example's duration); each frozen encoder names its role (``stream``)."""
-        from audiotrain.data.audio_io import StreamSpec
-        from audiotrain.data.streams import MAIN
+        from audiotrain.data.streams import as_streams
 
-        s = self.audio_spec(cfg)
-        return {MAIN: StreamSpec(sample_rate=s.sample_rate, channels=s.channels, min_duration=s.min_duration,
-                                 max_duration=s.max_duration, silence_threshold=s.silence_threshold)}
+        return as_streams(self.audio_spec(cfg))
 
     def conditioning_clips(self, cfg: "DictConfig") -> "Sequence[ClipSpec]":
         """Conditioning clips each training example gets (``audiotrain.data.clips``): count, length, source
