@@ -32,6 +32,14 @@ class AudioSpec:
         return {"sr": self.sample_rate, "ch": self.channels, "min": self.min_duration, "max": self.max_duration}
 
 
+@dataclass(frozen=True)
+class StreamSpec(AudioSpec):
+    """One audio stream of a row (a role such as ``mix`` or ``vocal``): its audio spec, and whether a row
+    without it is unusable (``required``) or simply lacks that stream's features (optional)."""
+
+    required: bool = True
+
+
 def decode(path: str | Path) -> tuple[np.ndarray, int]:
     """Decode a file to float32 (channels, samples) at its own sample rate."""
     import soundfile as sf

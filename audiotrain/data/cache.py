@@ -1,8 +1,11 @@
 """Feature cache: frozen-encoder outputs stored once per (example content, encoder).
 
-Layout: ``<root>/<namespace>/<tokenizer name>-<tokenizer cache_key>/<example fingerprint>.safetensors``.
-The example fingerprint covers the audio bytes, the text fields and the audio spec (sample rate,
-channels, length bounds), so any change of data, encoder config/weights or rate gives a new entry.
+Layout: ``<root>/<namespace>/<tokenizer name>-<tokenizer cache_key>/<entry id>.safetensors``. An entry id
+covers only what that encoder reads (``prepare.entry_id``): for an encoder of an audio stream, that stream's
+file bytes and the spec it is decoded to (sample rate, channels, length bounds); for a text encoder, the row's
+text fields. So a new file for one stream re-encodes only that stream's encoders, an edited lyric re-encodes
+no audio, and a change of encoder config/weights (its cache_key) gives a new folder. ``meta/`` keeps each
+decoded stream's duration (by stream id) and each audio file's content hash (by path, size and mtime).
 Writes are atomic (temp file + rename) and building is serialised per encoder with a file lock, so
 two jobs (e.g. a sweep) building the same cache at once neither corrupt it nor duplicate work.
 """

@@ -1,14 +1,16 @@
 """AudioDataset: usable items → per-example inputs, from the feature cache or encoded on the fly."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections import OrderedDict
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch.utils.data import Dataset
 
-from audiotrain.data.audio_io import AudioSpec, load_audio
+from audiotrain.data.audio_io import AudioSpec, StreamSpec, load_audio
 from audiotrain.data.cache import FeatureCache
 from audiotrain.data.prepare import Item
+from audiotrain.data.streams import as_streams, primary
 from audiotrain.plugins.base import Plugin
 from audiotrain.tokenizers.base import Tokenizer
 
@@ -16,33 +18,36 @@ from audiotrain.tokenizers.base import Tokenizer
 class AudioDataset(Dataset):
     """``__getitem__`` gives cached features (``{"features": {...}}``) or a raw example to encode.
 
-    Raw examples carry the decoded audio (``audio`` (C, N) float tensor, ``audio_length``) plus the
-    plugin's prepared text fields; the training module encodes them with the same tokenizers the
-    cache uses, so cache on/off feed identical features.
+    Raw examples carry every present stream decoded to its role's spec (``streams: {role: {"audio": (C, N)
+    float tensor, "audio_length": int}}``) plus the plugin's prepared text fields; the training module gives
+    each encoder its own stream (``streams.encoder_input``), as the cache build does, so cache on/off feed
+    identical features. An encoder of an absent optional stream has no features in either path.
     """
 
-    def __init__(self, items: Sequence[Item], plugin: Plugin, spec: AudioSpec,
+    def __init__(self, items: Sequence[Item], plugin: Plugin, spec: AudioSpec | Mapping[str, StreamSpec],
                  tokenizers: Sequence[Tokenizer], cache: FeatureCache | None):
         self.items = list(items)
         self.plugin = plugin
-        self.spec = spec
+        self.streams = as_streams(spec)
+        self.spec = self.streams[primary(self.streams)]  # the primary stream's spec
         self.tokenizers = list(tokenizers)
         self.cache = cache
+        self._lru: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
+        self._by_group: dict[str, list[int]] | None = None
 
     #: cached features kept in memory per process (small: codes, latents, text states), LRU
     memory_items: int = 512
 
-    def _cached(self, fingerprint: str) -> dict[str, torch.Tensor]:
-        from collections import OrderedDict
-
-        lru = self.__dict__.setdefault("_lru", OrderedDict())
-        if fingerprint in lru:
-            lru.move_to_end(fingerprint)
-            return lru[fingerprint]
+    def _cached(self, item: Item) -> dict[str, torch.Tensor]:
+        lru = self._lru
+        if item.fingerprint in lru:
+            lru.move_to_end(item.fingerprint)
+            return lru[item.fingerprint]
         feats: dict[str, torch.Tensor] = {}
         for t in self.tokenizers:
-            feats.update(self.cache.load(t.name, t.cache_key(), fingerprint))
-        lru[fingerprint] = feats
+            if t.name in item.entries:
+                feats.update(self.cache.load(t.name, t.cache_key(), item.entries[t.name]))
+        lru[item.fingerprint] = feats
         if len(lru) > self.memory_items:
             lru.popitem(last=False)
         return feats
@@ -55,31 +60,40 @@ class AudioDataset(Dataset):
         return [it.duration for it in self.items]
 
     @property
-    def speakers(self) -> list[str]:
-        return [str(it.row.get("speaker", "")) for it in self.items]
+    def groups(self) -> list[str]:
+        """Each item's group (the plugin's ``group_field``, e.g. a speaker); all "" when the plugin has none."""
+        name = getattr(self.plugin, "group_field", None)
+        return [str(it.row.get(name, "")) if name else "" for it in self.items]
 
-    def same_speaker(self, index: int) -> list[int]:
-        """Indices of the other usable utterances of ``index``'s speaker (with a distinct fingerprint)."""
-        if not hasattr(self, "_by_speaker"):
-            groups: dict[str, list[int]] = {}
-            for i, s in enumerate(self.speakers):
-                groups.setdefault(s, []).append(i)
-            self._by_speaker = groups
+    def same_group(self, index: int) -> list[int]:
+        """Indices of the other usable items of ``index``'s group (with a distinct fingerprint)."""
+        if self._by_group is None:
+            self._group_of = self.groups
+            self._by_group = {}
+            for i, g in enumerate(self._group_of):
+                self._by_group.setdefault(g, []).append(i)
         me = self.items[index]
-        return [j for j in self._by_speaker[self.speakers[index]] if self.items[j].fingerprint != me.fingerprint]
+        return [j for j in self._by_group[self._group_of[index]] if self.items[j].fingerprint != me.fingerprint]
 
     def features_of(self, index: int) -> dict:
         """One item's features, from the cache or as a raw example to encode (same as ``__getitem__``)."""
         return self[index]
 
+    def stream_audio(self, index: int, role: str) -> dict[str, Any] | None:
+        """One stream of an item decoded to its spec (``{"audio": (C, N) tensor, "audio_length": int}``), or
+        None when the item has no such stream."""
+        path = self.items[index].stream_path(role)
+        if path is None:
+            return None
+        audio, length = load_audio(path, self.streams[role])
+        return {"audio": torch.from_numpy(audio), "audio_length": length}
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.items[index]
         if self.cache is not None:
-            return {"key": item.row["key"], "index": index, "features": self._cached(item.fingerprint)}
+            return {"key": item.row["key"], "index": index, "features": self._cached(item)}
         example = self.plugin.prepare_example(item.row, None)
-        audio, length = load_audio(item.row["audio_path"], self.spec)
-        example["audio"] = torch.from_numpy(audio)
-        example["audio_length"] = length
+        example["streams"] = {role: self.stream_audio(index, role) for role in item.durations}
         return {"key": item.row["key"], "index": index, "raw": example}
 
 

@@ -1,7 +1,11 @@
 """Manifest: the rows a reader found, before any audio is decoded.
 
-A row is a plain dict with at least ``key`` (unique id) and ``audio_path`` (absolute path), plus
-whatever text fields the plugin's readers add (e.g. ``tags``, ``lyrics``, ``speaker``).
+A row is a plain dict with ``key`` (unique id), ``audio`` — its audio files by role, ``{role: absolute
+path}`` (e.g. ``{"mix": ..., "vocal": ..., "accompaniment": ...}``; the roles are the plugin's
+``audio_streams``) — plus whatever text fields the plugin's readers add (e.g. ``tags``, ``lyrics``,
+``speaker``). A reader of one file per row may give it as ``audio_path`` instead: that is shorthand for
+``audio: {"main": path}`` (``audiotrain.data.streams.MAIN``), and the core rewrites it so as it takes the
+rows in (``resolve_manifest``, ``prepare_items``): past that point a row's files live only in ``audio``.
 """
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """From ``data=PATH`` to a list of usable examples, with the bad-input report filled in.
 
-Steps: recognise the format (the plugin's readers), decode every audio file once (corrupt, silent,
-missing → skipped with its reason), and — with the cache on — run the frozen encoders once per
-example into the feature cache. With every feature already cached, no audio is decoded and no
-encoder is loaded.
+Steps: recognise the format (the plugin's readers), decode every audio stream of a row once to its role's
+spec (a required stream corrupt, silent or missing → the row skipped with the file and the reason), and —
+with the cache on — run each frozen encoder once per cache entry. An entry depends only on what its encoder
+reads (its stream's bytes and spec, or the row's text fields), so editing a lyric re-encodes no audio. With
+every entry already cached, no audio is decoded and no encoder is loaded.
 """
 from __future__ import annotations
 
@@ -11,16 +12,17 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from audiotrain.atomic_write import atomic_write_text
 from audiotrain.errors import UserError
-from audiotrain.data.audio_io import AudioError, AudioSpec, content_hash, load_audio
+from audiotrain.data.audio_io import AudioError, AudioSpec, StreamSpec, content_hash, load_audio
 from audiotrain.data.cache import FeatureCache
 from audiotrain.data.manifest import Manifest
 from audiotrain.data.report import BadInputReport
+from audiotrain.data.streams import as_streams, check_encoders, encoder_input, normalise_row, text_part
 from audiotrain.plugins.base import Plugin
 from audiotrain.tokenizers.base import Tokenizer, stable_hash
 
@@ -31,16 +33,28 @@ class DataError(UserError):
 
 @dataclass
 class Item:
-    """One usable example: its manifest row plus what preparation learned."""
+    """One usable example: its manifest row (files under ``row["audio"]``) plus what preparation learned."""
 
     row: dict[str, Any]
-    fingerprint: str
-    duration: float  # seconds of real audio (before padding, after the cap)
-    features: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    fingerprint: str  # the example's identity: every cache entry it has (equal rows share it)
+    duration: float  # seconds of real audio of the primary stream (before padding, after the cap)
+    #: per encoder name, the id of its cache entry; an encoder of an absent optional stream has none
+    entries: dict[str, str] = field(default_factory=dict)
+    #: per present stream (declaration order), seconds of real audio
+    durations: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def audio_path(self) -> str:
+        """The primary stream's file (the one a report about the whole example names)."""
+        return self.row["audio"][next(iter(self.durations))]
+
+    def stream_path(self, role: str) -> str | None:
+        """The file of one of the item's streams; None when that (optional) stream is absent."""
+        return self.row["audio"][role] if role in self.durations else None
 
 
 def resolve_manifest(data: str | None, plugin: Plugin, report: BadInputReport) -> Manifest:
-    """Find the reader that recognises ``data`` and read its rows."""
+    """Find the reader that recognises ``data`` and read its rows (files under ``audio: {role: path}``)."""
     if not data:
         raise DataError("No data given: add data=PATH (a folder of songs or a dataset saved to disk).")
     path = Path(str(data)).expanduser()
@@ -52,73 +66,66 @@ def resolve_manifest(data: str | None, plugin: Plugin, report: BadInputReport) -
         if reader.matches(path):
             manifest = reader.read(path, report)
             manifest.format = manifest.format or reader.description
+            manifest.rows = [normalise_row(r) for r in manifest.rows]
             return manifest
     formats = "; ".join(r.description for r in plugin.readers())
     raise DataError(f"data={data} is in no format the '{plugin.name}' plugin reads ({formats}).")
 
 
-def text_fields(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if k not in ("audio_path", "key")}
+def stream_id(audio_digest: str, spec: AudioSpec) -> str:
+    """The cache identity of one decoded stream: its file's bytes and the spec it is decoded to."""
+    return stable_hash("stream", audio_digest, spec.cache_fields())
 
 
-def fingerprint(row: dict[str, Any], audio_digest: str, spec: AudioSpec) -> str:
-    return stable_hash(audio_digest, text_fields(row), spec.cache_fields())
+def entry_id(tokenizer: Tokenizer, row: dict[str, Any], streams: dict[str, str]) -> str | None:
+    """An encoder's cache entry depends only on what it reads: its stream (bytes + spec), or the text fields."""
+    role = getattr(tokenizer, "stream", None)
+    if role is None:
+        return stable_hash("text", text_part(row))
+    return streams.get(role)
 
 
 def prepare_items(
     manifest: Manifest,
-    plugin: Plugin,
-    spec: AudioSpec,
+    plugin: Plugin | None,
+    spec: AudioSpec | Mapping[str, StreamSpec],
     tokenizers: Sequence[Tokenizer],
     cache: FeatureCache | None,
     report: BadInputReport,
     progress: Any = None,
     device: str = "cpu",
 ) -> list[Item]:
-    """Check every row once; fill the cache for rows whose features are missing."""
+    """Check every row once; fill the cache for the encoder entries that are missing.
+
+    ``spec`` is the plugin's stream declaration (``Plugin.audio_streams``; a single AudioSpec is the one
+    required ``main`` stream). A row whose required stream is missing or bad is skipped and reported with the
+    file and the reason; an optional stream may be absent. With the cache on, a stream is decoded only when
+    an encoder of it has no entry yet (or its duration is unknown): a fully cached row decodes nothing."""
+    streams = as_streams(spec)
+    check_encoders(streams, tokenizers)
+    builder = _Builder(plugin, streams, tokenizers, cache, report, device)
     items: list[Item] = []
     seen: dict[str, Item] = {}
-    moved = False
     locks = [cache.lock(t.name, t.cache_key()) for t in tokenizers] if cache else []
     for lk in locks:
         lk.acquire()
     try:
         iterator = progress(manifest.rows, "Preparing data") if progress else manifest.rows
-        for row in iterator:
-            path = row["audio_path"]
-            try:
-                digest = _digest(cache, path)
-            except OSError:
-                report.add(path, "audio file not found or unreadable")
+        for raw_row in iterator:
+            row = normalise_row(raw_row)
+            ids = builder.stream_ids(row)
+            if ids is None:
                 continue
-            fp = fingerprint(row, digest, spec)
+            entries = {t.name: e for t in tokenizers if (e := entry_id(t, row, ids)) is not None}
+            fp = stable_hash(sorted(entries.items()), sorted(ids.items()))
             if fp in seen:  # a repeated row (repeat_count) shares the first one's work
-                items.append(Item(row, fp, seen[fp].duration))
+                first = seen[fp]
+                items.append(Item(row, fp, first.duration, first.entries, first.durations))
                 continue
-            meta_ok = cache is not None and _cached_duration(cache, fp) is not None
-            if meta_ok and all(cache.has(t.name, t.cache_key(), fp) for t in tokenizers):
-                item = Item(row, fp, _cached_duration(cache, fp))
-            else:
-                try:
-                    audio, length = load_audio(path, spec)
-                except AudioError as exc:
-                    report.add(path, str(exc))
-                    continue
-                item = Item(row, fp, length / spec.sample_rate)
-                if cache is not None:
-                    if device != "cpu" and not moved:
-                        for t in tokenizers:  # frozen encoders run on the training device, once
-                            if hasattr(t, "to"):
-                                t.to(device)
-                        moved = True
-                    example = plugin.prepare_example(row, None)
-                    example["audio"] = torch.from_numpy(audio)
-                    example["audio_length"] = length
-                    with torch.no_grad():
-                        for t in tokenizers:
-                            if not cache.has(t.name, t.cache_key(), fp):
-                                cache.save(t.name, t.cache_key(), fp, t.encode(_to_device(example, device)))
-                    _save_duration(cache, fp, item.duration)
+            durations = builder.build(row, ids, entries)
+            if durations is None:
+                continue
+            item = Item(row, fp, durations[next(iter(durations))], entries, durations)
             seen[fp] = item
             items.append(item)
     finally:
@@ -131,6 +138,86 @@ def prepare_items(
             f"(see the report above); fix or replace those files."
         )
     return items
+
+
+class _Builder:
+    """The per-row work of :func:`prepare_items`: hash the streams, decode what is needed, run the encoders."""
+
+    def __init__(self, plugin, streams, tokenizers, cache, report, device):
+        self.plugin, self.streams, self.tokenizers = plugin, streams, list(tokenizers)
+        self.cache, self.report, self.device = cache, report, device
+        self.moved = False
+
+    def stream_ids(self, row: dict[str, Any]) -> dict[str, str] | None:
+        """``{role: stream id}`` of the present streams, in declaration order; None (reported) when unusable."""
+        files = row["audio"]
+        where = next(iter(files.values()), None) or f"row {row.get('key', '?')}"
+        for role in files:
+            if role not in self.streams:
+                self.report.note(files[role], f"not used: the plugin reads the audio roles {', '.join(self.streams)}, "
+                                              f"not '{role}'")
+        ids: dict[str, str] = {}
+        for role, spec in self.streams.items():
+            path = files.get(role)
+            if path is None:
+                if spec.required:
+                    self.report.add(where, f"no '{role}' audio file: this plugin needs one per example "
+                                           f"(name it in the row's audio.{role})")
+                    return None
+                continue
+            try:
+                ids[role] = stream_id(_digest(self.cache, path), spec)
+            except OSError:
+                self.report.add(path, _reason(role, "audio file not found or unreadable", self.streams))
+                return None
+        if not ids:
+            self.report.add(where, f"no audio file: name one of the roles {', '.join(self.streams)} in the row's audio")
+            return None
+        return ids
+
+    def build(self, row: dict[str, Any], ids: dict[str, str], entries: dict[str, str]) -> dict[str, float] | None:
+        cache = self.cache
+        durations = {r: _cached_duration(cache, i) for r, i in ids.items()} if cache is not None else {}
+        todo = [t for t in self.tokenizers if t.name in entries
+                and (cache is None or not cache.has(t.name, t.cache_key(), entries[t.name]))]
+        if cache is None:
+            decode = list(ids)  # no cache: every stream is checked now and decoded again when used
+        else:
+            decode = [r for r in ids if durations[r] is None or any(t.stream == r for t in todo)]
+        decoded: dict[str, dict[str, Any]] = {}
+        for role in decode:
+            spec, path = self.streams[role], row["audio"][role]
+            try:
+                audio, length = load_audio(path, spec)
+            except AudioError as exc:
+                self.report.add(path, _reason(role, str(exc), self.streams))
+                return None
+            decoded[role] = {"audio": torch.from_numpy(audio), "audio_length": length}
+            durations[role] = length / spec.sample_rate
+        if cache is not None:
+            for role in decode:
+                _save_duration(cache, ids[role], durations[role])
+            if todo:
+                self._encode(row, decoded, todo, entries)
+        return durations
+
+    def _encode(self, row, decoded, todo, entries) -> None:
+        if self.device != "cpu" and not self.moved:
+            for t in self.tokenizers:  # frozen encoders run on the training device, once
+                if hasattr(t, "to"):
+                    t.to(self.device)
+            self.moved = True
+        example = self.plugin.prepare_example(row, None) if self.plugin is not None else dict(row)
+        example["streams"] = decoded
+        with torch.no_grad():
+            for t in todo:
+                inputs = encoder_input(example, t.stream)
+                self.cache.save(t.name, t.cache_key(), entries[t.name], t.encode(_to_device(inputs, self.device)))
+
+
+def _reason(role: str, reason: str, streams: Mapping[str, StreamSpec]) -> str:
+    """The report's reason; with several streams it names the role too."""
+    return reason if len(streams) == 1 else f"{role} stream: {reason}"
 
 
 def _digest(cache: FeatureCache | None, path: str) -> str:
@@ -152,10 +239,10 @@ def _to_device(example: dict[str, Any], device: str) -> dict[str, Any]:
     return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in example.items()}
 
 
-def _meta_path(cache: FeatureCache, fp: str) -> Path:
+def _meta_path(cache: FeatureCache, stream: str) -> Path:
     d = cache.root / "meta"
     d.mkdir(parents=True, exist_ok=True)
-    return d / f"{fp}.json"
+    return d / f"{stream}.json"
 
 
 def _cached_duration(cache: FeatureCache, fp: str) -> float | None:

@@ -13,6 +13,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
     from omegaconf import DictConfig
 
+    from audiotrain.data.audio_io import StreamSpec
+    from audiotrain.data.clips import ClipSpec
     from audiotrain.data.manifest import Manifest
     from audiotrain.data.report import BadInputReport
     from audiotrain.lora.native_format import NativeFormat
@@ -43,9 +45,9 @@ class Plugin(ABC):
     #: audio format the dataset prepares for this system
     sample_rate: int = 48000
     channels: int = 2
-    #: "speaker": each training example also gets the features of another utterance of the same speaker
-    #: (under ``"prompt"``, with a ``"prompt_seed"``) — e.g. VALL-E's acoustic prompt. None: no companion.
-    prompt_source: str | None = None
+    #: the row field that names an example's group (e.g. its speaker): the speech batch sampler's speaker
+    #: orders and the ``same_group`` conditioning clips read it. None: every example is in one group.
+    group_field: str | None = None
 
     @abstractmethod
     def config_options(self) -> Mapping[tuple[str, str], Path]:
@@ -124,6 +126,19 @@ class Plugin(ABC):
     def native_adapter_format(self) -> "NativeFormat | None":
         """The original project's LoRA file, if it has one (see ``audiotrain.lora.native_format``)."""
         return None
+
+    def audio_streams(self, cfg: "DictConfig") -> "Mapping[str, StreamSpec]":
+        """The audio streams a row holds, by role, each with the spec the core decodes it to (rate, channels,
+        bounds) and whether it is required. Default: one required ``main`` stream (``audio_spec``). The first
+        role is the primary one (an example's duration); each frozen encoder names its role (``stream``)."""
+        from audiotrain.data.streams import as_streams
+
+        return as_streams(self.audio_spec(cfg))
+
+    def conditioning_clips(self, cfg: "DictConfig") -> "Sequence[ClipSpec]":
+        """Conditioning clips each training example gets (``audiotrain.data.clips``): count, length, source
+        (same file / same group / either) and what they are cut from. Default: none."""
+        return []
 
     def save_adapter_native(self, root: "torch.nn.Module", settings: Any, directory: Path) -> Path | None:
         """Write the adapter in the original project's format too (None: the system has none)."""

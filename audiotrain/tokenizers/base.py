@@ -39,8 +39,10 @@ class Tokenizer(ABC):
 
     #: short name, used as the namespace of its features in the cache
     name: str = "tokenizer"
-    #: whether ``encode`` needs the decoded waveform in the example (key ``"audio"``)
-    needs_audio: bool = False
+    #: the audio stream (a role of ``Plugin.audio_streams``, e.g. ``"main"``) whose decoded waveform ``encode``
+    #: reads as ``example["audio"]`` / ``example["audio_length"]``; None: it reads only the text fields. Its
+    #: cache entries depend on that stream alone (or on the text fields alone).
+    stream: str | None = None
 
     @abstractmethod
     def cache_key(self) -> str:

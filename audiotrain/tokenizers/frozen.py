@@ -1,6 +1,6 @@
 """A frozen encoder as a Tokenizer: its module in eval mode, without gradients, run on the device it was moved to.
 
-Subclasses set ``name``/``needs_audio`` and compute :meth:`FrozenFeature.features`. :meth:`FrozenFeature.lazy`
+Subclasses set ``name``/``stream`` and compute :meth:`FrozenFeature.features`. :meth:`FrozenFeature.lazy`
 puts one behind a :class:`LazyTokenizer`, so a fully cached run never builds the module; the key is known up
 front from the module's config and its weight files' fingerprints (:func:`weights_key`).
 """
@@ -55,4 +55,4 @@ class FrozenFeature(Tokenizer):
     @classmethod
     def lazy(cls, key: str, build: Callable[[], "FrozenFeature"]) -> LazyTokenizer:
         """This feature behind a :class:`LazyTokenizer` keyed ``key``: ``build`` runs on first encode."""
-        return LazyTokenizer(cls.name, key, build, needs_audio=cls.needs_audio)
+        return LazyTokenizer(cls.name, key, build, stream=cls.stream)

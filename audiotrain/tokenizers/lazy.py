@@ -13,12 +13,12 @@ from audiotrain.tokenizers.base import Tokenizer
 
 
 class LazyTokenizer(Tokenizer):
-    def __init__(self, name: str, key: str, factory: Callable[[], Tokenizer], needs_audio: bool = False):
+    def __init__(self, name: str, key: str, factory: Callable[[], Tokenizer], stream: str | None = None):
         self.name = name
         self._key = key
         self._factory = factory
         self._inner: Tokenizer | None = None
-        self.needs_audio = needs_audio
+        self.stream = stream
 
     @property
     def loaded(self) -> bool:

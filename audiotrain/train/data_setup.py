@@ -19,7 +19,7 @@ def load_dataset(cfg: DictConfig, plugin: Any, run_dir: Path, acc: str, save_rep
     from audiotrain.train.run import _progress, console
 
     report = BadInputReport()
-    spec = plugin.audio_spec(cfg)
+    spec = plugin.audio_streams(cfg)
     manifest = resolve_manifest(cfg.data, plugin, report).repeated(int(cfg.dataset.repeat_count))
     tokenizers = plugin.build_tokenizers(cfg)
     cache = FeatureCache(cfg.cache_dir, plugin.name) if cfg.cache else None

@@ -12,6 +12,7 @@ import lightning as L
 import torch
 
 from audiotrain.data.batching import Resumable
+from audiotrain.data.streams import encoder_input
 from audiotrain.models.backbone import Backbone
 from audiotrain.plugins.base import Plugin
 from audiotrain.tokenizers.base import Tokenizer
@@ -47,7 +48,8 @@ class TrainModule(L.LightningModule):
         self.adapter_only = adapter_only
         self.strict_loading = not adapter_only
         self.extra_state: dict[str, Any] = {}
-        self.dataset = None  # set by the runner when the plugin wants same-speaker prompts
+        self.dataset = None  # set by the runner: conditioning clips come from other items of the dataset
+        self._clip_specs = list(plugin.conditioning_clips(cfg))
         self.steps_per_epoch: int | None = None  # optimizer steps per epoch (epoch-based schedules)
         self._window: dict[str, tuple[Any, int]] = {}
         self.step_metrics: dict[str, float] = {}
@@ -72,18 +74,20 @@ class TrainModule(L.LightningModule):
         return dict(ex["features"]) if "features" in ex else self._encode(ex["raw"])
 
     def features(self, batch: list[dict[str, Any]], salt: int = 0) -> dict[str, Any]:
-        """Per-example features (cached or encoded now), plus same-speaker prompts if the plugin wants them,
-        collated by the plugin and moved to the device. ``salt`` makes prompt choices differ per step while
-        staying reproducible (a resumed run picks the same prompts)."""
+        """Per-example features (cached or encoded now), plus the conditioning clips the plugin declares
+        (``Plugin.conditioning_clips``, cut by ``audiotrain.data.clips``), collated by the plugin and moved to
+        the device. ``salt`` makes clip choices differ per step while staying reproducible (a resumed run
+        cuts the same clips)."""
         items = [self._item_features(ex) for ex in batch]
-        if self.plugin.prompt_source == "speaker" and self.dataset is not None:
-            for pos, (ex, feats) in enumerate(zip(batch, items)):
-                seed = (self._seed * 1_000_003 + salt * 131 + pos) % (2**31)
-                others = self.dataset.same_speaker(int(ex["index"]))
-                if others:
-                    j = others[torch.randint(len(others), (1,), generator=torch.Generator().manual_seed(seed)).item()]
-                    feats["prompt"] = self._item_features(self.dataset.features_of(j))
-                feats["prompt_seed"] = seed
+        if self._clip_specs:
+            from audiotrain.data.clips import attach
+
+            ds = self.dataset
+            attach(self._clip_specs, items, [int(ex.get("index", 0)) for ex in batch], self._seed, salt,
+                   group_of=ds.same_group if ds is not None else None,
+                   features_of=lambda j: self._item_features(ds.features_of(j)),
+                   audio_of=ds.stream_audio if ds is not None else None,
+                   stream_rate=(lambda role: float(ds.streams[role].sample_rate)) if ds is not None else None)
         out = self.plugin.collate(items)
         # floating inputs follow half-precision weights (DeepSpeed casts the module itself, in place: the
         # parameter objects stay, so one found once tells the dtype of every step)
@@ -117,9 +121,12 @@ class TrainModule(L.LightningModule):
                 if hasattr(t, "to"):
                     t.to(self.device)
             self._tokenizers_device = self.device
-        ex = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in example.items()}
         feats: dict[str, torch.Tensor] = {}
         for t in self._tokenizers:
+            ex = encoder_input(example, getattr(t, "stream", None))
+            if ex is None:  # an optional stream this example does not have
+                continue
+            ex = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in ex.items()}
             feats.update({k: v.to("cpu") for k, v in t.encode(ex).items()})
         return feats
 

@@ -204,7 +204,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
             if reference is not None:
                 from audiotrain.data.audio_io import load_audio
 
-                src, _ = load_audio(dataset.items[i].row["audio_path"], spec)
+                src, _ = load_audio(dataset.items[i].audio_path, spec)
                 files += write_sample(src, spec.sample_rate, out.parent / "targets" / f"input_{i}_{key}",
                                       title=f"input audio — {key}")
                 ref_wavs, ref_sr = reference
@@ -350,7 +350,7 @@ def build_loader(cfg: DictConfig, dataset: AudioDataset, acc: str):
                   persistent_workers=False, pin_memory=acc == "gpu", worker_init_fn=quiet_worker_init)
     d = cfg.dataset
     if d.get("order"):
-        sampler = SpeechBatchSampler(dataset.durations, dataset.speakers, order=str(d.order),
+        sampler = SpeechBatchSampler(dataset.durations, dataset.groups, order=str(d.order),
                                      max_batch_seconds=d.get("max_batch_seconds"), batch_size=int(d.batch_size),
                                      seed=int(cfg.seed), shuffle_batches=bool(d.get("shuffle_batches", False)),
                                      drop_last=bool(d.get("drop_last", False)), shuffle=bool(d.shuffle))

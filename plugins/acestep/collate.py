@@ -5,26 +5,14 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-
-def pad_stack(tensors: Sequence[torch.Tensor], dim: int = -1, value: float = 0.0) -> torch.Tensor:
-    """Right-pad along ``dim`` to the longest, then stack on a new first axis."""
-    longest = max(t.shape[dim] for t in tensors)
-    out = []
-    for t in tensors:
-        pad = longest - t.shape[dim]
-        if pad:
-            shape = list(t.shape)
-            shape[dim] = pad
-            t = torch.cat([t, t.new_full(shape, value)], dim=dim)
-        out.append(t)
-    return torch.stack(out)
+from audiotrain.data.padding import lengths_mask, pad_stack
 
 
 def collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     latents = pad_stack([it["latents"] for it in items], dim=-1)
     lengths = torch.cat([it["latent_length"].view(1) for it in items]).long()
     lengths = torch.minimum(lengths.clamp_min(1), torch.tensor(latents.shape[-1]))
-    frame_mask = (torch.arange(latents.shape[-1])[None, :] < lengths[:, None]).float()
+    frame_mask = lengths_mask(lengths, latents.shape[-1])
     batch = {
         "latents": latents,
         "latent_lengths": lengths,

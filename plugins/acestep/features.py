@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 import torch
 
+from audiotrain.data.streams import MAIN
 from audiotrain.tokenizers.base import Tokenizer, stable_hash
 from audiotrain.tokenizers.frozen import FrozenFeature
 
@@ -16,7 +17,7 @@ class LatentFeature(FrozenFeature):
     """``example["audio"]`` (2, N) @ 48 kHz → ``{"latents": (8, 16, T), "latent_length": (1,) long}``."""
 
     name = "latents"
-    needs_audio = True
+    stream = MAIN
 
     def features(self, example: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         audio = example["audio"]

@@ -24,7 +24,6 @@ class LyricTokenizerFeature(Tokenizer):
     """Lyrics string → ACE-Step lyric ids + mask (see module doc)."""
 
     name = "lyrics"
-    needs_audio = False
 
     def __init__(self, tokenizer: LyricTokenizer | None = None, vocab_path: str | Path | None = None):
         """Use ``tokenizer`` if given, else a ``LyricTokenizer(vocab_path)`` (None → built-in vocabulary)."""

@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from audiotrain.data.streams import MAIN
 from audiotrain.errors import UserError
 from audiotrain.tokenizers.base import Tokenizer, file_fingerprint, stable_hash
 
@@ -122,7 +123,7 @@ class SSLTeacherFeature(Tokenizer):
     """``example["audio"]`` (2, N) @ 48 kHz → ``{"ssl_<name>": (T_ssl, d)}`` float32 CPU, one per teacher."""
 
     name = "ssl"
-    needs_audio = True
+    stream = MAIN
 
     def __init__(self, teachers: Sequence[tuple[TeacherSpec, torch.nn.Module]], key: str = "",
                  source_rate: int = SOURCE_RATE):
@@ -212,4 +213,4 @@ def lazy_tokenizer(cfg: Any, transformer_cfg: Mapping[str, Any]):
     key = cache_key(paths, specs)
     dims = [int(d) for d in transformer_cfg["ssl_latent_dims"]]
     return LazyTokenizer("ssl", key, lambda: SSLTeacherFeature.from_folders(paths, specs, key, dims),
-                         needs_audio=True)
+                         stream=MAIN)

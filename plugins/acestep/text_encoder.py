@@ -132,7 +132,6 @@ class TextEncoderFeature(Tokenizer):
     """``example["prompt"]`` → ``{"text_hidden": FloatTensor(L, d), "text_mask": FloatTensor(L)}`` on CPU."""
 
     name = "text"
-    needs_audio = False
 
     def __init__(self, encoder: TextEncoder):
         self.encoder = encoder

@@ -1,12 +1,11 @@
 """Batch VALL-E examples: per-sample lists (no padding; the model builds its own sequences).
 
-Each item holds ``phns`` (L,), ``codes`` (T, levels), and — from the core's same-speaker companion —
-``prompt`` (another utterance's features) with ``prompt_seed``. The acoustic prompt is the first
-``uniform(prompt_duration_range)`` seconds of that utterance (trimmed from the start, as upstream).
+Each item holds ``phns`` (L,), ``codes`` (T, levels), and ``prompt``: the one conditioning clip the plugin
+declares (``VALLEPlugin.conditioning_clips``), which the core has already cut — the first
+``uniform(prompt_duration_range)`` seconds of another utterance of the same speaker, as upstream.
 """
 from __future__ import annotations
 
-import random
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -20,18 +19,10 @@ def lang_id(language: str, num_langs: int) -> int:
     return i if i < num_langs else 0
 
 
-def prompt_codes(item: Mapping[str, Any], frame_rate: float, duration_range: Sequence[float]) -> torch.Tensor:
-    rng = random.Random(int(item.get("prompt_seed", 0)))
-    frames = max(1, int(rng.uniform(float(duration_range[0]), float(duration_range[1])) * frame_rate))
-    source = item["prompt"]["codes"] if "prompt" in item else item["codes"]
-    return source[:frames].long()
-
-
-def collate(items: Sequence[Mapping[str, Any]], frame_rate: float, duration_range: Sequence[float],
-            lang: int) -> dict[str, Any]:
+def collate(items: Sequence[Mapping[str, Any]], lang: int) -> dict[str, Any]:
     return {
         "phns": [it["phns"].long() for it in items],
         "resps": [it["codes"].long() for it in items],
-        "proms": [prompt_codes(it, frame_rate, duration_range) for it in items],
+        "proms": [it["prompt"][0]["codes"].long() for it in items],
         "langs": torch.full((len(items),), int(lang), dtype=torch.long),
     }

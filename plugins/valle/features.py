@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 import torch
 
+from audiotrain.data.streams import MAIN
 from audiotrain.tokenizers.base import Tokenizer, stable_hash
 from audiotrain.tokenizers.frozen import FrozenFeature
 
@@ -25,7 +26,6 @@ class PhonemeFeature(Tokenizer):
     """
 
     name = "phonemes"
-    needs_audio = False
 
     def __init__(self, phonemizer: Phonemizer | None = None, symmap: Symmap | None = None,
                  language: str = "en-us"):
@@ -48,7 +48,7 @@ class CodecFeature(FrozenFeature):
     """
 
     name = "codes"
-    needs_audio = True
+    stream = MAIN
 
     def __init__(self, codec: Codec):
         if codec.codebook_size - 1 > INT16_MAX:

@@ -13,11 +13,9 @@ class VALLEPlugin(Plugin):
     name = "valle"
     sample_rate = 24000
     channels = 1
-    prompt_source = "speaker"
+    group_field = "speaker"  # acoustic prompts come from another utterance of the same speaker
 
     def __init__(self) -> None:
-        self._frame_rate = 75.0
-        self._prompt_range: Sequence[float] = (3.0, 6.0)
         self._lang = 0
 
     def config_options(self):
@@ -30,11 +28,8 @@ class VALLEPlugin(Plugin):
 
     def _remember(self, cfg) -> None:
         from audiotrain_valle.collate import lang_id
-        from audiotrain_valle.encoders import codec_frame_rate
         from audiotrain_valle.presets import resolve_config
 
-        self._frame_rate = codec_frame_rate(cfg)
-        self._prompt_range = tuple(cfg.model.prompt_duration_range)
         self._lang = lang_id(str(cfg.model.language), int(resolve_config(str(cfg.model.preset))["langs"]))
 
     def build_tokenizers(self, cfg):
@@ -74,14 +69,25 @@ class VALLEPlugin(Plugin):
     def collate(self, items: Sequence[Mapping[str, Any]]):
         from audiotrain_valle.collate import collate
 
-        return collate(items, self._frame_rate, self._prompt_range, self._lang)
+        return collate(items, self._lang)
+
+    def conditioning_clips(self, cfg):
+        """The acoustic prompt: the first uniform(model.prompt_duration_range) seconds of the codes of another
+        utterance of the same speaker (of the utterance itself when the speaker has no other), as upstream."""
+        from audiotrain.data.clips import ClipSpec
+
+        from audiotrain_valle.encoders import codec_frame_rate
+
+        lo, hi = (float(x) for x in cfg.model.prompt_duration_range)
+        return [ClipSpec("prompt", count=1, seconds=(lo, hi), source="same_group",
+                         features={"codes": (codec_frame_rate(cfg), 0)}, start="beginning", pad=False)]
 
     def filter_items(self, items, cfg, report):
         lo, hi = (float(x) for x in cfg.model.duration_range)
         kept = []
         for it in items:
             if not lo <= it.duration <= hi:
-                report.add(it.row["audio_path"], f"{it.duration:.1f} s is outside model.duration_range [{lo:g}, {hi:g}] s")
+                report.add(it.audio_path, f"{it.duration:.1f} s is outside model.duration_range [{lo:g}, {hi:g}] s")
             else:
                 kept.append(it)
         counts: dict[str, int] = {}
@@ -92,7 +98,7 @@ class VALLEPlugin(Plugin):
         for it in kept:
             spk = it.row.get("speaker", "")
             if counts[spk] < need:
-                report.add(it.row["audio_path"], f"speaker '{spk}' has {counts[spk]} usable utterance(s); VALL-E needs "
+                report.add(it.audio_path, f"speaker '{spk}' has {counts[spk]} usable utterance(s); VALL-E needs "
                                                  f"{need} (prompts come from another utterance of the same speaker)")
             else:
                 out.append(it)

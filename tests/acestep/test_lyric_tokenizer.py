@@ -151,7 +151,7 @@ def test_load_vocab_json(tmp_path):
 
 def test_lyric_feature(tok):
     feat = LyricTokenizerFeature(tok)
-    assert feat.name == "lyrics" and feat.needs_audio is False
+    assert feat.name == "lyrics" and feat.stream is None
     out = feat.encode({"lyrics": ""})
     assert out["lyric_token_ids"].tolist() == [0] and out["lyric_mask"].tolist() == [1.0]
     out = feat.encode({"lyrics": "[verse]\nhi"})

@@ -64,7 +64,7 @@ def test_missing_dir_message(tmp_path):
 
 def test_text_feature(enc):
     feat = TextEncoderFeature(enc)
-    assert feat.name == "text" and feat.needs_audio is False
+    assert feat.name == "text" and feat.stream is None
     out = feat.encode({"prompt": "rock"})
     assert out["text_hidden"].shape == (5, 32) and out["text_hidden"].dtype == torch.float32
     assert out["text_mask"].tolist() == [1.0] * 5

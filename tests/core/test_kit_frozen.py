@@ -14,7 +14,7 @@ from audiotrain.tokenizers.lazy import LazyTokenizer
 
 class Projection(FrozenFeature):
     name = "proj"
-    needs_audio = True
+    stream = "main"
 
     def features(self, example: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         self.grad_was_on = torch.is_grad_enabled()
@@ -46,7 +46,7 @@ def test_lazy_builds_on_first_encode_only():
 
     lazy = Projection.lazy("key-1", build)
     assert isinstance(lazy, LazyTokenizer)
-    assert (lazy.name, lazy.needs_audio, lazy.cache_key(), lazy.loaded, built) == ("proj", True, "key-1", False, [])
+    assert (lazy.name, lazy.stream, lazy.cache_key(), lazy.loaded, built) == ("proj", "main", "key-1", False, [])
     out = lazy.encode({"audio": torch.ones(1, 4)})
     lazy.encode({"audio": torch.ones(1, 4)})
     assert built == [1] and out["proj"].shape == (1, 3)
