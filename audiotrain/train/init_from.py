@@ -2,6 +2,8 @@
 
 What it can name:
 - a run directory: its ``adapters/final`` (written by run.py's adapter saver at the end of a run);
+- an experiment's folder ``<paths.log_dir>/<exp_name>``: the newest of its runs that finished (so a stage preset
+  can name the stage before it by its exp_name);
 - an adapter folder: ``peft/`` (or a PEFT folder itself: adapter_config.json + adapter_model.safetensors) of a
   LoRA run, or ``model.safetensors`` of a full fine-tune;
 - a weights file: ``.safetensors`` (adapter-root keys, or a PEFT adapter_model.safetensors), or a Lightning
@@ -56,6 +58,9 @@ def locate(value: Any) -> Path:
         if (candidate / "peft" / "adapter_config.json").is_file() or (candidate / "model.safetensors").is_file() \
                 or (candidate / "adapter_config.json").is_file():
             return candidate
+    runs = sorted(path.glob("*/adapters/final"), key=lambda d: d.stat().st_mtime)
+    if runs:  # an experiment's folder (<log_dir>/<exp_name>): its newest finished run
+        return runs[-1]
     if (path / "adapters").is_dir():
         raise InitFromError(f"model.init_from={value} has no adapters/final (the run did not finish): give one "
                             f"of its saved adapter folders, e.g. {value}/adapters/<step folder>, or a checkpoint "
@@ -162,7 +167,7 @@ def _load_lora(src: Source, root: nn.Module) -> int:
     missing = [k for k in live if k not in src.state]
     unexpected = [k for k in src.state if k not in live]
     if missing or unexpected:
-        before = f" ({', '.join(src.settings.target_modules)})" if src.settings else ""
+        before = f" ({', '.join(sorted(src.settings.target_modules))})" if src.settings else ""
         raise _mismatch(src, missing, unexpected, f"use the earlier run's lora.target_modules{before} here")
     by_key = {k.replace(".default.", "."): t for k, t in root.state_dict(keep_vars=True).items() if "lora_" in k}
     _copy(src, [(k, v, by_key[k]) for k, v in src.state.items()])
