@@ -102,3 +102,21 @@ def test_validate_checks_patterns_on_the_meta_model_lora_layers_included(tiny_cf
         validate(bad, plugin)
     # without LoRA there are no LoRA layers to freeze
     assert "'*lora_B*'" in training_plan_problems(tiny_cfg("lora=none", "model.freeze=[*lora_B*]"), plugin)[0]
+
+
+def test_run_logs_counts_per_group_as_mlflow_params(tiny_cfg, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from audiotrain.train.run import train
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    s = train(tiny_cfg("tracking=mlflow", f"tracking.uri={uri}", "trainer.max_steps=1",
+                       "model.freeze=[transformer_blocks.1.*]", "+optimizer.groups.block0.match=[transformer_blocks.0.*]",
+                       run="params"))
+    params = MlflowClient(tracking_uri=uri).get_run(s["mlflow_run_id"]).data.params
+    # LoRA r=16 on the 8 default targets of each block: to_q/k/v/out.0 of self- and cross-attention 32->32
+    per_block = 8 * 16 * (32 + 32)
+    assert int(params["params.trainable.block0"]) == per_block
+    assert int(params["params.trainable"]) == s["trainable_params"] == int(params["lora.trainable_params"])
+    assert int(params["params.frozen.block0"]) > 0
+    assert int(params["params.trainable.default"]) == s["trainable_params"] - per_block
