@@ -101,6 +101,8 @@ def validate(cfg: DictConfig, plugin: Any | None, module_names: list[str] | None
             p.append(f"trainer.{key}={v} must be a non-negative integer (0 turns it off).")
     if tr.get("profiler") not in (None, "simple", "advanced"):
         p.append(f"trainer.profiler={tr.get('profiler')} is unknown: use simple or advanced (or null for none).")
+    if not isinstance(tr.get("signal_handlers"), bool):
+        p.append(f"trainer.signal_handlers={tr.get('signal_handlers')} must be true or false.")
     if tr.get("gradient_clip_algorithm") not in ("norm", "value"):
         p.append(f"trainer.gradient_clip_algorithm={tr.get('gradient_clip_algorithm')} must be norm or value.")
     bs = cfg.dataset.get("batch_size")

@@ -51,7 +51,9 @@ class Plugin(ABC):
         """Config group options this plugin adds: ``{(group, option): yaml_path}``.
 
         Must include ``("model", self.name)``. Options are composed into the global package, so a
-        model option may also set the plugin's defaults for shared groups (optimizer, scheduler, trainer).
+        model option may also set the plugin's defaults for shared groups: its default option as a
+        defaults-list ``- override /scheduler: constant`` (a user's scheduler=... replaces it) and tuned
+        values only for keys every option of the group has (optimizer.lr, scheduler.warmup_steps, ...).
         """
 
     @abstractmethod

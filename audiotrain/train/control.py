@@ -28,8 +28,9 @@ checkpoint (``state_dict``) and survive a resume.
 
 SIGTERM and Ctrl-C (SIGINT) - or, in a sweep, the sweep's ``STOP`` file appearing - : handlers installed at
 train start set a flag; at the next step end the job saves a checkpoint and stops cleanly; a second Ctrl-C stops at once (KeyboardInterrupt). The
-previous handlers are restored at train end. DataLoader workers should use ``quiet_worker_init``
-(else Ctrl-C kills them before the main process can save).
+previous handlers are restored at train end. ``handle_signals=False`` (``trainer.signal_handlers=false``, as
+in-process tests train) installs none, nor lets Lightning install its SIGTERM handler. DataLoader workers
+should use ``quiet_worker_init`` (else Ctrl-C kills them before the main process can save).
 
 Every action and every rejected command is one line on the terminal, a line in
 ``<run_dir>/control.log`` and the tracker's ``control.last`` tag (plus the metric ``control/lr``
@@ -241,6 +242,13 @@ class LiveControl(L.Callback):
         self.stopped_at: int | None = None  # the step at which quit or a signal stopped training early
 
     # ---- Lightning hooks --------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Lightning 2 replaces SIGTERM's handler at every fit and has no public switch: with handle_signals off
+        # the process's handlers stay exactly as they were (tests/core/test_train_signals.py checks it)
+        connector = getattr(trainer, "_signal_connector", None)
+        if not self.handle_signals and connector is not None:
+            connector.register_signal_handlers = lambda: None
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_step = trainer.global_step
         if trainer.is_global_zero:

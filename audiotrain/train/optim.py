@@ -82,11 +82,12 @@ def schedule(cfg: Any, total_steps: int, steps_per_epoch: int | None, base_lr: f
             milestones = [int(e * spe) for e in cfg.milestones_epochs]
         gamma = float(cfg.get("gamma", 0.5))
         return lambda s: ((s + 1) / warmup if warmup and s < warmup else 1.0) * multistep_factor(s, milestones, gamma)
-    if name == "cosine_restarts":
+    if name == "cosine_restarts":  # after the warm-up, the cycles fill the remaining steps
         restarts = max(1, int(cfg.get("restarts", 4)))
-        period = int(cfg.get("period_steps") or max(1, total_steps // restarts))
+        period = int(cfg.get("period_steps") or max(1, (total_steps - warmup) // restarts))
         min_ratio = float(cfg.get("eta_min", 1e-8)) / base_lr if base_lr > 0 else 0.0
-        return lambda s: cosine_restarts_factor(s, period, restarts, min_ratio)
+        return lambda s: ((s + 1) / warmup if s < warmup else
+                          cosine_restarts_factor(s - warmup, period, restarts, min_ratio))
     min_ratio = float(cfg.get("min_lr_ratio", 0.0) or 0.0)
     lr_factor(name, 0, warmup, total_steps, min_ratio)  # fail early on an unknown name
     return lambda s: lr_factor(name, s, warmup, total_steps, min_ratio)

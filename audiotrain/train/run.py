@@ -248,7 +248,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     control = LiveControl(stdin=_stdin_enabled(cfg), control_file=run_dir / "control", tracker=tracker,
                           run_dir=run_dir, actions={"save": checkpoint_action(run_dir / "checkpoints"),
                                                     "eval": eval_action, "export": export_action},
-                          stop_file=sweep_job.stop_file(job) if job is not None else None)
+                          stop_file=sweep_job.stop_file(job) if job is not None else None,
+                          handle_signals=cfg.trainer.signal_handlers)
     callbacks = [
         metrics_cb,  # first: it closes the step's metrics that the others read
         # parallel sweep jobs share one terminal: no interleaved bars, their start and end lines say enough

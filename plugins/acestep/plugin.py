@@ -17,6 +17,7 @@ class ACEStepPlugin(Plugin):
     def config_options(self):
         return {("model", "acestep"): CONF / "model" / "acestep.yaml",
                 ("lora", "acestep_zh_rap"): CONF / "lora" / "acestep_zh_rap.yaml",
+                ("lora", "acestep_demo"): CONF / "lora" / "acestep_demo.yaml",
                 ("experiment", "acestep_demo"): CONF / "experiment" / "acestep_demo.yaml",
                 # a staged recipe: stage 2 starts from stage 1's final weights (model.init_from)
                 **{("experiment", s): CONF / "experiment" / f"{s}.yaml" for s in ("acestep_stage1", "acestep_stage2")}}
@@ -58,8 +59,6 @@ class ACEStepPlugin(Plugin):
         m = cfg.model
         if str(m.get("preset")) not in PRESETS:
             problems.append(f"model.preset={m.get('preset')} is unknown: use one of {', '.join(PRESETS)}.")
-        if m.get("timestep_density") != "logit_normal":
-            problems.append(f"model.timestep_density={m.get('timestep_density')} is not supported: use logit_normal.")
         shift = m.get("shift")
         if not isinstance(shift, (int, float)) or shift <= 0:
             problems.append(f"model.shift={shift} must be a positive number (ACE-Step uses 3.0).")

@@ -73,4 +73,4 @@ def test_bad_config_is_one_message_not_a_traceback(tmp_path):
 def test_cfg_job_prints_the_composed_config(tmp_path):
     p = run(["--cfg", "job", "model=acestep", "model.preset=tiny", "lora.r=8", "precision=bf16-mixed"], tmp_path)
     assert p.returncode == 0, p.stderr
-    assert "r: 8" in p.stdout and "lightning: bf16-mixed" in p.stdout and "preset: tiny" in p.stdout
+    assert "r: 8" in p.stdout and "name: bf16-mixed" in p.stdout and "preset: tiny" in p.stdout

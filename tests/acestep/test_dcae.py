@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,25 +13,18 @@ from audiotrain_acestep.dcae import AutoencoderDC
 from audiotrain_acestep.dcae_blocks import DCDownBlock2d, DCUpBlock2d, MultiscaleLinearAttention, RMSNorm
 from audiotrain_acestep.dcae_presets import DCAE_PRESETS, dcae_preset
 from audiotrain_acestep.music_dcae import CONFIG_NAME, WEIGHTS_NAME, MusicDCAE
-
-REF = Path("/work/shared/specs/ref_keys/acestep_dcae.json")
-
-
-def _ref() -> dict:
-    if not REF.exists():
-        pytest.skip(f"reference key list not found: {REF}")
-    return json.loads(REF.read_text())
+from tests.ref_keys import ref_keys
 
 
 # ----------------------------------------------------------------------------- layout
 
 
 def test_v1_preset_matches_reference_config():
-    assert DCAE_PRESETS["v1"] == json.loads(json.dumps(_ref()["config"]))
+    assert DCAE_PRESETS["v1"] == json.loads(json.dumps(ref_keys("acestep_dcae")["config"]))
 
 
 def test_v1_dcae_keys_shapes_and_param_count_on_meta():
-    ref = _ref()
+    ref = ref_keys("acestep_dcae")
     with torch.device("meta"):
         model = AutoencoderDC.from_config(dcae_preset("v1"))
     got = {k: list(v.shape) for k, v in model.state_dict().items()}

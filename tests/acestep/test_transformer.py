@@ -2,12 +2,9 @@
 masking, and a short training run on the tiny preset."""
 from __future__ import annotations
 
-import json
 import math
 import re
-from pathlib import Path
 
-import pytest
 import torch
 
 from audiotrain_acestep.attention import Attention
@@ -15,15 +12,9 @@ from audiotrain_acestep.lyric_encoder import RelPositionalEncoding, RelPositionM
 from audiotrain_acestep.presets import PRESETS, get_preset
 from audiotrain_acestep.rope import RotaryEmbedding, apply_rotary_emb
 from audiotrain_acestep.transformer import ACEStepTransformer2DModel
+from tests.ref_keys import ref_keys
 
-REF = Path("/work/shared/specs/ref_keys/acestep_transformer.json")
 UNUSED = ("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
-
-
-def _ref() -> dict:
-    if not REF.exists():
-        pytest.skip(f"reference key list not found: {REF}")
-    return json.loads(REF.read_text())
 
 
 def _generic(key: str) -> str:
@@ -57,7 +48,7 @@ def _batch(seed: int = 1) -> dict:
 
 
 def test_v1_preset_matches_reference_keys_and_shapes():
-    ref = _ref()
+    ref = ref_keys("acestep_transformer")
     cfg = {k: v for k, v in ref["config"].items() if not k.startswith("_")}
     assert PRESETS["v1-3.5b"] == cfg
     with torch.device("meta"):
@@ -71,7 +62,7 @@ def test_v1_preset_matches_reference_keys_and_shapes():
 
 
 def test_tiny_preset_uses_the_reference_names():
-    ref_generic = {_generic(k) for k in _ref()["keys"]}
+    ref_generic = {_generic(k) for k in ref_keys("acestep_transformer")["keys"]}
     tiny_keys = _tiny().state_dict().keys()
     assert len(tiny_keys) > 50
     assert sorted(k for k in tiny_keys if _generic(k) not in ref_generic) == []

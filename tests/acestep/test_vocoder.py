@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,21 +21,14 @@ from audiotrain_acestep.mel import (
 )
 from audiotrain_acestep.resample import resample, resampled_length
 from audiotrain_acestep.vocoder import ADaMoSHiFiGANV1, WNConv1d, WNConvTranspose1d
-
-REF = Path("/work/shared/specs/ref_keys/acestep_vocoder.json")
-
-
-def _ref() -> dict:
-    if not REF.exists():
-        pytest.skip(f"reference key list not found: {REF}")
-    return json.loads(REF.read_text())
+from tests.ref_keys import ref_keys
 
 
 # ----------------------------------------------------------------------------- layout
 
 
 def test_v1_preset_matches_reference_config():
-    ref = _ref()["config"]
+    ref = ref_keys("acestep_vocoder")["config"]
     preset = VOCODER_PRESETS["v1"]
     for key, value in preset.items():
         assert json.loads(json.dumps(ref[key])) == value, key
@@ -44,7 +36,7 @@ def test_v1_preset_matches_reference_config():
 
 
 def test_v1_vocoder_keys_shapes_and_counts_on_meta():
-    ref = _ref()
+    ref = ref_keys("acestep_vocoder")
     with torch.device("meta"):
         model = ADaMoSHiFiGANV1.from_config(vocoder_preset("v1"))
     got = {k: list(v.shape) for k, v in model.state_dict().items()}
@@ -57,7 +49,7 @@ def test_v1_vocoder_keys_shapes_and_counts_on_meta():
 
 
 def test_v1_vocoder_loads_reference_layout_strictly_and_runs():
-    ref = _ref()
+    ref = ref_keys("acestep_vocoder")
     torch.manual_seed(0)
     with torch.device("meta"):  # no 100M-parameter random init; every tensor comes from the state dict
         model = ADaMoSHiFiGANV1.from_config(vocoder_preset("v1")).eval()

@@ -77,7 +77,7 @@ def test_ui_serves_the_sweep_over_the_rest_api(ui_server, sweep4: Sweep):
 @pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver "
                     "(apt-get install chromium chromium-driver; .ci/run does)")
 def test_sweep_children_and_override_column_in_headless_chromium(ui_server, sweep4: Sweep, tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys

@@ -34,14 +34,14 @@ def voice_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def valle_cfg(tmp_path, voice_dir):
-    from tests.conftest import compose
+    from tests.conftest import NO_SIGNAL_HANDLERS, compose
 
     def make(*extra: str, run: str = "run"):
         return compose([
             "model=valle", f"data={voice_dir}", "model.preset=tiny", "tracking=none", "dataset.num_workers=0",
             "trainer.accelerator=cpu", "trainer.every_plot_step=0", "trainer.progress_bar=false",
-            "trainer.stdin_control=false", f"cache_dir={tmp_path / 'cache'}", f"paths.log_dir={tmp_path / 'logs'}",
-            f"paths.run_dir={tmp_path / 'logs' / run}", *extra,
+            "trainer.stdin_control=false", NO_SIGNAL_HANDLERS, f"cache_dir={tmp_path / 'cache'}",
+            f"paths.log_dir={tmp_path / 'logs'}", f"paths.run_dir={tmp_path / 'logs' / run}", *extra,
         ])
 
     return make

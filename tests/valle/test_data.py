@@ -214,7 +214,6 @@ def test_symmap_builtin_is_fixed_and_replaceable():
 
 
 def test_missing_espeak_is_one_sentence(monkeypatch):
-    pytest.importorskip("phonemizer")
     from phonemizer.backend.espeak.wrapper import EspeakWrapper
 
     def no_library(cls):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,15 +9,9 @@ import torch
 from audiotrain_valle.ar_nar import ARNAR, IGNORE_INDEX, LORA_TARGETS, level_weights, sample_levels
 from audiotrain_valle.checkpoint import CheckpointMismatch, load_exported, read_exported, save_exported
 from audiotrain_valle.presets import PRESETS, get_preset, resolve_config, to_original_config
+from tests.ref_keys import ref_keys
 
-REF = Path("/work/shared/specs/ref_keys/valle_ar_nar_full.json")
 A = 64  # audio tokens of the tiny preset (Codec.tiny)
-
-
-def _ref() -> dict:
-    if not REF.is_file():
-        pytest.skip(f"{REF} not present")
-    return json.loads(REF.read_text())
 
 
 def _tiny(seed: int = 0, **over) -> ARNAR:
@@ -36,7 +29,7 @@ def _batch(seed: int = 0, lens=((7, 5, 9), (11, 3, 4)), levels: int = 8, a: int 
 
 
 def test_full_preset_matches_release_keys():
-    ref = _ref()
+    ref = ref_keys("valle_ar_nar_full")
     with torch.device("meta"):
         model = ARNAR("full")
     sd = {k: list(v.shape) for k, v in model.state_dict().items()}
@@ -81,7 +74,8 @@ def test_forward_scores_resp_segment_only_and_levels_distribution():
 
 def test_stack_equals_hf_llama():
     """Same weights, same numbers as transformers' LlamaModel (gelu GeGLU, RoPE, RMSNorm, padding)."""
-    transformers = pytest.importorskip("transformers")
+    import transformers
+
     from audiotrain_valle.llama import LlamaModel
 
     cfg = transformers.LlamaConfig(hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
