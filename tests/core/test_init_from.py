@@ -14,6 +14,7 @@ from audiotrain.plugins import registry
 from audiotrain.train.init_from import InitFromError
 from audiotrain.train.run import train
 from audiotrain.train.trainable import apply_training_plan
+from tests.conftest import NO_SIGNAL_HANDLERS
 
 FAST = ("trainer.max_steps=4", "trainer.every_n_train_steps=4", "dataset.max_duration=4")
 
@@ -40,8 +41,8 @@ def stage1(tmp_path_factory, song_dir):
 
     tmp = tmp_path_factory.mktemp("stage1")
     cfg = compose(["model=acestep", "experiment=acestep_stage1", f"data={song_dir}", "tracking=none",
-                   "trainer.progress_bar=false", f"cache_dir={tmp / 'cache'}", f"paths.log_dir={tmp / 'logs'}",
-                   f"paths.run_dir={tmp / 'logs' / 'acestep_stage1' / 'run1'}", *FAST])
+                   "trainer.progress_bar=false", NO_SIGNAL_HANDLERS, f"cache_dir={tmp / 'cache'}",
+                   f"paths.log_dir={tmp / 'logs'}", f"paths.run_dir={tmp / 'logs' / 'acestep_stage1' / 'run1'}", *FAST])
     return tmp, train(cfg)
 
 
@@ -49,8 +50,9 @@ def stage2_cfg(tmp: Path, song_dir, *extra):
     from tests.conftest import compose
 
     return compose(["model=acestep", "experiment=acestep_stage2", f"data={song_dir}", "tracking=none",
-                    "trainer.progress_bar=false", f"cache_dir={tmp / 'cache'}", f"paths.log_dir={tmp / 'logs'}",
-                    f"paths.run_dir={tmp / 'logs' / 'acestep_stage2' / 'run1'}", *FAST, *extra])
+                    "trainer.progress_bar=false", NO_SIGNAL_HANDLERS, f"cache_dir={tmp / 'cache'}",
+                    f"paths.log_dir={tmp / 'logs'}", f"paths.run_dir={tmp / 'logs' / 'acestep_stage2' / 'run1'}",
+                    *FAST, *extra])
 
 
 def test_stage2_starts_from_exactly_stage1s_final_weights_at_step_0(stage1, song_dir):

@@ -172,7 +172,6 @@ def test_optimizer_state_keeps_groups_names_and_multipliers():
 
 
 def test_adamw8bit_builds_the_same_groups_and_steps():
-    pytest.importorskip("bitsandbytes")
     cfg = opt_cfg("adamw8bit", no_decay={"lr_mult": 0.1})
     net = Net()
     opt = build_optimizer(cfg, torch_param_groups(net, cfg))

@@ -15,10 +15,7 @@ GROUPS = ("lora=none", "+optimizer.groups.no_decay.lr_mult=0.5",
 
 def test_resume_with_groups_and_frozen_modules_is_bit_identical(tiny_cfg):
     def cfg(*extra, run):
-        c = tiny_cfg(*GROUPS, *extra, run=run)
-        if "signal_handlers" in c.trainer:  # no process-wide handlers from inside pytest
-            c.trainer.signal_handlers = False
-        return c
+        return tiny_cfg(*GROUPS, *extra, run=run)
 
     full = train(cfg("trainer.max_steps=6", run="full"))
     half = train(cfg("trainer.max_steps=3", run="half"))
