@@ -2,6 +2,7 @@
 multipliers and weight decays) and frozen modules, stopped and resumed, ends bit-identical to an uninterrupted run."""
 from __future__ import annotations
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -13,6 +14,7 @@ GROUPS = ("lora=none", "+optimizer.groups.no_decay.lr_mult=0.5",
           "trainer.every_n_train_steps=3", "dataset.repeat_count=2", "optimizer.lr=1e-3", "scheduler=cosine")
 
 
+@pytest.mark.slow  # three tiny training runs
 def test_resume_with_groups_and_frozen_modules_is_bit_identical(tiny_cfg):
     def cfg(*extra, run):
         return tiny_cfg(*GROUPS, *extra, run=run)

@@ -1,7 +1,10 @@
 """mode=eval with model.init_from=RUN_DIR on tiny VALL-E: the earlier run's final adapter is what gets scored."""
 from __future__ import annotations
 
+import pytest
 
+
+@pytest.mark.slow  # a training run and two evaluations
 def test_mode_eval_scores_the_init_from_run(valle_cfg):
     from audiotrain.train.evaluate import run_eval
     from audiotrain.train.run import train
