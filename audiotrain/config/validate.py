@@ -125,12 +125,87 @@ def validate(cfg: DictConfig, plugin: Any | None, module_names: list[str] | None
         if not uri or not str(uri).startswith(("sqlite:///", "http://", "https://", "postgresql", "mysql")):
             p.append(f"tracking.uri={uri} is not a store MLflow 3 accepts: use sqlite:///path/mlflow.db or an http:// server.")
     p.extend(deepspeed_problems(cfg))
+    p.extend(training_plan_problems(cfg, plugin))
     for msg in deepspeed_advisories(cfg):
         warnings.warn(msg, UserWarning, stacklevel=1)  # one location: said once though validate runs twice
     if plugin is not None:
         p.extend(plugin.validate(cfg))
     if p:
         raise ConfigError(p)
+
+
+def training_plan_problems(cfg: DictConfig, plugin: Any | None) -> list[str]:
+    """``model.freeze``, ``model.init_from`` and ``optimizer.groups``, checked before any data is read (a freeze
+    pattern against the names of the model built on the meta device, LoRA layers included)."""
+    from audiotrain.train.param_groups import GROUP_KEYS
+
+    p: list[str] = []
+    patterns = OmegaConf.select(cfg, "model.freeze", default=None)
+    if patterns is not None and not (OmegaConf.is_list(patterns) and all(isinstance(x, str) and x for x in patterns)):
+        p.append(f"model.freeze={patterns} must be a list of name patterns, e.g. model.freeze=[lyric_encoder] "
+                 f"(or [] to freeze nothing).")
+        patterns = None
+    value = OmegaConf.select(cfg, "model.init_from", default=None)
+    if value:
+        from audiotrain.train.init_from import InitFromError, locate
+
+        try:
+            locate(value)
+        except InitFromError as exc:
+            p.append(str(exc))
+    groups = OmegaConf.select(cfg, "optimizer.groups", default=None) or {}
+    for name, entry in (groups.items() if OmegaConf.is_dict(groups) else []):
+        if not OmegaConf.is_dict(entry):
+            p.append(f"optimizer.groups.{name}={entry} must hold lr_mult / weight_decay / match, e.g. "
+                     f"+optimizer.groups.{name}.lr_mult=0.1.")
+            continue
+        for key in entry:
+            if key not in GROUP_KEYS:
+                guess = nearest(str(key), GROUP_KEYS)
+                p.append(f"optimizer.groups.{name}.{key} is unknown: use {', '.join(GROUP_KEYS)}"
+                         + (f" (did you mean {guess}?)." if guess else "."))
+        mult = entry.get("lr_mult", 1.0)
+        if not isinstance(mult, (int, float)) or isinstance(mult, bool) or mult < 0:
+            p.append(f"optimizer.groups.{name}.lr_mult={mult} must be a non-negative number (1 = the base lr).")
+        wd = entry.get("weight_decay")
+        if wd is not None and (not isinstance(wd, (int, float)) or isinstance(wd, bool) or wd < 0):
+            p.append(f"optimizer.groups.{name}.weight_decay={wd} must be a non-negative number (or null for "
+                     f"optimizer.weight_decay).")
+        match = entry.get("match")
+        if match is not None and not (OmegaConf.is_list(match) and match and all(isinstance(m, str) for m in match)):
+            p.append(f"optimizer.groups.{name}.match={match} must be a list of name patterns, e.g. [text_embedding*].")
+    if groups and not OmegaConf.is_dict(groups):
+        p.append(f"optimizer.groups={groups} must map group names to settings, e.g. +optimizer.groups.no_decay.lr_mult=1.")
+    if patterns and plugin is not None:
+        names = _names_for_freeze(cfg, plugin)
+        if names:
+            from audiotrain.train.freeze import check
+
+            problem = check([str(x) for x in patterns], names)
+            if problem:
+                p.append(problem)
+    return p
+
+
+def _names_for_freeze(cfg: DictConfig, plugin: Any) -> list[str]:
+    """Module and parameter names of the adapter root, plus the LoRA layers' names; [] when the model cannot be
+    built on the meta device (the check then happens when the real model is built)."""
+    import torch
+
+    from audiotrain.lora.from_config import settings_from_cfg
+    from audiotrain.train.freeze import lora_names, names_of
+
+    try:
+        with torch.device("meta"):
+            backbone = plugin.build_backbone(cfg, device="meta")
+        settings = settings_from_cfg(cfg.lora, backbone.default_lora_targets)
+    except Exception:  # a bad preset or LoRA setting is reported by its own check, in its own words
+        return []
+    root = backbone.adapter_root()
+    names = names_of(root)
+    if settings is not None:
+        names += lora_names([n for n, _ in root.named_modules()], settings.target_modules)
+    return names
 
 
 def _is_checkpoint(path: Path) -> bool:

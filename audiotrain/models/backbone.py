@@ -2,15 +2,19 @@
 
 A plugin subclasses :class:`Backbone`. The core only relies on what is declared here:
 it feeds batches of (cached) features, reads back named losses/metrics, attaches LoRA to the
-modules named by ``default_lora_targets`` (or the user's list), and asks for audio samples.
+modules named by ``default_lora_targets`` (or the user's list), builds the optimizer's parameter groups from
+``parameter_groups``, and asks for audio samples.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from audiotrain.train.param_groups import ParamGroup
 
 
 class Backbone(nn.Module, ABC):
@@ -50,6 +54,14 @@ class Backbone(nn.Module, ABC):
         (the checkpoint loader still reads them; adapters and adapter-only checkpoints never hold them).
         Returns how many parameters were freed; the default keeps everything."""
         return 0
+
+    def parameter_groups(self) -> "list[ParamGroup]":
+        """Optimizer parameter groups (name, match rule or name patterns, lr multiplier, weight decay or None for
+        ``optimizer.weight_decay``), first match wins; whatever none matches is the ``default`` group. The
+        default declares none: one AdamW group over every trainable parameter. A plugin that wants no weight
+        decay on biases, norms and embeddings returns ``[no_decay_group()]`` (audiotrain.train.param_groups);
+        ``optimizer.groups.<name>`` adjusts any of them from the config."""
+        return []
 
     def lora_module_names(self) -> list[str]:
         """Names of the modules LoRA can target (Linear / Conv / Embedding leaves)."""

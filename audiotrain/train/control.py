@@ -5,7 +5,7 @@ Commands (one per line; ``CMD@STEP`` runs CMD once ``trainer.global_step`` reach
 * ``save`` - checkpoint now (the injected ``save`` action; by default
   ``<run_dir>/checkpoints/manual-step=N.ckpt``).
 * ``quit`` - save, then stop cleanly (``trainer.should_stop = True``).
-* ``lr X`` - set every param group's lr to X now and keep it (see ``set_lr``).
+* ``lr X`` - set the base lr to X now and keep it; each param group keeps its lr multiplier (see ``set_lr``).
 * ``eval`` / ``export`` - call the injected ``eval`` / ``export`` action.
 * ``help`` - list the commands.
 
@@ -100,25 +100,29 @@ def parse_command(line: str) -> Command:
 
 
 def set_lr(trainer: L.Trainer, lr: float) -> None:
-    """Every param group's lr becomes ``lr`` now, and the scheduler keeps it.
+    """The base lr becomes ``lr`` now, and the scheduler keeps it: each param group's lr becomes
+    ``lr x`` its ``lr_mult`` (1 when the group has none), so groups keep their ratios.
 
     A step scheduler recomputes ``lr = base_lr x factor(step)`` on its next step, which would undo a
-    plain param-group change. So each scheduler's ``base_lrs`` is rescaled by ``lr / current lr``:
+    plain param-group change. So each scheduler's ``base_lrs`` is rescaled by ``new lr / current lr``:
     a constant schedule then stays at ``lr``, a decaying one continues its shape from ``lr``. The
     new ``base_lrs`` are part of the scheduler state, so the change also survives a resume. (When the
-    current factor is 0, e.g. the first warmup step, the base lr is set to ``lr`` instead.)
+    current factor is 0, e.g. the first warmup step, the base lr is set to the new lr instead.)
     """
+    def target(group: dict) -> float:
+        return lr * float(group.get("lr_mult", 1.0))
+
     for cfg in trainer.lr_scheduler_configs:
         sched = cfg.scheduler
         base = getattr(sched, "base_lrs", None)
         if base is None:
             continue
         for i, group in enumerate(sched.optimizer.param_groups):
-            current = float(group["lr"])
-            base[i] = lr * base[i] / current if current > 0 and base[i] > 0 else lr
+            current, new = float(group["lr"]), target(group)
+            base[i] = new * base[i] / current if current > 0 and base[i] > 0 else new
     for opt in trainer.optimizers:
         for group in opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = target(group)
     for cfg in trainer.lr_scheduler_configs:
         if hasattr(cfg.scheduler, "_last_lr"):
             cfg.scheduler._last_lr = [g["lr"] for g in cfg.scheduler.optimizer.param_groups]

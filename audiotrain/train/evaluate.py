@@ -153,6 +153,7 @@ def run_eval(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, A
     from audiotrain.train import run_dir as rd
     from audiotrain.train.backend import accelerator
     from audiotrain.train.module import TrainModule
+    from audiotrain.train.trainable import apply_training_plan
     from audiotrain.train.run import console, quiet_libraries, resolve_resume
 
     overrides = list(overrides or [])
@@ -175,6 +176,7 @@ def run_eval(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, A
     else:
         for p in backbone.adapter_root().parameters():
             p.requires_grad_(True)
+    apply_training_plan(backbone, cfg, settings, console)  # model.init_from (and model.freeze) as in training
     module = TrainModule(backbone, plugin, cfg, tokenizers, None, adapter_only=settings is not None)
     module.dataset = dataset
     step = 0

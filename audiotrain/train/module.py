@@ -17,6 +17,7 @@ from audiotrain.models.backbone import Backbone
 from audiotrain.plugins.base import Plugin
 from audiotrain.tokenizers.base import Tokenizer
 from audiotrain.train.optim import build_optimizer, build_scheduler
+from audiotrain.train.param_groups import torch_param_groups
 
 
 # Attributes Lightning sets on the module around every hook call (dozens per step): plain values, so they skip
@@ -159,7 +160,7 @@ class TrainModule(L.LightningModule):
         return losses["loss"]
 
     def configure_optimizers(self):
-        opt = build_optimizer(self.cfg.optimizer, self.backbone.parameters())
+        opt = build_optimizer(self.cfg.optimizer, torch_param_groups(self.backbone, self.cfg.optimizer))
         total = int(self.cfg.trainer.max_steps)
         sched = build_scheduler(self.cfg.scheduler, opt, total, steps_per_epoch=self.steps_per_epoch)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}

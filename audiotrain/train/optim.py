@@ -6,7 +6,7 @@ gets exactly the lr an uninterrupted one would (TorToiSe's recursive schedulers 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -14,16 +14,24 @@ OPTIMIZERS = ("adamw", "adamw8bit")
 SCHEDULERS = ("constant", "warmup_linear", "cosine", "multistep", "cosine_restarts")
 
 
-def build_optimizer(cfg: Any, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    params = [p for p in params if p.requires_grad]
+def build_optimizer(cfg: Any, params: Iterable[torch.nn.Parameter] | Sequence[Mapping[str, Any]]) -> torch.optim.Optimizer:
+    """AdamW / AdamW8bit over ``params``: plain parameters (one group, the trainable ones) or the param groups of
+    :func:`audiotrain.train.param_groups.torch_param_groups` (each with its own lr and weight decay). The
+    optimizer's default lr is ``cfg.lr`` (the base lr the schedule and ``lr X`` refer to)."""
+    params = list(params)
+    if params and isinstance(params[0], Mapping):
+        groups: list = [dict(g, params=[p for p in g["params"] if p.requires_grad]) for g in params]
+        groups = [g for g in groups if g["params"]]
+    else:
+        groups = [p for p in params if p.requires_grad]
     kw = dict(lr=float(cfg.lr), betas=tuple(float(b) for b in cfg.betas), eps=float(cfg.eps),
               weight_decay=float(cfg.weight_decay))
     if cfg.name == "adamw":
-        return torch.optim.AdamW(params, **kw)
+        return torch.optim.AdamW(groups, **kw)
     if cfg.name == "adamw8bit":
         import bitsandbytes as bnb
 
-        return bnb.optim.AdamW8bit(params, **kw)
+        return bnb.optim.AdamW8bit(groups, **kw)
     raise ValueError(f"optimizer={cfg.name} is unknown: use one of {', '.join(OPTIMIZERS)}.")
 
 
@@ -87,5 +95,7 @@ def schedule(cfg: Any, total_steps: int, steps_per_epoch: int | None, base_lr: f
 
 def build_scheduler(cfg: Any, optimizer: torch.optim.Optimizer, total_steps: int,
                     steps_per_epoch: int | None = None) -> torch.optim.lr_scheduler.LambdaLR:
-    base_lr = float(optimizer.param_groups[0]["lr"])
+    """A LambdaLR: each param group's lr is its own initial lr (base lr x lr_mult) times the schedule's factor.
+    The factor's absolute floors (``eta_min``) refer to the optimizer's base lr, not one group's."""
+    base_lr = float(optimizer.defaults.get("lr", optimizer.param_groups[0]["lr"]))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(cfg, total_steps, steps_per_epoch, base_lr))

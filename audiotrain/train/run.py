@@ -79,6 +79,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     from audiotrain.train.evaluate import AudioEval, can_render
     from audiotrain.train.gc_freeze import long_lived_objects_frozen
     from audiotrain.train.module import TrainModule
+    from audiotrain.train.trainable import apply_training_plan
 
     overrides = list(overrides or [])
     quiet_libraries()
@@ -125,6 +126,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
             p.requires_grad_(True)
     if cfg.trainer.get("gradient_checkpointing") and hasattr(backbone, "enable_gradient_checkpointing"):
         backbone.enable_gradient_checkpointing()
+    plan = apply_training_plan(backbone, cfg, settings, console if zero else None)  # init_from, model.freeze, counts
     trainable = sum(p.numel() for p in backbone.parameters() if p.requires_grad)
     total = sum(p.numel() for p in backbone.parameters())
     console.print(f"Model {plugin.name} ({cfg.model.get('preset')}): {trainable:,} trainable of {total:,} parameters"
@@ -159,6 +161,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         params = flatten(resolved)
         params.update(override_params(overrides))
         params["lora.trainable_params"] = trainable
+        params.update(plan.params)  # params.trainable.<group> / params.frozen.<group>
         tracker.log_params(params)
         tracker.log_artifact(cfg_file)
         tracker.log_artifact(command_file)

@@ -18,7 +18,9 @@ class ACEStepPlugin(Plugin):
         return {("model", "acestep"): CONF / "model" / "acestep.yaml",
                 ("lora", "acestep_zh_rap"): CONF / "lora" / "acestep_zh_rap.yaml",
                 ("lora", "acestep_demo"): CONF / "lora" / "acestep_demo.yaml",
-                ("experiment", "acestep_demo"): CONF / "experiment" / "acestep_demo.yaml"}
+                ("experiment", "acestep_demo"): CONF / "experiment" / "acestep_demo.yaml",
+                # a staged recipe: stage 2 starts from stage 1's final weights (model.init_from)
+                **{("experiment", s): CONF / "experiment" / f"{s}.yaml" for s in ("acestep_stage1", "acestep_stage2")}}
 
     def readers(self):
         from audiotrain_acestep.readers import HFSongDataset, RawSongFolder

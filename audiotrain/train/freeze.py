@@ -1,0 +1,78 @@
+"""``model.freeze``: stop training the parameters whose names match a pattern.
+
+Patterns are matched against module and parameter names of the adapter root (the names LoRA targets use): a
+glob (``transformer_blocks.0.*``, ``*lyric*``; ``*`` crosses dots) or PEFT's suffix rule (``lyric_encoder``,
+``to_q``, ``norm1.weight``). A module that matches freezes every parameter under it. Applied after the LoRA
+adapter is attached, so ``*lora_*`` patterns freeze LoRA weights; in a full fine-tune they freeze base weights.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Iterable, Sequence
+
+from torch import nn
+
+from audiotrain.errors import UserError
+from audiotrain.lora.adapter import matches, target_suffix
+from audiotrain.train.param_groups import name_matches
+
+
+class FreezeError(UserError):
+    """A ``model.freeze`` pattern that matches nothing."""
+
+
+def names_of(root: nn.Module) -> list[str]:
+    """Every module and parameter name of ``root`` (what a pattern can name)."""
+    return [n for n, _ in root.named_modules() if n] + [n for n, _ in root.named_parameters()]
+
+
+def lora_names(module_names: Iterable[str], targets: Sequence[str]) -> list[str]:
+    """The names PEFT gives LoRA layers on the targeted modules (``<m>.lora_A.default.weight`` ...), so a
+    pattern on LoRA weights is checked before the adapter exists."""
+    out = []
+    for m in module_names:
+        if any(matches(m, t) for t in targets):
+            for ab in ("lora_A", "lora_B"):
+                out += [f"{m}.{ab}", f"{m}.{ab}.default", f"{m}.{ab}.default.weight"]
+    return out
+
+
+def unmatched(patterns: Sequence[str], names: Sequence[str]) -> list[str]:
+    return [p for p in patterns if not any(name_matches(n, p) for n in names)]
+
+
+def unknown_message(missing: Sequence[str], names: Sequence[str]) -> str:
+    leaves = sorted({target_suffix(n) for n in names if n and not n.endswith((".weight", ".bias"))})
+    tops = sorted({n.split(".")[0] for n in names if n})
+
+    def named(p: str) -> str:
+        guess = difflib.get_close_matches(p.strip("*."), sorted(set(leaves) | set(tops)), n=3, cutoff=0.5)
+        return f"{p!r} (close names: {', '.join(guess)})" if guess else repr(p)
+
+    return (f"model.freeze has {', '.join(named(p) for p in missing)}, which match{'es' if len(missing) == 1 else ''} "
+            f"no module or parameter of this model; use a module name or suffix (e.g. {', '.join(tops[:8])}) "
+            f"or a glob like '{tops[0] if tops else 'block'}.*'.")
+
+
+def check(patterns: Sequence[str], names: Sequence[str]) -> str | None:
+    """One sentence when a pattern matches no name, else None."""
+    missing = unmatched(patterns, names)
+    return unknown_message(missing, names) if missing else None
+
+
+def apply(root: nn.Module, patterns: Sequence[str]) -> int:
+    """Freeze the matching parameters of ``root``; returns how many elements were trainable and now are not.
+    Raises :class:`FreezeError` (one sentence) for a pattern that matches nothing."""
+    patterns = [str(p) for p in patterns]
+    if not patterns:
+        return 0
+    problem = check(patterns, names_of(root))
+    if problem:
+        raise FreezeError(problem)
+    frozen = 0
+    for name, p in root.named_parameters():
+        if any(name_matches(name, pat) for pat in patterns):
+            if p.requires_grad:
+                frozen += p.numel()
+            p.requires_grad_(False)
+    return frozen

@@ -1,0 +1,220 @@
+"""``model.init_from``: start a new run (step 0, fresh optimizer) from the final weights of an earlier one.
+
+What it can name:
+- a run directory: its ``adapters/final`` (written by run.py's adapter saver at the end of a run);
+- an experiment's folder ``<paths.log_dir>/<exp_name>``: the newest of its runs that finished (so a stage preset
+  can name the stage before it by its exp_name);
+- an adapter folder: ``peft/`` (or a PEFT folder itself: adapter_config.json + adapter_model.safetensors) of a
+  LoRA run, or ``model.safetensors`` of a full fine-tune;
+- a weights file: ``.safetensors`` (adapter-root keys, or a PEFT adapter_model.safetensors), or a Lightning
+  ``.ckpt`` (read with ``torch.load(weights_only=True)``; its ``state_dict`` only).
+
+The load is strict: every shape must match, and keys the model lacks or the source lacks are refused in one
+sentence. Across kinds: full weights into a LoRA run become the base under a fresh (zero-effect) adapter; a
+PEFT adapter into a full fine-tune is merged into the base weights. A LoRA-only ``.ckpt`` into a full
+fine-tune is refused (it lacks the LoRA settings): give the run directory instead.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from audiotrain.errors import UserError
+from audiotrain.lora import adapter as lora_adapter
+from audiotrain.lora.adapter import PEFT_PREFIX, LoRASettings
+
+
+class InitFromError(UserError):
+    """A ``model.init_from`` that cannot be read or does not fit this model."""
+
+
+@dataclass
+class Source:
+    """Weights read from ``model.init_from``: ``kind`` "full" (plain adapter-root keys) or "lora" (PEFT keys
+    ``<module>.lora_A.weight``, with the settings when known)."""
+
+    path: Path
+    kind: str
+    state: dict[str, torch.Tensor]
+    settings: LoRASettings | None = None
+
+
+def locate(value: Any) -> Path:
+    """The file or folder to read for ``model.init_from=VALUE``; raises one sentence when there is none."""
+    path = Path(str(value)).expanduser()
+    if not path.exists():
+        raise InitFromError(f"model.init_from={value} does not exist: give an earlier run's directory, its "
+                            f"adapters/<name> folder, or a .safetensors / .ckpt weights file.")
+    if path.is_file():
+        if path.suffix not in (".safetensors", ".ckpt"):
+            raise InitFromError(f"model.init_from={value} is a {path.suffix or 'suffix-less'} file: give a "
+                                f".safetensors or Lightning .ckpt weights file (or an earlier run's directory).")
+        return path
+    for candidate in (path / "adapters" / "final", path):
+        if (candidate / "peft" / "adapter_config.json").is_file() or (candidate / "model.safetensors").is_file() \
+                or (candidate / "adapter_config.json").is_file():
+            return candidate
+    runs = sorted(path.glob("*/adapters/final"), key=lambda d: d.stat().st_mtime)
+    if runs:  # an experiment's folder (<log_dir>/<exp_name>): its newest finished run
+        return runs[-1]
+    if (path / "adapters").is_dir():
+        raise InitFromError(f"model.init_from={value} has no adapters/final (the run did not finish): give one "
+                            f"of its saved adapter folders, e.g. {value}/adapters/<step folder>, or a checkpoint "
+                            f"from {value}/checkpoints.")
+    raise InitFromError(f"model.init_from={value} holds no weights: give an earlier run's directory (with "
+                        f"adapters/final), an adapter folder (peft/ or model.safetensors) or a weights file.")
+
+
+def read(value: Any) -> Source:
+    from safetensors.torch import load_file
+
+    path = locate(value)
+    if path.is_dir():
+        peft_dir = path / "peft" if (path / "peft" / "adapter_config.json").is_file() else path
+        if (peft_dir / "adapter_config.json").is_file():
+            settings, state = lora_adapter.load_peft(peft_dir)
+            return Source(peft_dir, "lora", state, settings)
+        path = path / "model.safetensors"
+    if path.suffix == ".safetensors":
+        if (path.parent / "adapter_config.json").is_file():
+            settings, state = lora_adapter.load_peft(path.parent)
+            return Source(path.parent, "lora", state, settings)
+        try:
+            state = load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types for a damaged header
+            raise InitFromError(f"model.init_from={value}: {path} is not a readable safetensors file ({exc}).") from None
+        if state and all(k.startswith(PEFT_PREFIX) for k in state):
+            raise InitFromError(f"model.init_from={value} is a PEFT adapter without its adapter_config.json beside "
+                                f"it: give the adapter's folder.")
+        return Source(path, "full", state)
+    return _read_ckpt(path, value)
+
+
+def _read_ckpt(path: Path, value: Any) -> Source:
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # weights_only refuses pickled objects: not a checkpoint of ours
+        raise InitFromError(f"model.init_from={value} cannot be read as a Lightning checkpoint with "
+                            f"weights_only=True ({str(exc).splitlines()[0][:160]}).") from None
+    state = ckpt.get("state_dict") if isinstance(ckpt, Mapping) else None
+    if not isinstance(state, Mapping) or not state:
+        raise InitFromError(f"model.init_from={value} has no state_dict: give a .ckpt from a run's checkpoints/ folder.")
+    return Source(path, "ckpt", {str(k): v for k, v in state.items() if isinstance(v, torch.Tensor)})
+
+
+def _root_prefix(backbone: nn.Module, root: nn.Module) -> str:
+    for name, mod in backbone.named_modules():
+        if mod is root:
+            return f"{name}." if name else ""
+    return ""
+
+
+def _from_ckpt(src: Source, backbone: nn.Module, root: nn.Module) -> Source:
+    """A TrainModule checkpoint's keys (``backbone.<root path>.<name>``) as adapter-root keys, live LoRA names
+    (``.lora_A.default.weight``) as PEFT's (``.lora_A.weight``)."""
+    prefix = "backbone." + _root_prefix(backbone, root)
+    state = {k[len(prefix):]: v for k, v in src.state.items() if k.startswith(prefix)}
+    if not state:
+        raise InitFromError(f"model.init_from={src.path} holds no weights of this model's {prefix.rstrip('.')} "
+                            f"(it is a checkpoint of another model).")
+    if any("lora_" in k for k in state):
+        lora = {k.replace(".default.", "."): v for k, v in state.items() if "lora_" in k}
+        return Source(src.path, "lora", lora)
+    return Source(src.path, "full", state)
+
+
+def _released(root: nn.Module, key: str) -> bool:
+    """True when ``key`` lies in a submodule the backbone released (set to None: never read by the forward)."""
+    mod = root
+    for part in key.split(".")[:-1]:
+        if part in mod._modules and mod._modules[part] is None:
+            return True
+        nxt = mod._modules.get(part)
+        if nxt is None:
+            return False
+        mod = nxt
+    return False
+
+
+def _mismatch(src: Source, missing: list[str], unexpected: list[str], fix: str) -> InitFromError:
+    parts = []
+    if missing:
+        parts.append(f"lacks {len(missing)} weight{'s' if len(missing) != 1 else ''} this model has (first: {missing[0]})")
+    if unexpected:
+        parts.append(f"has {len(unexpected)} weight{'s' if len(unexpected) != 1 else ''} this model lacks "
+                     f"(first: {unexpected[0]})")
+    return InitFromError(f"model.init_from={src.path} {' and '.join(parts)}: {fix}.")
+
+
+def _copy(src: Source, pairs: list[tuple[str, torch.Tensor, torch.Tensor]]) -> None:
+    bad = [(k, tuple(s.shape), tuple(t.shape)) for k, s, t in pairs if s.shape != t.shape]
+    if bad:
+        k, got, want = bad[0]
+        raise InitFromError(f"model.init_from={src.path} does not fit this model: {k} has shape {got} there and "
+                            f"{want} here ({len(bad)} such weight{'s' if len(bad) != 1 else ''}); use the same "
+                            f"model.preset and lora.r as the earlier run.")
+    with torch.no_grad():
+        for _, s, t in pairs:
+            t.copy_(s.to(dtype=t.dtype, device=t.device))
+
+
+def _load_lora(src: Source, root: nn.Module) -> int:
+    live = lora_adapter.adapter_state(root)
+    missing = [k for k in live if k not in src.state]
+    unexpected = [k for k in src.state if k not in live]
+    if missing or unexpected:
+        before = f" ({', '.join(sorted(src.settings.target_modules))})" if src.settings else ""
+        raise _mismatch(src, missing, unexpected, f"use the earlier run's lora.target_modules{before} here")
+    by_key = {k.replace(".default.", "."): t for k, t in root.state_dict(keep_vars=True).items() if "lora_" in k}
+    _copy(src, [(k, v, by_key[k]) for k, v in src.state.items()])
+    return len(src.state)
+
+
+def _load_full(src: Source, root: nn.Module, lora_run: bool) -> int:
+    live = root.state_dict(keep_vars=True)
+    pairs, unexpected, used = [], [], set()
+    for k, v in src.state.items():
+        leaf_parent, _, leaf = k.rpartition(".")
+        target = k if k in live else f"{leaf_parent}.base_layer.{leaf}" if lora_run else None
+        if target in live:
+            pairs.append((k, v, live[target]))
+            used.add(target)
+        elif not _released(root, k):
+            unexpected.append(k)
+    missing = [k for k in live if k not in used and "lora_" not in k]
+    if missing or unexpected:
+        raise _mismatch(src, missing, unexpected, "it was saved from another model or preset; give weights of "
+                        "the same model.preset")
+    _copy(src, pairs)
+    return len(pairs)
+
+
+def _merge_lora(src: Source, root: nn.Module) -> int:
+    """A LoRA adapter into a full fine-tune: attach it as trained, fold it into the base weights, remove it."""
+    if src.settings is None:
+        raise InitFromError(f"model.init_from={src.path} is a LoRA-only checkpoint and this run is a full fine-tune "
+                            f"(lora=none): give the earlier run's directory (its adapters/final/peft holds the "
+                            f"LoRA settings to merge), or keep LoRA on for this stage.")
+    flags = {n: p.requires_grad for n, p in root.named_parameters()}
+    lora_adapter.attach(root, src.settings)
+    n = _load_lora(src, root)
+    lora_adapter.merge(root)
+    for name, p in root.named_parameters():
+        p.requires_grad_(flags.get(name, True))
+    return n
+
+
+def load(value: Any, backbone: nn.Module, settings: LoRASettings | None) -> tuple[Source, int]:
+    """Load ``model.init_from`` into the backbone's adapter root (after the adapter is attached). Returns the
+    source read and how many tensors were loaded."""
+    root = backbone.adapter_root() if hasattr(backbone, "adapter_root") else backbone
+    src = read(value)
+    if src.kind == "ckpt":
+        src = _from_ckpt(src, backbone, root)
+    if src.kind == "lora":
+        return src, (_load_lora(src, root) if settings is not None else _merge_lora(src, root))
+    return src, _load_full(src, root, lora_run=settings is not None)
