@@ -164,6 +164,15 @@ def test_resume_refuses_changed_data_or_settings():
         make("interleaved").load_state_dict({"epoch": 0, "consumed": 3, "num_items": 8})
 
 
+def test_a_state_saved_under_the_earlier_name_resumes_the_same_batches():
+    a = make("duration", batch_size=2)
+    consume(a, 3)
+    state = {**a.state_dict(), "kind": "speech_batch"}  # what checkpoints of SpeechBatchSampler hold
+    b = make("duration", batch_size=2)
+    b.load_state_dict(state)
+    assert consume(b) == a.epoch_batches(0)[3:]
+
+
 def test_both_samplers_share_the_resumable_protocol():
     from audiotrain.data.sampler import ResumableSampler
 

@@ -100,7 +100,7 @@ def test_val_data_path_has_its_own_report_and_never_overlaps_training(tiny_cfg, 
     assert sorted(it.row["key"] for it in data.val.items) == sorted(s.name for s in specs)
     assert {it.row["key"] for it in data.train.items}.isdisjoint(it.row["key"] for it in data.val.items)
     report = json.loads((run / "bad_inputs_val.json").read_text())
-    assert report["usable"] == 2 and len(report["skipped"]) == 3  # the broken, silent and orphan files
+    assert report["usable"] == 2 and len(report["skipped"]) == 4  # the broken, silent, orphan and latin-1 files
     assert json.loads((run / "bad_inputs.json").read_text())["skipped"] == []  # the training report is its own
     assert "Validation Data:" in data.report_text()
     with pytest.raises(DataError, match=r"val_data=.* holds 4 example\(s\) that data=.* trains on"):
@@ -191,3 +191,17 @@ def test_mode_eval_reports_the_held_out_loss_of_the_checkpoint(tiny_cfg, tmp_pat
     data = load_data(tiny_cfg(*extra, run="keys"), registry.get("acestep"), tmp_path / "keys", "cpu")
     assert [r["key"] for r in result["per_example"]] == [data.val.items[0].row["key"]]
     assert f"val/loss = {result['val']['val/loss']:.4f} on 2 held-out examples" in eval_message(result)
+
+
+def test_done_message_prints_the_held_out_trend():
+    from audiotrain.cli.train_entry import done_message
+
+    summary = {"steps": 300, "loss_start_mean": 0.9, "loss_end_mean": 0.4, "run_dir": "/r", "adapter_dir": "/r/a",
+               "val_loss": [(0, 1.014), (50, 0.6513), (100, 0.6405), (150, 0.66)], "val_examples": 3,
+               "train_fixed_loss": [(0, 0.99), (300, 0.5)]}
+    text = done_message(summary)
+    assert ("held-out val/loss (3 examples, fixed noise): 1.0140 at step 0 → 0.6600 at step 150 (-35%; best "
+            "0.6405 at step 100)") in text
+    assert "train_fixed/loss (training examples, fixed noise): 0.9900 at step 0 → 0.5000 at step 300" in text
+    no_val = done_message({**summary, "val_loss": []})
+    assert "no held-out data: add val_data=PATH or dataset.val_fraction=0.1" in no_val
