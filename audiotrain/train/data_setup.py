@@ -121,6 +121,9 @@ def _check_disjoint(train: list, val: list, cfg: DictConfig) -> None:
     seen = {it.fingerprint: it for it in train}
     shared = [it for it in val if it.fingerprint in seen]
     if shared:
-        where = f"val_data={cfg.val_data}" if cfg.get("val_data") else "the validation split"
+        if cfg.get("val_data"):
+            where, fix = f"val_data={cfg.val_data}", "give held-out files that are not in the training data"
+        else:  # the same audio and text under two names, one on each side of the split
+            where, fix = "the validation split", "remove the duplicates from the data"
         raise DataError(f"{where} holds {len(shared)} example(s) that data={cfg.data} trains on (first: "
-                        f"{shared[0].row['key']}): give held-out files that are not in the training data.")
+                        f"{shared[0].row['key']}): {fix}.")
