@@ -183,16 +183,16 @@ def subprocess_main(args) -> None:
     timings = _time_encoding() if args.mode == "onthefly" else {}
     steps = args.cache_warmup + args.cache_steps
     # One pass over the songs per epoch, as with real data; the steps are long enough that epoch boundaries
-    # cost nothing measurable, and FixedEvalLoss (start and end of every run) then evaluates only these songs.
+    # cost nothing measurable, and the fixed-noise train_fixed/loss (start and end of every run) then evaluates only these songs.
     overrides = _base_overrides(work / "songs", work, steps, repeat=1) + json.loads((work / "overrides.json").read_text())
     result: dict[str, Any] = {"mode": args.mode, "params": p["params"]}
     if args.mode == "prepare":
         from audiotrain.plugins import registry
-        from audiotrain.train.data_setup import load_dataset
+        from audiotrain.train.data_setup import load_data
 
         cfg = _compose(overrides + ["cache=true"])
         t = time.perf_counter()  # the frozen encoders are built lazily, inside: their loading counts
-        items, _, _ = load_dataset(cfg, registry.get("acestep"), work / "runs" / "prepare", "cpu", save_report=False)
+        items = load_data(cfg, registry.get("acestep"), work / "runs" / "prepare", "cpu", save_report=False).train
         result.update(items=len(items), prepare_s=time.perf_counter() - t)
     else:
         cfg = _compose(overrides + [f"cache={'true' if args.mode == 'cached' else 'false'}",

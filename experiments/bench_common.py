@@ -32,9 +32,9 @@ def _quiet_run_module():
     """run.train's console, progress bar and per-step timing, captured instead of printed."""
     from audiotrain.train import callbacks as cb
     from audiotrain.train import run as runmod
+    from audiotrain.train.console import console
 
-    runmod.console.quiet = True
-    runmod._progress = lambda rows, desc: rows
+    console.quiet = True  # the report and the file progress bar too
     if not getattr(cb.MetricsToTracker, "_bench_recording", False):
         base = cb.MetricsToTracker
 
@@ -86,7 +86,7 @@ def _steps_per_s(marks: list[tuple[int, float, float]], warmup: int) -> dict[str
 
 def _write_songs(folder: Path, count: int, seconds: float) -> None:
     """Synthetic songs, all of the same length (so every batch has the same shape)."""
-    from audiotrain.data.synth import LYRICS_EN, SongSpec, write_song_folder
+    from audiotrain_acestep.demo_songs import LYRICS_EN, SongSpec, write_song_folder
 
     leads = ["synthesizer", "piano"]  # the plucked-string timbre is a slow Python loop; not needed here
     specs = [SongSpec(name=f"bench_song_{i:02d}", bpm=[96, 120, 128, 110][i % 4], root=[9, 0, 7, 2][i % 4],

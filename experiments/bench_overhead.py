@@ -59,11 +59,10 @@ def framework_overhead(args, work: Path, seconds: float) -> dict[str, Any]:
 
     from audiotrain.config.compose import _compose
     from audiotrain.data.sampler import ResumableSampler
-    from audiotrain.lora import adapter as lora_adapter
-    from audiotrain.lora.from_config import settings_from_cfg
     from audiotrain.plugins import registry
-    from audiotrain.train.data_setup import load_dataset
+    from audiotrain.train.data_setup import load_data
     from audiotrain.train.gc_freeze import long_lived_objects_frozen
+    from audiotrain.train.model_setup import build_model
     from audiotrain.train.optim import build_optimizer, build_scheduler
 
     runmod, recorders = _quiet_run_module()
@@ -82,7 +81,8 @@ def framework_overhead(args, work: Path, seconds: float) -> dict[str, Any]:
     # seed: the same order) and the plugin's collate - what a minimal hand-written loop iterates.
     cfg = _compose(overrides)
     plugin = registry.get("acestep")
-    dataset, tokenizers, _ = load_dataset(cfg, plugin, work / "runs" / "hand", "cpu", save_report=False)
+    data = load_data(cfg, plugin, work / "runs" / "hand", "cpu", save_report=False)
+    dataset, tokenizers = data.train, data.tokenizers
     assert not any(getattr(t, "loaded", False) for t in tokenizers if t.name in ("latents", "text")), \
         "cache should be complete"
     bs = int(cfg.dataset.batch_size)
@@ -96,13 +96,7 @@ def framework_overhead(args, work: Path, seconds: float) -> dict[str, Any]:
         """The model run.train builds: same seed, unused weights released, LoRA attached, the plugin's
         gradient checkpointing."""
         torch.manual_seed(SEED)
-        model = plugin.build_backbone(cfg)
-        settings = settings_from_cfg(cfg.lora, model.default_lora_targets)
-        model.release_unused_weights(settings.target_modules)
-        lora_adapter.attach(model.adapter_root(), settings)
-        if cfg.trainer.get("gradient_checkpointing"):
-            model.enable_gradient_checkpointing()
-        return model
+        return build_model(cfg, plugin, report=False).backbone
 
     backbone = build_model()
     backbone.train()

@@ -46,7 +46,7 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture(scope="session")
 def song_dir(tmp_path_factory) -> Path:
     """Four 3-4 s songs in ACE-Step's raw format (one without lyrics, one in Chinese)."""
-    from audiotrain.data.synth import demo_specs, write_song_folder
+    from audiotrain_acestep.demo_songs import demo_specs, write_song_folder
 
     d = tmp_path_factory.mktemp("songs")
     specs = demo_specs(4, seconds=3.0)
@@ -57,7 +57,7 @@ def song_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def broken_song_dir(tmp_path_factory) -> Path:
     """Two good songs plus every kind of bad input."""
-    from audiotrain.data.synth import add_broken_inputs, demo_specs, write_song_folder
+    from audiotrain_acestep.demo_songs import add_broken_inputs, demo_specs, write_song_folder
 
     d = tmp_path_factory.mktemp("broken_songs")
     write_song_folder(d, demo_specs(2, seconds=3.0))

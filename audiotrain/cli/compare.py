@@ -31,7 +31,8 @@ def _runs(client, target: str):
 def compare(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="audiotrain compare", description=__doc__.splitlines()[0])
     ap.add_argument("target", help="sweep directory, parent run id, or experiment name")
-    ap.add_argument("--metric", default="eval/loss", help="final metric to compare (default eval/loss)")
+    ap.add_argument("--metric", default=None,
+                    help="final metric to compare (default val/loss when the runs logged it, else train_fixed/loss)")
     ap.add_argument("--curve", default="train/loss", help="metric plotted over steps (default train/loss)")
     ap.add_argument("--uri", default=None, help="tracking store (default sqlite:///./mlflow.db)")
     ap.add_argument("--out", type=Path, default=None, help="PNG path (default compare.png in the sweep dir or here)")
@@ -51,6 +52,8 @@ def compare(argv: list[str]) -> int:
         print(f"audiotrain compare: no runs found for {args.target}: give a sweep directory, a parent run id or an "
               f"experiment name such as audiotrain/acestep.", file=sys.stderr)
         return 2
+    if args.metric is None:
+        args.metric = "val/loss" if any("val/loss" in r.data.metrics for r in runs) else "train_fixed/loss"
     axes = sorted({k for r in runs for k in r.data.params if k.startswith("override.")
                    and len({x.data.params.get(k) for x in runs}) > 1})
     table = Table(title=f"{len(runs)} runs — {args.metric}, best first")

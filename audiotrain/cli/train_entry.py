@@ -79,7 +79,9 @@ def _skip_finished(cfg, job) -> float | None | bool:
     done = sweep_job.finished_summary(own_dir)
     if done is None:
         return False
-    metric = str(cfg.get("sweep_metric") or "eval/loss")
+    from audiotrain.train.val_split import default_metric
+
+    metric = default_metric(cfg)
     value = sweep_job.metric_value(done, metric)
     shown = f"{metric} {value:.4f}" if value is not None else f"no {metric}"
     print(f"Sweep job {job.num} ({job.label()}) finished before ({shown}): skipped. Run directory: {own_dir}",
@@ -113,7 +115,9 @@ def _task(cfg):
             raise
         if skipped is not False:
             return skipped
-    from audiotrain.train.run import console, train
+    from audiotrain.train.console import console
+    from audiotrain.train.run import train
+    from audiotrain.train.val_split import default_metric
 
     try:
         if cfg.get("mode", "train") == "eval":
@@ -129,7 +133,7 @@ def _task(cfg):
         sys.exit(2)
     if summary.get("global_rank", 0) != 0:
         return None
-    metric = str(cfg.get("sweep_metric") or "eval/loss")
+    metric = default_metric(cfg)
     value = sweep_job.metric_value(summary, metric)
     console.print(done_message(summary))
     if job is not None and not summary.get("completed", True):  # stop the sweep cleanly; the same command resumes
@@ -146,10 +150,16 @@ def done_message(summary: dict) -> str:
     head = "[bold green]Done.[/]" if summary.get("completed", True) else "[bold yellow]Stopped early.[/]"
     lines = [f"\n{head} {summary['steps']} steps; training loss {summary['loss_start_mean']:.4f} → "
              f"{summary['loss_end_mean']:.4f} (mean of the first and last 10% of steps)"]
-    ev = summary.get("eval_loss") or []
-    if len(ev) > 1:
-        lines.append(f"  eval loss (fixed examples and noise): {ev[0][1]:.4f} at step {ev[0][0]} → "
-                     f"{ev[-1][1]:.4f} at step {ev[-1][0]}")
+    val = summary.get("val_loss") or []
+    if val:
+        lines.append(f"  held-out val/loss ({summary.get('val_examples', 0)} examples, fixed noise): "
+                     + _trend(val))
+    fit = summary.get("train_fixed_loss") or []
+    if len(fit) > 1:
+        lines.append(f"  train_fixed/loss (training examples, fixed noise): {fit[0][1]:.4f} at step {fit[0][0]} → "
+                     f"{fit[-1][1]:.4f} at step {fit[-1][0]}")
+    if not val:
+        lines.append("  no held-out data: add val_data=PATH or dataset.val_fraction=0.1 to measure val/loss")
     md = summary.get("eval_mel_distance") or []
     if md:
         lines.append(f"  eval mel distance (generated vs reference): {md[0][1]:.4f} at step {md[0][0]} → "
@@ -161,6 +171,19 @@ def done_message(summary: dict) -> str:
         lines.append(f"  MLflow run:    {summary['mlflow_run_id']} in {summary['tracking_uri']}")
         lines.append("  open the UI:   audiotrain ui   (then http://127.0.0.1:5000)")
     return "\n".join(lines)
+
+
+def _trend(values: list) -> str:
+    """``1.23 at step 0 → 0.98 at step 300 (-20%; best 0.95 at step 250)``: where it started, ended, was best."""
+    (s0, v0), (s1, v1) = values[0], values[-1]
+    if len(values) == 1:
+        return f"{v0:.4f} at step {s0}"
+    best_step, best = min(values, key=lambda sv: sv[1])
+    change = f"{(v1 - v0) / v0 * 100:+.0f}%" if v0 else "n/a"
+    text = f"{v0:.4f} at step {s0} → {v1:.4f} at step {s1} ({change}"
+    if best_step != s1:
+        text += f"; best {best:.4f} at step {best_step}"
+    return text + ")"
 
 
 def run(argv: list[str]) -> int:

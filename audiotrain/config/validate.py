@@ -126,6 +126,9 @@ def validate(cfg: DictConfig, plugin: Any | None, module_names: list[str] | None
             p.append(f"tracking.uri={uri} is not a store MLflow 3 accepts: use sqlite:///path/mlflow.db or an http:// server.")
     p.extend(deepspeed_problems(cfg))
     p.extend(training_plan_problems(cfg, plugin))
+    from audiotrain.train.val_split import config_problems as validation_problems
+
+    p.extend(validation_problems(cfg))
     for msg in deepspeed_advisories(cfg):
         warnings.warn(msg, UserWarning, stacklevel=1)  # one location: said once though validate runs twice
     if plugin is not None:

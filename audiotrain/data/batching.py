@@ -1,18 +1,21 @@
-"""Speech batch sampler: speaker/duration-aware orders, batches capped in padded seconds, exact resume.
+"""Duration-bucketed, group-aware batch sampler: group/duration orders, batches capped in padded seconds, exact resume.
 
-``SpeechBatchSampler`` yields lists of dataset indices (give it to ``DataLoader(batch_sampler=...)``).
-Each epoch it builds one *global* plan of batches from the durations and speakers, seeded by
-``(seed, epoch)``, so every DDP rank computes the same plan and takes every ``world``-th batch of it.
+``BucketBatchSampler`` yields lists of dataset indices (give it to ``DataLoader(batch_sampler=...)``).
+Each example belongs to a group (a speaker, a singer, an album: whatever the dataset groups by; one group
+for all when it has none). Each epoch the sampler builds one *global* plan of batches from the durations
+and groups, seeded by ``(seed, epoch)``, so every DDP rank computes the same plan and takes every
+``world``-th batch of it.
 
 Orders (``shuffle=True``, the default, randomises within the rules each epoch; ``shuffle=False``
-keeps dataset order and first-appearance speaker order, a reproducible reference form):
+keeps dataset order and first-appearance group order, a reproducible reference form):
 
-* ``interleaved`` - round-robin across speakers: the first item of every speaker, then the second...
-  (each speaker's items in a seeded per-epoch order; speakers in a seeded per-epoch order).
+* ``interleaved`` - round-robin across groups: the first item of every group, then the second...
+  (each group's items in a seeded per-epoch order; groups in a seeded per-epoch order).
 * ``duration`` - buckets of ``round(duration)`` seconds (Python rounding, half to even); each bucket
-  sorted ascending, then interleaved by speaker inside the bucket; buckets concatenated short -> long.
-* ``speaker`` - every batch holds a single speaker: each speaker's items are packed into batches and
-  speakers then take turns, one batch each (speaker-balanced), in a seeded per-epoch speaker order.
+  sorted ascending, then interleaved by group inside the bucket; buckets concatenated short -> long.
+* ``speaker`` - every batch holds a single group: each group's items are packed into batches and
+  groups then take turns, one batch each (group-balanced), in a seeded per-epoch group order.
+  (The order keeps the name VALL-E's loader gives it.)
 * ``random`` - a seeded permutation (the same one ``ResumableSampler.order(epoch)`` draws).
 
 Packing: items are added to the current batch in plan order; the batch is flushed when it holds
@@ -25,8 +28,9 @@ oversized singleton). ``shuffle_batches`` then shuffles whole batches (seeded).
 Resume: the training module calls ``advance(len(batch))`` once per batch it trains on (see the
 ``Resumable`` protocol). This sampler counts *batches* (``ResumableSampler`` counts *examples*; the
 call is the same). ``state_dict()`` holds the epoch, the batches consumed, the world size, the
-settings and a fingerprint of the durations and speakers; after ``load_state_dict()`` the next
-``__iter__`` yields exactly the batch an uninterrupted run would have produced next.
+settings and a fingerprint of the durations and groups; after ``load_state_dict()`` the next
+``__iter__`` yields exactly the batch an uninterrupted run would have produced next. States written
+under the sampler's earlier name (kind ``speech_batch``) load unchanged: only the name changed.
 
 Epochs: the sampler is a cursor over the endless sequence epoch 0, epoch 1, ... of batches, moved
 only by ``advance``. ``__iter__`` runs from the cursor to the end of the cursor's epoch (the next
@@ -52,7 +56,8 @@ import torch
 from torch.utils.data import Sampler
 
 ORDERS = ("interleaved", "duration", "speaker", "random")
-STATE_KIND = "speech_batch"
+STATE_KIND = "bucket_batch"
+STATE_KINDS = (STATE_KIND, "speech_batch")  # "speech_batch": the same state, written under the earlier name
 
 
 @runtime_checkable
@@ -70,12 +75,12 @@ class Resumable(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-def fingerprint(durations: Sequence[float], speakers: Sequence[str]) -> str:
-    """A short hash of the durations (to 0.1 ms) and speakers: changes when the data does."""
+def fingerprint(durations: Sequence[float], groups: Sequence[str]) -> str:
+    """A short hash of the durations (to 0.1 ms) and groups: changes when the data does."""
     h = hashlib.sha256()
     h.update(",".join(str(round(float(d) * 10_000)) for d in durations).encode())
     h.update(b"\x00")
-    h.update("\x1f".join(speakers).encode("utf-8", "surrogatepass"))
+    h.update("\x1f".join(groups).encode("utf-8", "surrogatepass"))
     return h.hexdigest()[:16]
 
 
@@ -85,15 +90,15 @@ def _round_robin(lists: Sequence[Sequence]) -> list:
     return [x for row in zip_longest(*lists, fillvalue=hole) for x in row if x is not hole]
 
 
-class SpeechBatchSampler(Sampler[list[int]]):
-    """Batches of indices over a speech dataset; see the module docstring for the exact rules."""
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of indices over a dataset of durations and groups; see the module docstring for the exact rules."""
 
-    def __init__(self, durations: Sequence[float], speakers: Sequence[str], order: str = "interleaved",
+    def __init__(self, durations: Sequence[float], groups: Sequence[str], order: str = "interleaved",
                  max_batch_seconds: float | None = None, batch_size: int = 1, seed: int = 0,
                  shuffle_batches: bool = False, drop_last: bool = False, *, shuffle: bool = True,
                  num_replicas: int | None = None, rank: int | None = None):
-        if len(durations) != len(speakers):
-            raise ValueError(f"Got {len(durations)} durations but {len(speakers)} speakers: give one of each per item.")
+        if len(durations) != len(groups):
+            raise ValueError(f"Got {len(durations)} durations but {len(groups)} groups: give one of each per item.")
         if order not in ORDERS:
             raise ValueError(f"order={order!r} is unknown: use one of {', '.join(ORDERS)}.")
         if max_batch_seconds is not None and not max_batch_seconds > 0:
@@ -109,7 +114,7 @@ class SpeechBatchSampler(Sampler[list[int]]):
         bad = [i for i, d in enumerate(self.durations) if not (math.isfinite(d) and d >= 0)]
         if bad:
             raise ValueError(f"Item {bad[0]} has duration {self.durations[bad[0]]}: durations must be finite and >= 0.")
-        self.speakers = [str(s) for s in speakers]
+        self.group_of = [str(g) for g in groups]
         self.order = order
         self.max_batch_seconds = float(max_batch_seconds) if max_batch_seconds is not None else None
         self.batch_size = int(batch_size)
@@ -118,10 +123,10 @@ class SpeechBatchSampler(Sampler[list[int]]):
         self.drop_last = bool(drop_last)
         self.shuffle = bool(shuffle)
         self._num_replicas, self._rank = num_replicas, rank
-        self.groups: dict[str, list[int]] = {}
-        for i, s in enumerate(self.speakers):
-            self.groups.setdefault(s, []).append(i)
-        self.fingerprint = fingerprint(self.durations, self.speakers)
+        self.members: dict[str, list[int]] = {}
+        for i, g in enumerate(self.group_of):
+            self.members.setdefault(g, []).append(i)
+        self.fingerprint = fingerprint(self.durations, self.group_of)
         cap = self.max_batch_seconds
         self.oversized = sum(d > cap for d in self.durations) if cap is not None else 0
         self.epoch = -1          # the cursor: epoch in progress (-1 before the first)...
@@ -185,8 +190,8 @@ class SpeechBatchSampler(Sampler[list[int]]):
         if self.order == "random":
             batches = self._pack(torch.randperm(n, generator=g).tolist() if self.shuffle else list(range(n)))
         else:
-            spk = self._perm(list(self.groups), g)
-            per = {s: self._perm(self.groups[s], g) for s in spk}
+            spk = self._perm(list(self.members), g)
+            per = {s: self._perm(self.members[s], g) for s in spk}
             if self.order == "speaker":
                 batches = _round_robin([self._pack(per[s]) for s in spk])
             elif self.order == "interleaved":
@@ -199,7 +204,7 @@ class SpeechBatchSampler(Sampler[list[int]]):
                 flat: list[int] = []
                 for b in sorted(buckets):
                     members = sorted(buckets[b], key=lambda i: (self.durations[i], rank_of[i]))
-                    flat += _round_robin([[i for i in members if self.speakers[i] == s] for s in spk])
+                    flat += _round_robin([[i for i in members if self.group_of[i] == s] for s in spk])
                 batches = self._pack(flat)
         if self.drop_last and batches and self._is_short(batches[-1]):
             batches = batches[:-1]
@@ -276,8 +281,8 @@ class SpeechBatchSampler(Sampler[list[int]]):
 
     def load_state_dict(self, state: dict) -> None:
         """Continue where ``state`` was taken; refuse other data or other batching settings."""
-        if state.get("kind") != STATE_KIND:
-            raise ValueError("The checkpoint's sampler state is not a SpeechBatchSampler's: resume with the "
+        if state.get("kind") not in STATE_KINDS:
+            raise ValueError("The checkpoint's sampler state is not a BucketBatchSampler's: resume with the "
                              "same sampler settings, or start a new run.")
         if state["fingerprint"] != self.fingerprint:
             raise ValueError(

@@ -1,57 +1,26 @@
-"""Synthetic songs for demos and tests: real-sounding enough (melody, bass, drums) and tagged truthfully.
-
-Each song's tags describe what was synthesised (tempo, key, mode, lead timbre, energy), and its
-lyrics follow the seed format's [verse]/[chorus] structure, so a demo folder looks like real data.
-"""
+"""Synthetic test signals, made with numpy: tones of three timbres, a kick and a noise burst, and a peak
+normaliser. Genre-neutral building blocks: a plugin's demo data and tests assemble them into whatever
+their format needs."""
 from __future__ import annotations
-
-import math
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-NOTE_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
-MAJOR = [0, 2, 4, 5, 7, 9, 11]
-MINOR = [0, 2, 3, 5, 7, 8, 10]
-LYRICS_EN = [
-    "[verse]\nlights are low in the city tonight\nwe keep on moving till the morning light\n\n"
-    "[chorus]\nhold on, hold on\nwe are the song",
-    "[verse]\nwalking slow by the river side\nthe water knows what i try to hide\n\n"
-    "[chorus]\nfly away, fly away\nthere is another day",
-    "[verse]\n2 hearts and 1 road\ncarry on, carry the load\n\n[chorus]\nrun, run, run\ninto the sun",
-]
-LYRICS_ZH = "[verse]\n你好世界\n我们一起唱歌\n\n[chorus]\n明天会更好"
+TIMBRES = ("square", "harmonic", "plucked")
 
 
-@dataclass
-class SongSpec:
-    name: str
-    bpm: int
-    root: int          # 0 = C
-    minor: bool
-    lead: str          # "synthesizer" | "piano" | "guitar"
-    seconds: float
-    sample_rate: int = 44100
-    lyrics: str = ""
-    energetic: bool = True
+def tone(freq: float, n: int, sr: int, timbre: str, rng: np.random.Generator) -> np.ndarray:
+    """``n`` samples of one note at ``freq`` Hz, with its envelope (float32):
 
-    @property
-    def tags(self) -> list[str]:
-        genre = {"synthesizer": "electronic", "piano": "pop", "guitar": "folk"}[self.lead]
-        return [genre, self.lead, f"{self.bpm} bpm", f"{NOTE_NAMES[self.root]} {'minor' if self.minor else 'major'}",
-                "minor key" if self.minor else "major key", "energetic" if self.energetic else "calm", "drums"]
-
-
-def _tone(freq: float, n: int, sr: int, kind: str, rng: np.random.Generator) -> np.ndarray:
+    ``square`` — a square wave plus its octave, fast attack and slow decay; ``harmonic`` — five decaying
+    harmonics (a struck string); ``plucked`` — a Karplus-Strong string seeded from ``rng``."""
     t = np.arange(n) / sr
-    if kind == "synthesizer":
+    if timbre == "square":
         x = 0.6 * np.sign(np.sin(2 * np.pi * freq * t)) * 0.5 + 0.5 * np.sin(2 * np.pi * freq * 2 * t)
         env = np.minimum(1.0, t * 50) * np.exp(-t * 2.0)
-    elif kind == "piano":
+    elif timbre == "harmonic":
         x = sum(np.sin(2 * np.pi * freq * k * t) / k ** 1.5 for k in range(1, 6))
         env = np.minimum(1.0, t * 200) * np.exp(-t * 4.0)
-    else:  # plucked string (Karplus-Strong)
+    elif timbre == "plucked":
         period = max(2, int(sr / freq))
         buf = rng.uniform(-1, 1, period)
         x = np.empty(n)
@@ -59,86 +28,22 @@ def _tone(freq: float, n: int, sr: int, kind: str, rng: np.random.Generator) -> 
             x[i] = buf[i % period]
             buf[i % period] = 0.5 * (buf[i % period] + buf[(i + 1) % period]) * 0.996
         env = np.ones(n)
+    else:
+        raise ValueError(f"timbre={timbre!r} is unknown: use one of {', '.join(TIMBRES)}.")
     return (x * env).astype(np.float32)
 
 
-def render(spec: SongSpec, seed: int = 0) -> np.ndarray:
-    """Stereo (2, N) float32 in [-1, 1]."""
-    rng = np.random.default_rng(seed)
-    sr, n = spec.sample_rate, int(spec.seconds * spec.sample_rate)
-    beat = int(sr * 60 / spec.bpm)
-    scale = MINOR if spec.minor else MAJOR
-    left, right = np.zeros(n, np.float32), np.zeros(n, np.float32)
-    base = 220.0 * 2 ** ((spec.root - 9) / 12)
-    pos, step = 0, 0
-    while pos < n:
-        deg = [0, 2, 4, 5, 4, 2, 1, 0][step % 8] if spec.energetic else [0, 4, 2, 0][step % 4]
-        freq = base * 2 ** (scale[deg % 7] / 12) * (2 if deg >= 7 else 1)
-        dur = min(beat // (2 if spec.energetic else 1), n - pos)
-        note = _tone(freq, dur, sr, spec.lead, rng) * 0.35
-        left[pos:pos + dur] += note * 0.8
-        right[pos:pos + dur] += note * 0.6
-        bass = _tone(base / 2, dur, sr, "piano", rng) * 0.25
-        left[pos:pos + dur] += bass
-        right[pos:pos + dur] += bass
-        pos += dur
-        step += 1
-    for b in range(0, n, beat):  # kick drum on every beat, hi-hat noise between
-        k = min(int(0.12 * sr), n - b)
-        t = np.arange(k) / sr
-        kick = np.sin(2 * np.pi * (60 + 80 * np.exp(-t * 30)) * t) * np.exp(-t * 25) * 0.5
-        left[b:b + k] += kick
-        right[b:b + k] += kick
-        h = b + beat // 2
-        if h < n:
-            m = min(int(0.03 * sr), n - h)
-            hat = rng.normal(0, 0.08, m) * np.exp(-np.arange(m) / sr * 150)
-            left[h:h + m] += hat
-            right[h:h + m] += hat * 1.2
-    audio = np.stack([left, right])
-    return (audio / max(1.0, np.abs(audio).max() / 0.9)).astype(np.float32)
+def kick(n: int, sr: int) -> np.ndarray:
+    """A falling-pitch sine thump (``n`` samples)."""
+    t = np.arange(n) / sr
+    return (np.sin(2 * np.pi * (60 + 80 * np.exp(-t * 30)) * t) * np.exp(-t * 25) * 0.5).astype(np.float32)
 
 
-def demo_specs(count: int = 6, seconds: float = 6.0) -> list[SongSpec]:
-    leads = ["synthesizer", "piano", "guitar"]
-    out = []
-    for i in range(count):
-        lyrics = LYRICS_ZH if i == 2 else ("" if i == 3 else LYRICS_EN[i % len(LYRICS_EN)])
-        out.append(SongSpec(name=f"demo_song_{i + 1:02d}", bpm=[96, 120, 128, 84, 140, 110][i % 6],
-                            root=[9, 0, 7, 2, 4, 5][i % 6], minor=i % 2 == 0, lead=leads[i % 3],
-                            seconds=seconds + (i % 3), lyrics=lyrics, energetic=i % 3 != 1))
-    return out
+def noise_burst(n: int, sr: int, rng: np.random.Generator, level: float = 0.08) -> np.ndarray:
+    """A fast-decaying burst of white noise (a hi-hat)."""
+    return (rng.normal(0, level, n) * np.exp(-np.arange(n) / sr * 150)).astype(np.float32)
 
 
-def write_song_folder(directory: str | Path, specs: list[SongSpec], fmt: str = "mp3") -> list[Path]:
-    """Write X.<fmt>, X_prompt.txt and (if any lyrics) X_lyrics.txt per song; returns audio paths."""
-    import soundfile as sf
-
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, spec in enumerate(specs):
-        audio = render(spec, seed=i)
-        p = d / f"{spec.name}.{fmt}"
-        sf.write(str(p), audio.T, spec.sample_rate)
-        (d / f"{spec.name}_prompt.txt").write_text(", ".join(spec.tags) + "\n", encoding="utf-8")
-        if spec.lyrics:
-            (d / f"{spec.name}_lyrics.txt").write_text(spec.lyrics + "\n", encoding="utf-8")
-        paths.append(p)
-    return paths
-
-
-def add_broken_inputs(directory: str | Path) -> dict[str, str]:
-    """A corrupt mp3, a silent wav, an orphan prompt and an unreadable prompt; returns {file: why}."""
-    import soundfile as sf
-
-    d = Path(directory)
-    (d / "broken_track.mp3").write_bytes(b"ID3\x03\x00\x00\x00\x00\x00\x00" + bytes(range(256)) * 8)
-    (d / "broken_track_prompt.txt").write_text("rock, guitar", encoding="utf-8")
-    sf.write(str(d / "silent_track.wav"), np.zeros((48000 * 4, 2), np.float32), 48000)
-    (d / "silent_track_prompt.txt").write_text("ambient", encoding="utf-8")
-    (d / "orphan_prompt.txt").write_text("jazz, saxophone", encoding="utf-8")
-    sf.write(str(d / "latin1_song.wav"), (0.3 * np.sin(np.arange(48000 * 3) / 10.0)).astype(np.float32), 48000)
-    (d / "latin1_song_prompt.txt").write_bytes("caf\xe9, acoustic".encode("latin-1"))
-    return {"broken_track.mp3": "cannot decode", "silent_track.wav": "silent", "orphan_prompt.txt": "no audio",
-            "latin1_song_prompt.txt": "UTF-8"}
+def normalise(audio: np.ndarray, peak: float = 0.9) -> np.ndarray:
+    """Scaled down so its largest sample is at most ``peak`` (never scaled up)."""
+    return (audio / max(1.0, np.abs(audio).max() / peak)).astype(np.float32)

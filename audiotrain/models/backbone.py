@@ -31,10 +31,12 @@ class Backbone(nn.Module, ABC):
     def training_losses(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Compute named losses for one batch of features."""
 
-    def sample_audio(self, conditions: Mapping[str, Any], *, seed: int, steps: int) -> tuple[torch.Tensor, int]:
+    def sample_audio(self, conditions: Mapping[str, Any], *, seed: int) -> tuple[torch.Tensor, int]:
         """Generate audio for fixed prompts; returns (waveforms (B, C, N), sample_rate).
 
-        Plugins that cannot render audio keep the default, and sample callbacks skip them.
+        How long or how finely it samples (diffusion steps, the most autoregressive frames) is the plugin's own
+        setting in its model group, read by the backbone. Plugins that cannot render audio keep the default,
+        and sample callbacks skip them.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot render audio samples")  # abstract: optional capability
 

@@ -134,7 +134,9 @@ class SweepTracking(Callback):
     def _summarise(self, config: DictConfig, stopped: str | None) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         jobs = job_statuses(sweep_dir)
-        metric = str(config.get("sweep_metric") or "eval/loss")
+        from audiotrain.train.val_split import default_metric
+
+        metric = default_metric(config)
         children = self.tracker.client.search_runs([self.tracker.experiment_id],
                                                    filter_string=f"tags.mlflow.parentRunId = '{self.tracker.run_id}'")
         by_job = {r.data.tags.get("audiotrain.job"): r for r in children}

@@ -1,4 +1,5 @@
-"""Lightning callbacks: progress bar, MLflow metrics, adapter saving, audio samples."""
+"""Lightning callbacks: progress bar, MLflow metrics, adapter saving, audio samples, the periodic base of the
+evaluations (``fixed_noise_loss``, ``evaluate``) and step checkpoints."""
 from __future__ import annotations
 
 import time
@@ -162,32 +163,6 @@ class Periodic(L.Callback):
 
     def on_train_end(self, trainer, pl_module):
         self._run(trainer, pl_module)
-
-
-class FixedEvalLoss(Periodic):
-    """A deterministic ``eval/loss``: the model's loss on fixed examples with fixed noise, in eval mode.
-
-    Training losses jump with the sampled noise level; this one only moves when the model does, so a
-    falling curve means learning. Computed at the start, every ``every`` optimizer steps and at the end.
-    """
-
-    def __init__(self, every: int, compute: Callable[[], float], tracker: Any):
-        self.every, self.compute, self.tracker = every, compute, tracker
-        self.values: list[tuple[int, float]] = []
-
-    def _run(self, trainer, pl_module) -> None:
-        step = trainer.global_step
-        if self.values and self.values[-1][0] == step:
-            return
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
-            value = float(self.compute())
-        finally:
-            pl_module.train(was_training)
-        self.values.append((step, value))
-        if self.tracker is not None:
-            self.tracker.log_metrics({"eval/loss": value}, step)
 
 
 class StepCheckpoint(ModelCheckpoint):

@@ -4,7 +4,8 @@
 model and its adapter from ``ckpt_path=`` / ``resume=auto``, evaluate once, exit) and the periodic eval
 during training (``AudioEval``, every ``trainer.eval_every_n_steps`` when ``trainer.eval_audio`` is on).
 
-The prompts are the first K usable examples (K = ``trainer.eval_prompts``, else ``trainer.sample_prompts``):
+The prompts are the first K usable examples of the held-out validation set (of the training data when the run
+has none) (K = ``trainer.eval_prompts``, else ``trainer.sample_prompts``):
 each example's own conditions (for VALL-E its text, plus a same-speaker acoustic prompt chosen as in
 training, with a fixed seed), generated with the backbone's ``sample_audio`` (for VALL-E: AR level 0,
 then the NAR levels), one example at a time so no padding enters the metric. The reference is the
@@ -16,11 +17,9 @@ averaged over the prompts and logged as ``eval/mel_distance``; per prompt the wa
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -29,7 +28,6 @@ from audiotrain.models.backbone import Backbone
 from audiotrain.tracking.mel_distance import mel_distance, resample
 from audiotrain.tracking.samples import write_sample
 from audiotrain.train.callbacks import Periodic
-from audiotrain.train.data_setup import load_dataset
 
 METRIC = "eval/mel_distance"
 
@@ -63,7 +61,6 @@ def evaluate(cfg: DictConfig, module: Any, dataset: Any, tracker: Any, run_dir: 
     out = Path(run_dir) / "eval" / f"step_{int(step)}"
     out.mkdir(parents=True, exist_ok=True)
     seed = int(cfg.seed)
-    steps = int(cfg.trainer.sample_steps)
     rows: list[dict[str, Any]] = []
     files: list[Path] = []
     was_training = module.training
@@ -71,9 +68,10 @@ def evaluate(cfg: DictConfig, module: Any, dataset: Any, tracker: Any, run_dir: 
     try:
         for i in range(min(num_prompts(cfg), len(dataset))):
             ex = dataset[i]
-            conditions = module.features([ex], salt=i)
+            with module.examples_from(dataset):
+                conditions = module.features([ex], salt=i)
             with torch.no_grad():
-                hyp, sr = backbone.sample_audio(conditions, seed=seed + i, steps=steps)
+                hyp, sr = backbone.sample_audio(conditions, seed=seed + i)
                 reference = backbone.reference_audio(conditions)
             if reference is None:
                 raise EvalError(f"{type(backbone).__name__}.reference_audio returned nothing for example {ex['key']}.")
@@ -141,44 +139,26 @@ def load_checkpoint(module: Any, ckpt: Path) -> int:
 
 def run_eval(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
     """``mode=eval``: build the model, load ``ckpt_path=`` (or the newest checkpoint with ``resume=auto``),
-    evaluate once on the fixed prompts, log to a new MLflow run (a child of the training run when its id is
-    known) and return the result with the run's paths."""
-    import lightning as L
-
-    from audiotrain.config.validate import validate
-    from audiotrain.lora import adapter as lora_adapter
-    from audiotrain.lora.from_config import settings_from_cfg
-    from audiotrain.plugins import registry
-    from audiotrain.tracking.mlflow_store import Tracker, flatten, override_params
-    from audiotrain.train import run_dir as rd
-    from audiotrain.train.backend import accelerator
+    measure ``val/*`` on the held-out set (when the run has one) and the audio eval on the fixed prompts, log to
+    a new MLflow run (a child of the training run when its id is known) and return the result with the run's
+    paths."""
+    from audiotrain.train.data_setup import load_data
+    from audiotrain.train.fixed_noise_loss import fixed_noise_losses
+    from audiotrain.train.job_setup import start_job
+    from audiotrain.train.model_setup import build_model
     from audiotrain.train.module import TrainModule
-    from audiotrain.train.trainable import apply_training_plan
-    from audiotrain.train.run import console, quiet_libraries, resolve_resume
+    from audiotrain.train.console import console
+    from audiotrain.train.tracking_setup import start_tracking, write_run_files
 
     overrides = list(overrides or [])
-    quiet_libraries()
-    plugin = registry.get(OmegaConf.select(cfg, "model.name"))
-    validate(cfg, plugin, module_names=plugin.lora_module_names(cfg) if cfg.lora.get("target_modules") else None)
-    ckpt = resolve_resume(cfg)
-    run_dir = Path(str(cfg.paths.run_dir)).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    acc = accelerator(cfg)
-    dataset, tokenizers, report = load_dataset(cfg, plugin, run_dir, acc)
-
-    backbone = plugin.build_backbone(cfg)
-    if not can_render(backbone):
-        raise EvalError(f"mode=eval: the {plugin.name} backbone cannot render audio, so there is nothing to score.")
-    settings = settings_from_cfg(cfg.lora, backbone.default_lora_targets)
-    if settings is not None:
-        lora_adapter.attach(backbone.adapter_root(), settings)
-    else:
-        for p in backbone.adapter_root().parameters():
-            p.requires_grad_(True)
-    apply_training_plan(backbone, cfg, settings, console)  # model.init_from (and model.freeze) as in training
-    module = TrainModule(backbone, plugin, cfg, tokenizers, None, adapter_only=settings is not None)
-    module.dataset = dataset
+    job = start_job(cfg, "eval")
+    run_dir, ckpt = job.run_dir, job.ckpt
+    data = load_data(cfg, job.plugin, run_dir, job.accelerator)
+    model = build_model(cfg, job.plugin, report=False)
+    if not can_render(model.backbone):
+        raise EvalError(f"mode=eval: the {job.plugin.name} backbone cannot render audio, so there is nothing to score.")
+    module = TrainModule(model.backbone, job.plugin, cfg, data.tokenizers, None, adapter_only=model.adapter_only)
+    module.dataset = data.train
     step = 0
     if ckpt is not None:
         step = load_checkpoint(module, ckpt)
@@ -186,34 +166,24 @@ def run_eval(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, A
     else:
         console.print("[yellow]mode=eval without ckpt_path= or resume=auto: evaluating the base model "
                       "(its adapter untrained).[/]")
-    if acc == "gpu":
+    if job.accelerator == "gpu":
         module.to("cuda")
-
-    tracker = None
-    if cfg.tracking.name == "mlflow":
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        tracker = Tracker(str(cfg.tracking.uri), cfg.tracking.get("experiment") or f"audiotrain/{plugin.name}")
-        tags = {"plugin": plugin.name, "mode": "eval", "git_sha": rd.git_sha(), "run_dir": str(run_dir),
-                "mlflow.source.name": "audiotrain", "mlflow.source.type": "LOCAL",
-                "mlflow.note.content": f"audiotrain {' '.join(overrides)}\n\n{report.render()}"[:5000]}
-        if ckpt is not None:
-            tags["checkpoint"] = str(ckpt)
-            parent = rd.read_run_id(rd.run_dir_of_checkpoint(ckpt))
-            if parent:
-                tags["mlflow.parentRunId"] = parent
-        tracker.start(f"{cfg.tracking.get('run_name') or cfg.exp_name}-eval", tags=tags)
-        rd.write_run_id(run_dir, tracker.run_id)
-        params = flatten(OmegaConf.to_container(cfg, resolve=True))
-        params.update(override_params(overrides))
-        tracker.log_params(params)
+    write_run_files(cfg, run_dir, overrides)
+    tracker = start_tracking(cfg, job.plugin, run_dir, overrides, data.report_text(), mode="eval", ckpt=ckpt)
     status = "FAILED"
     try:
-        result = evaluate(cfg, module, dataset, tracker, run_dir, step)
+        val: dict[str, float] = {}
+        if data.val is not None:
+            val = {f"val/{k}": v for k, v in fixed_noise_losses(module, data.val, int(cfg.trainer.val_noise_draws)).items()}
+            if tracker is not None:
+                tracker.log_metrics(val, step)
+        result = evaluate(cfg, module, data.val or data.train, tracker, run_dir, step)
         status = "FINISHED"
     finally:
         if tracker is not None:
             tracker.finish(status)
     summary = {**result, "mode": "eval", "run_dir": str(run_dir), "checkpoint": str(ckpt) if ckpt else None,
+               "val": val, "val_examples": len(data.val) if data.val is not None else 0,
                "mlflow_run_id": tracker.run_id if tracker else None,
                "tracking_uri": str(cfg.tracking.uri) if tracker else None}
     (run_dir / "eval_summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -223,6 +193,11 @@ def run_eval(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, A
 def eval_message(summary: dict[str, Any]) -> str:
     lines = [f"\n[bold green]Eval done.[/] step {summary['step']}: {METRIC} = {summary['mel_distance']:.4f} "
              f"(mean over {len(summary['per_example'])} prompt(s); lower is better)"]
+    if summary.get("val"):
+        lines.append(f"  val/loss = {summary['val']['val/loss']:.4f} on {summary['val_examples']} held-out examples "
+                     "(fixed noise)")
+    else:
+        lines.append("  no validation data (val_data=PATH or dataset.val_fraction=): the prompts are training examples")
     for r in summary["per_example"]:
         lines.append(f"  {r['key']}: {r['mel_distance']:.4f} ({r['seconds']:.2f} s generated, "
                      f"{r['reference_seconds']:.2f} s reference)")

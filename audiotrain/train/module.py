@@ -6,7 +6,8 @@ one), and saves only trainable weights in checkpoints when an adapter is used.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 import lightning as L
 import torch
@@ -69,6 +70,15 @@ class TrainModule(L.LightningModule):
         self._window = {}
         self.step_metrics = out
         return out
+
+    @contextmanager
+    def examples_from(self, dataset: Any) -> Iterator[None]:
+        """``features`` draws same-speaker prompts from ``dataset`` inside (the validation set's own speakers)."""
+        kept, self.dataset = self.dataset, dataset
+        try:
+            yield
+        finally:
+            self.dataset = kept
 
     # ---- features -------------------------------------------------------------------------
     def _item_features(self, ex: dict[str, Any]) -> dict[str, Any]:

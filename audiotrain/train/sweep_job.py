@@ -146,6 +146,6 @@ def finished_summary(run_dir: Path) -> dict[str, Any] | None:
 
 
 def metric_value(summary: dict[str, Any], name: str) -> float | None:
-    """The last value of metric ``name`` a job logged (``eval/loss``, ``train/loss``, ...)."""
+    """The last value of metric ``name`` a job logged (``val/loss``, ``train/loss``, ...)."""
     value = (summary.get("last_metrics") or {}).get(name)
     return float(value) if value is not None else None

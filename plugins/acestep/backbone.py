@@ -33,6 +33,7 @@ class ACEStepBackbone(Backbone):
         self.lyric_dropout = float(settings.get("lyric_dropout", 0.15))
         self.ssl_coeff = float(settings.get("ssl_coeff", 1.0))
         self.guidance_scale = float(settings.get("sample_guidance_scale", 1.0))
+        self.sample_steps = int(settings.get("sample_steps", 60))  # Euler steps of the flow sampler
         self.register_buffer("sigmas", flow.shifted_sigmas(self.num_train_timesteps, self.shift), persistent=False)
         self._decoder = Lazy(decoder_factory, "a DCAE decoder")
 
@@ -109,7 +110,9 @@ class ACEStepBackbone(Backbone):
         return self._decoder.get()
 
     @torch.no_grad()
-    def sample_latents(self, conditions: Mapping[str, Any], *, seed: int, steps: int) -> torch.Tensor:
+    def sample_latents(self, conditions: Mapping[str, Any], *, seed: int, steps: int | None = None) -> torch.Tensor:
+        """Latents from noise by ``steps`` Euler steps of the flow (None: ``model.sample_steps``)."""
+        steps = int(steps or self.sample_steps)
         x0 = conditions["latents"]
         b = x0.shape[0]
         dev = x0.device
@@ -147,6 +150,7 @@ class ACEStepBackbone(Backbone):
         return self._decode(conditions["latents"], conditions["latent_lengths"])
 
     @torch.no_grad()
-    def sample_audio(self, conditions: Mapping[str, Any], *, seed: int, steps: int) -> tuple[torch.Tensor, int]:
-        latents = self.sample_latents(conditions, seed=seed, steps=steps)
+    def sample_audio(self, conditions: Mapping[str, Any], *, seed: int) -> tuple[torch.Tensor, int]:
+        """Songs for the fixed prompts, sampled in ``model.sample_steps`` flow steps and decoded by the DCAE."""
+        latents = self.sample_latents(conditions, seed=seed)
         return self._decode(latents, conditions["latent_lengths"])

@@ -17,7 +17,7 @@ class VALLEBackbone(Backbone):
     def __init__(self, model: ARNAR, settings: Mapping[str, Any], codec_factory: Callable[[], Any] | None = None):
         super().__init__()
         self.model = model
-        self.max_ar_steps = int(settings.get("eval_max_ar_steps", 500))
+        self.max_ar_steps = int(settings.get("eval_max_ar_steps", 500))  # the most AR frames of a sample
         self.ar_temperature = float(settings.get("eval_ar_temperature", 0.95))
         self.nar_temperature = float(settings.get("eval_nar_temperature", 0.25))
         self._codec = Lazy(codec_factory, "a codec")
@@ -57,9 +57,9 @@ class VALLEBackbone(Backbone):
         return batch, codec.sample_rate
 
     @torch.no_grad()
-    def sample_audio(self, conditions: Mapping[str, Any], *, seed: int, steps: int) -> tuple[torch.Tensor, int]:
-        """Speech for the fixed prompts; ``steps`` caps the AR steps (frames of level 0) per sample."""
-        return self._decode(self.generate_codes(conditions, seed=seed, max_ar_steps=min(steps, self.max_ar_steps)))
+    def sample_audio(self, conditions: Mapping[str, Any], *, seed: int) -> tuple[torch.Tensor, int]:
+        """Speech for the fixed prompts, at most ``model.eval_max_ar_steps`` AR frames (level 0) each."""
+        return self._decode(self.generate_codes(conditions, seed=seed))
 
     @torch.no_grad()
     def reference_audio(self, conditions: Mapping[str, Any]) -> tuple[torch.Tensor, int]:

@@ -15,7 +15,7 @@ def run(args, cwd, timeout=300):
 
 
 def test_smoke_run_with_broken_files_records_mlflow_and_adapter(broken_song_dir, tmp_path):
-    p = run(["model=acestep", f"data={broken_song_dir}", "lora.r=16", "debug=smoke"], tmp_path)
+    p = run(["model=acestep", f"data={broken_song_dir}", "lora.r=16", "debug=smoke", "model.sample_steps=4"], tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     err = p.stderr
     for name in ("broken_track.mp3", "silent_track.wav", "orphan_prompt.txt", "latin1_song_prompt.txt"):

@@ -43,7 +43,7 @@ def test_song_without_lyrics_is_kept_as_instrumental(song_dir):
 
 
 def test_nothing_usable_is_one_clear_error(tmp_path):
-    from audiotrain.data.synth import add_broken_inputs
+    from audiotrain_acestep.demo_songs import add_broken_inputs
 
     add_broken_inputs(tmp_path)
     report = BadInputReport()
@@ -101,7 +101,7 @@ def test_hf_dataset_relative_filenames_resolve_against_the_dataset(tmp_path, son
 
 
 def test_songs_in_sub_folders_are_found(tmp_path):
-    from audiotrain.data.synth import demo_specs, write_song_folder
+    from audiotrain_acestep.demo_songs import demo_specs, write_song_folder
 
     write_song_folder(tmp_path / "album_a", demo_specs(1, seconds=3.0))
     write_song_folder(tmp_path / "album_b", demo_specs(1, seconds=3.0))

@@ -1,4 +1,4 @@
-"""SpeechBatchSampler: each order's exact semantics, the seconds cap, exact resume, DDP split."""
+"""BucketBatchSampler: each order's exact semantics, the seconds cap, exact resume, DDP split."""
 from __future__ import annotations
 
 import warnings
@@ -7,7 +7,7 @@ import lightning as L
 import pytest
 import torch
 
-from audiotrain.data.batching import Resumable, SpeechBatchSampler
+from audiotrain.data.batching import Resumable, BucketBatchSampler
 
 #            0    1    2    3    4    5    6    7
 DUR = [1.0, 2.2, 0.9, 3.1, 1.2, 2.0, 0.8, 5.0]
@@ -20,7 +20,7 @@ def flat(batches):
 
 def make(order, **kw):
     kw.setdefault("batch_size", 1)
-    return SpeechBatchSampler(DUR, SPK, order=order, **kw)
+    return BucketBatchSampler(DUR, SPK, order=order, **kw)
 
 
 def consume(sampler, k=None):
@@ -76,9 +76,9 @@ def test_bad_arguments_are_one_sentence_errors():
     with pytest.raises(ValueError, match="order='fast' is unknown"):
         make("fast")
     with pytest.raises(ValueError, match="durations must be finite"):
-        SpeechBatchSampler([1.0, float("nan")], ["a", "b"])
+        BucketBatchSampler([1.0, float("nan")], ["a", "b"])
     with pytest.raises(ValueError, match="one of each"):
-        SpeechBatchSampler([1.0], ["a", "b"])
+        BucketBatchSampler([1.0], ["a", "b"])
 
 
 # ---- the seconds cap --------------------------------------------------------------------------
@@ -155,13 +155,22 @@ def test_resume_refuses_changed_data_or_settings():
     a = make("interleaved", batch_size=2)
     consume(a, 2)
     state = a.state_dict()
-    other = SpeechBatchSampler(DUR[:-1] + [4.0], SPK, order="interleaved", batch_size=2)
+    other = BucketBatchSampler(DUR[:-1] + [4.0], SPK, order="interleaved", batch_size=2)
     with pytest.raises(ValueError, match="different data .* resume with the same data"):
         other.load_state_dict(state)
     with pytest.raises(ValueError, match="batch_size 2 -> 3"):
         make("interleaved", batch_size=3).load_state_dict(state)
-    with pytest.raises(ValueError, match="not a SpeechBatchSampler"):
+    with pytest.raises(ValueError, match="not a BucketBatchSampler"):
         make("interleaved").load_state_dict({"epoch": 0, "consumed": 3, "num_items": 8})
+
+
+def test_a_state_saved_under_the_earlier_name_resumes_the_same_batches():
+    a = make("duration", batch_size=2)
+    consume(a, 3)
+    state = {**a.state_dict(), "kind": "speech_batch"}  # what checkpoints of SpeechBatchSampler hold
+    b = make("duration", batch_size=2)
+    b.load_state_dict(state)
+    assert consume(b) == a.epoch_batches(0)[3:]
 
 
 def test_both_samplers_share_the_resumable_protocol():
@@ -174,9 +183,9 @@ def test_both_samplers_share_the_resumable_protocol():
 @pytest.mark.parametrize("drop_last", [False, True])
 def test_ranks_take_disjoint_strides_of_one_global_plan(drop_last):
     kw = dict(order="interleaved", batch_size=1, seed=5, drop_last=drop_last)
-    plan = SpeechBatchSampler(DUR, SPK, **kw).global_batches(0)  # 8 batches
+    plan = BucketBatchSampler(DUR, SPK, **kw).global_batches(0)  # 8 batches
     for world in (2, 3):
-        ranks = [SpeechBatchSampler(DUR, SPK, num_replicas=world, rank=r, **kw) for r in range(world)]
+        ranks = [BucketBatchSampler(DUR, SPK, num_replicas=world, rank=r, **kw) for r in range(world)]
         per_rank = [consume(s) for s in ranks]
         assert len({len(p) for p in per_rank}) == 1 and all(len(s) == len(per_rank[0]) for s in ranks)
         seen = flat(flat(per_rank))

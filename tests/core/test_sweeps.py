@@ -25,19 +25,19 @@ def test_sweep_parent_children_and_linked_alpha(sweep4: Sweep):
         r = int(c.data.params["override.lora.r"])
         assert float(c.data.params["lora.alpha"]) == 2 * r
         assert c.info.run_name == f"lora.r={r} scheduler={c.data.params['override.scheduler']}"
-        assert c.info.status == "FINISHED" and c.data.metrics["eval/loss"] > 0
+        assert c.info.status == "FINISHED" and c.data.metrics["train_fixed/loss"] > 0
         assert steps_of(client, c.info.run_id) == [1, 2, 3, 4, 5, 6]
         seen.add((r, c.data.params["override.scheduler"]))
     assert seen == {(4, "constant"), (4, "cosine_restarts"), (8, "constant"), (8, "cosine_restarts")}
     assert all(parent.data.tags[f"job.{i}.status"] == "COMPLETED" for i in range(4))
-    best = min(children, key=lambda c: c.data.metrics["eval/loss"])
-    assert parent.data.metrics["best/eval/loss"] == pytest.approx(best.data.metrics["eval/loss"])
+    best = min(children, key=lambda c: c.data.metrics["train_fixed/loss"])
+    assert parent.data.metrics["best/train_fixed/loss"] == pytest.approx(best.data.metrics["train_fixed/loss"])
     assert parent.data.tags["best.run_id"] == best.info.run_id
     assert parent.data.tags["best.overrides"] == best.info.run_name
     rows = list(csv.DictReader((sweep4.sweep_dir / "sweep_jobs.csv").open()))
     assert sorted((r["override.lora.r"], r["override.lora.alpha"]) for r in rows) == [
         ("4", "8"), ("4", "8"), ("8", "16"), ("8", "16")]
-    assert all(r["status"] == "COMPLETED" and float(r["eval/loss"]) > 0 for r in rows)
+    assert all(r["status"] == "COMPLETED" and float(r["train_fixed/loss"]) > 0 for r in rows)
     assert {"sweep_jobs.csv", "multirun.yaml"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
 
 
@@ -84,7 +84,7 @@ def test_every_job_renders_the_same_prompts_at_the_same_steps(sweep4: Sweep):
 def test_compare_prints_a_table_and_logs_the_png(sweep4: Sweep):
     p = sweep4.run("compare", str(sweep4.sweep_dir), timeout=120)
     assert p.returncode == 0, p.stderr
-    assert "lora.r" in p.stdout and "scheduler" in p.stdout and "eval/loss" in p.stdout
+    assert "lora.r" in p.stdout and "scheduler" in p.stdout and "train_fixed/loss" in p.stdout
     assert (sweep4.sweep_dir / "compare.png").stat().st_size > 10_000
     parent, _, _ = parent_and_children(sweep4.client())
     assert "compare.png" in {a.path for a in sweep4.client().list_artifacts(parent.info.run_id)}
@@ -92,7 +92,7 @@ def test_compare_prints_a_table_and_logs_the_png(sweep4: Sweep):
 
 def test_optuna_search_on_the_parallel_launcher(song_dir, tmp_path):
     """Two Optuna trials side by side in joblib worker processes: both are children of the one parent run, and
-    the study's best value is the lowest eval/loss of the two."""
+    the study's best value is the lowest train_fixed/loss of the two."""
     argv = ["model=acestep", f"data={song_dir}", "debug=smoke", "trainer.max_steps=3", "trainer.every_n_train_steps=3",
             "trainer.every_plot_step=0", "trainer.stdin_control=false", "hparams_search=lora_optuna",
             "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", "launcher=parallel"]
@@ -107,9 +107,9 @@ def test_optuna_search_on_the_parallel_launcher(song_dir, tmp_path):
         assert 1e-5 <= float(c.data.params["optimizer.lr"]) <= 1e-3
     (sweep_dir,) = (tmp_path / "exps" / "logs" / "chinese_rap_lora").glob("sweep_lora_optuna-*")
     result = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
-    best = min(c.data.metrics["eval/loss"] for c in children)
+    best = min(c.data.metrics["train_fixed/loss"] for c in children)
     assert result["best_value"] == pytest.approx(best)
-    assert parent.data.metrics["best/eval/loss"] == pytest.approx(best)
+    assert parent.data.metrics["best/train_fixed/loss"] == pytest.approx(best)
     assert parent.info.status == "FINISHED"
 
 

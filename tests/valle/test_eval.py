@@ -48,7 +48,7 @@ def test_periodic_eval_then_mode_eval_logs_mel_distance(valle_cfg, voice_dir, tm
     from audiotrain.train.run import train
 
     s = train(valle_cfg("trainer.max_steps=2", "trainer.eval_every_n_steps=2", "trainer.every_n_train_steps=2",
-                        "trainer.accumulate_grad_batches=1", "dataset.batch_size=2", "trainer.sample_steps=8",
+                        "trainer.accumulate_grad_batches=1", "dataset.batch_size=2", "model.eval_max_ar_steps=8",
                         "trainer.eval_audio=true", "trainer.eval_prompts=2", run="trained"))
     assert [step for step, _ in s["eval_mel_distance"]] == [0, 2], s["eval_mel_distance"]
     assert all(math.isfinite(v) and v > 0 for _, v in s["eval_mel_distance"])
@@ -60,7 +60,7 @@ def test_periodic_eval_then_mode_eval_logs_mel_distance(valle_cfg, voice_dir, tm
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     p = subprocess.run([sys.executable, "-m", "audiotrain.cli.main", "model=valle", f"data={voice_dir}",
                         "model.preset=tiny", "mode=eval", f"ckpt_path={ckpt}", "trainer.accelerator=cpu",
-                        "dataset.num_workers=0", "trainer.sample_steps=8", "trainer.eval_prompts=2",
+                        "dataset.num_workers=0", "model.eval_max_ar_steps=8", "trainer.eval_prompts=2",
                         f"cache_dir={tmp_path / 'cache'}", f"paths.log_dir={tmp_path / 'evals'}"],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]

@@ -16,7 +16,7 @@ from audiotrain.train.run import train
 def test_cli_lora_run_on_voices_with_a_broken_clip(voice_dir, tmp_path):
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", AUDIOTRAIN_CACHE=str(tmp_path / "cache"))
     p = subprocess.run([sys.executable, "-m", "audiotrain.cli.main", "model=valle", f"data={voice_dir}",
-                        "lora.r=128", "lora.alpha=128", "model.preset=tiny", "debug=smoke", "trainer.sample_steps=8"],
+                        "lora.r=128", "lora.alpha=128", "model.preset=tiny", "debug=smoke", "model.eval_max_ar_steps=8"],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "6 usable, 1 skipped" in p.stderr and "broken.wav" in p.stderr
@@ -45,7 +45,7 @@ def test_try_me_overfits_one_utterance(valle_cfg):
     assert s["final_metrics"]["train/acc"] >= 0.9, s["final_metrics"]
 
 
-def test_resume_mid_epoch_with_the_speech_batch_sampler(valle_cfg):
+def test_resume_mid_epoch_with_the_bucket_batch_sampler(valle_cfg):
     common = ("dataset.batch_size=2", "trainer.accumulate_grad_batches=1", "trainer.every_n_train_steps=2",
               "scheduler.warmup_steps=0", "optimizer.lr=1e-3", "lora.r=4", "lora.alpha=4")
     full = train(valle_cfg("trainer.max_steps=5", *common, run="full"))

@@ -1,0 +1,83 @@
+"""The model a job trains or evaluates: the plugin's backbone with its adapter (LoRA, or every weight trainable
+for a full fine-tune), counted and described in one line, and how its trained weights are written."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from audiotrain.lora import adapter as lora_adapter
+from audiotrain.lora.adapter import LoRASettings
+from audiotrain.lora.from_config import settings_from_cfg
+from audiotrain.models.backbone import Backbone
+from audiotrain.train.console import console
+from audiotrain.train.trainable import TrainingPlan, apply_training_plan
+
+
+@dataclass
+class BuiltModel:
+    backbone: Backbone
+    settings: LoRASettings | None  # None: a full fine-tune
+    trainable: int
+    total: int
+    released: int                  # parameters the forward pass never reads, not kept in memory
+    plan: TrainingPlan             # model.init_from, model.freeze and the per-group counts (params.* in MLflow)
+
+    @property
+    def adapter_only(self) -> bool:
+        return self.settings is not None
+
+
+def build_model(cfg: DictConfig, plugin: Any, *, report: bool = True) -> BuiltModel:
+    """The backbone with its adapter attached (or all of ``adapter_root`` trainable when ``lora=none``), gradient
+    checkpointing when asked, ``model.init_from`` / ``model.freeze`` applied, and the trainable/total counts (printed in one line with ``report``)."""
+    backbone = plugin.build_backbone(cfg)
+    root = backbone.adapter_root()
+    settings = settings_from_cfg(cfg.lora, backbone.default_lora_targets)
+    released = 0
+    if settings is not None:
+        released = backbone.release_unused_weights(settings.target_modules)
+        lora_adapter.attach(root, settings)
+    else:
+        for p in root.parameters():
+            p.requires_grad_(True)
+    if cfg.trainer.get("gradient_checkpointing") and hasattr(backbone, "enable_gradient_checkpointing"):
+        backbone.enable_gradient_checkpointing()
+    plan = apply_training_plan(backbone, cfg, settings, console if report else None)
+    trainable = sum(p.numel() for p in backbone.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in backbone.parameters())
+    built = BuiltModel(backbone, settings, trainable, total, released, plan)
+    if report:
+        console.print(describe(built, plugin.name, cfg.model.get("preset")))
+    return built
+
+
+def describe(m: BuiltModel, name: str, preset: Any) -> str:
+    s = m.settings
+    return (f"Model {name} ({preset}): {m.trainable:,} trainable of {m.total:,} parameters"
+            + (f"; LoRA r={s.r} alpha={s.alpha:g} on {', '.join(s.target_modules)}" if s else "; full fine-tune")
+            + (f" ({m.released:,} parameters the forward pass never reads are not kept in memory)" if m.released else ""))
+
+
+def adapter_writer(m: BuiltModel, plugin: Any, cfg: DictConfig):
+    """``save(out_dir)``: the adapter in PEFT format and the plugin's native one (a full fine-tune: every weight
+    of ``adapter_root`` as ``model.safetensors``), gathered first when ZeRO-3 partitions the weights."""
+    root = m.backbone.adapter_root()
+    base = f"{plugin.name}:{cfg.model.get('preset')}"
+
+    def save(out: Path) -> None:
+        from audiotrain.train.deepspeed_cpu import gathered
+
+        with gathered(root):
+            if m.settings is None:
+                from safetensors.torch import save_file
+
+                out.mkdir(parents=True, exist_ok=True)
+                save_file({k: v.contiguous() for k, v in root.state_dict().items()}, str(out / "model.safetensors"))
+                return
+            lora_adapter.save_peft(root, m.settings, out / "peft", base_model=base)
+            plugin.save_adapter_native(root, m.settings, out / plugin.name)
+
+    return save
