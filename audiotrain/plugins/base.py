@@ -48,6 +48,10 @@ class Plugin(ABC):
     #: the row field that names an example's group (e.g. its speaker): the speech batch sampler's speaker
     #: orders and the ``same_group`` conditioning clips read it. None: every example is in one group.
     group_field: str | None = None
+    #: presets built from the original project's released configuration, each with the name of the reference key
+    #: list its backbone's adapter root matches exactly (``tests/ref_keys/<name>.json``: key names and shapes of the
+    #: released checkpoint); the plugin contract tests build each one on the meta device and compare.
+    released_presets: Mapping[str, str] = {}
 
     @abstractmethod
     def config_options(self) -> Mapping[tuple[str, str], Path]:
@@ -58,6 +62,11 @@ class Plugin(ABC):
         defaults-list ``- override /scheduler: constant`` (a user's scheduler=... replaces it) and tuned
         values only for keys every option of the group has (optimizer.lr, scheduler.warmup_steps, ...).
         """
+
+    @abstractmethod
+    def example_data(self, directory: Path, count: int = 4) -> Path:
+        """Write a small synthetic dataset in this system's own format (nothing is downloaded) into ``directory``
+        and return the path ``data=`` takes: a newcomer's first run, the demo and the plugin contract tests."""
 
     @abstractmethod
     def readers(self) -> Sequence[DataReader]:

@@ -22,6 +22,14 @@ class ACEStepPlugin(Plugin):
                 # a staged recipe: stage 2 starts from stage 1's final weights (model.init_from)
                 **{("experiment", s): CONF / "experiment" / f"{s}.yaml" for s in ("acestep_stage1", "acestep_stage2")}}
 
+    released_presets = {"v1-3.5b": "acestep_transformer"}
+
+    def example_data(self, directory, count: int = 4):
+        from audiotrain_acestep.demo_songs import demo_specs, write_song_folder
+
+        write_song_folder(directory, demo_specs(count, seconds=3.0))
+        return Path(directory)
+
     def readers(self):
         from audiotrain_acestep.readers import HFSongDataset, RawSongFolder
 

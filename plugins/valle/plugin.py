@@ -21,6 +21,13 @@ class VALLEPlugin(Plugin):
     def config_options(self):
         return {("model", "valle"): CONF / "model" / "valle.yaml", ("lora", "valle"): CONF / "lora" / "valle.yaml"}
 
+    released_presets = {"full": "valle_ar_nar_full"}
+
+    def example_data(self, directory, count: int = 4):
+        from audiotrain_valle.example_data import write_voice_folder
+
+        return write_voice_folder(directory, count)
+
     def readers(self):
         from audiotrain_valle.readers import LJSpeechList, VoiceFolder
 
