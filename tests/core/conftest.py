@@ -16,7 +16,8 @@ from audiotrain.train.sweep_job import sweep_id
 SWEEP_ARGS = ["-m", "model=acestep", "debug=smoke", "trainer.max_steps=6", "trainer.every_n_train_steps=3",
               "trainer.every_plot_step=6", "model.sample_steps=2", "trainer.sample_prompts=1",
               "trainer.stdin_control=false", "lora.r=4,8", "lora.alpha=${mul:2,${lora.r}}",
-              "scheduler=constant,cosine_restarts"]
+              "scheduler=constant,cosine_restarts", "scheduler.warmup_steps=0"]  # no warm-up: the two schedules
+# differ from step 0 (ACE-Step's 10-step warm-up, which cosine_restarts honours, would cover all 6 steps of both)
 
 
 @dataclass
