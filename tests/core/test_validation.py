@@ -116,7 +116,7 @@ def test_voice_split_is_speaker_disjoint(voice_dir, tmp_path):  # noqa: F811
     cfg = compose(["model=valle", f"data={voice_dir}", "model.preset=tiny", "dataset.val_fraction=0.5",
                    f"cache_dir={tmp_path / 'cache'}", "trainer.accelerator=cpu"])
     data = load_data(cfg, registry.get("valle"), tmp_path / "run", "cpu")
-    train_spk, val_spk = set(data.train.speakers), set(data.val.speakers)
+    train_spk, val_spk = set(data.train.groups), set(data.val.groups)
     assert len(train_spk) == len(val_spk) == 1 and train_spk.isdisjoint(val_spk)
     assert len(data.val) == 3  # all of the held-out speaker's clips
 
@@ -168,7 +168,7 @@ class _Subset:
     def __getitem__(self, i):
         return self.ds[self.keep[i]]
 
-    def same_speaker(self, index):
+    def same_group(self, index):
         return []
 
 

@@ -8,7 +8,7 @@ import random
 import torch
 
 from audiotrain.plugins import registry
-from audiotrain.train.data_setup import load_dataset
+from audiotrain.train.data_setup import load_data
 from audiotrain.train.module import TrainModule
 
 
@@ -26,7 +26,8 @@ def expected_prompt(dataset, feats, index: int, seed: int, lo: float, hi: float,
 def test_the_prompt_is_the_same_as_before_for_a_fixed_seed(valle_cfg, tmp_path):
     cfg = valle_cfg("seed=11", "model.prompt_duration_range=[1.0,2.0]")
     plugin = registry.get("valle")
-    dataset, tokenizers, _ = load_dataset(cfg, plugin, tmp_path, "cpu", save_report=False)
+    data = load_data(cfg, plugin, tmp_path, "cpu", save_report=False)
+    dataset, tokenizers = data.train, data.tokenizers
     assert dataset.groups == [it.row["speaker"] for it in dataset.items] and set(dataset.groups) == {"alice", "bob"}
     module = TrainModule(plugin.build_backbone(cfg), plugin, cfg, tokenizers, None, adapter_only=True)
     module.dataset = dataset
