@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 AUDIOTRAIN = [sys.executable, "-m", "audiotrain.cli.main"]
 
 
@@ -14,6 +16,7 @@ def run(args, cwd, timeout=300):
     return subprocess.run(AUDIOTRAIN + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow  # two CLI runs (a 24-step smoke run with samples, then resume=auto): ~40 s
 def test_smoke_run_with_broken_files_records_mlflow_and_adapter(broken_song_dir, tmp_path):
     p = run(["model=acestep", f"data={broken_song_dir}", "lora.r=16", "debug=smoke", "model.sample_steps=4"], tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]

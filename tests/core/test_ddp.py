@@ -37,6 +37,7 @@ def voices(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow  # the CLI, then two DDP ranks spawned by it, each importing torch/Lightning/MLflow: ~30 s
 def test_ddp_two_cpu_processes_one_run(voices, tmp_path):
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", AUDIOTRAIN_CACHE=str(tmp_path / "cache"),
                OMP_NUM_THREADS="1")

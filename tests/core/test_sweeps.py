@@ -13,6 +13,7 @@ from audiotrain.train.sweep_job import sweep_id
 from tests.core.conftest import Sweep, parent_and_children, steps_of
 
 
+@pytest.mark.slow  # the sweep4 fixture: a 4-job sweep run twice by the CLI, ~45 s on 2 idle cores
 def test_sweep_parent_children_and_linked_alpha(sweep4: Sweep):
     client = sweep4.client()
     parent, children, runs = parent_and_children(client)
@@ -41,6 +42,7 @@ def test_sweep_parent_children_and_linked_alpha(sweep4: Sweep):
     assert {"sweep_jobs.csv", "multirun.yaml"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
 
 
+@pytest.mark.slow  # sweep4
 def test_a_stopped_sweep_resumes_with_the_same_command(sweep4: Sweep):
     client = sweep4.client()
     first, second = sweep4.runs
@@ -69,6 +71,7 @@ def test_a_stopped_sweep_resumes_with_the_same_command(sweep4: Sweep):
     assert not (sweep4.sweep_dir / "STOP").exists()
 
 
+@pytest.mark.slow  # sweep4
 def test_every_job_renders_the_same_prompts_at_the_same_steps(sweep4: Sweep):
     client = sweep4.client()
     _, children, _ = parent_and_children(client)
@@ -81,6 +84,7 @@ def test_every_job_renders_the_same_prompts_at_the_same_steps(sweep4: Sweep):
     assert len(prompts) == 1  # the same prompt text and seed in every job
 
 
+@pytest.mark.slow  # sweep4
 def test_compare_prints_a_table_and_logs_the_png(sweep4: Sweep):
     p = sweep4.run("compare", str(sweep4.sweep_dir), timeout=120)
     assert p.returncode == 0, p.stderr
@@ -90,6 +94,7 @@ def test_compare_prints_a_table_and_logs_the_png(sweep4: Sweep):
     assert "compare.png" in {a.path for a in sweep4.client().list_artifacts(parent.info.run_id)}
 
 
+@pytest.mark.slow  # two Optuna trials in joblib worker processes: ~30 s
 def test_optuna_search_on_the_parallel_launcher(song_dir, tmp_path):
     """Two Optuna trials side by side in joblib worker processes: both are children of the one parent run, and
     the study's best value is the lowest train_fixed/loss of the two."""

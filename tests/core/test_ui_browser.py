@@ -18,6 +18,7 @@ import pytest
 
 from tests.core.conftest import Sweep, cli_env
 
+pytestmark = pytest.mark.slow  # the sweep4 fixture (~45 s), then the MLflow server and a browser
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 
