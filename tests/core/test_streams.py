@@ -165,3 +165,17 @@ def test_a_readers_single_audio_path_is_the_main_role(tmp_path):
     items, toks, report = prepared([{"key": "k", "audio_path": str(wav), "text": "t"}], plugin)
     assert len(report) == 0 and items[0].audio_path == str(wav) and "audio_path" not in items[0].row
     assert items[0].durations == pytest.approx({MAIN: 0.5})
+
+
+def test_the_tiny_plugins_example_data_reads_back_with_every_stream(tmp_path):
+    from audiotrain.data.prepare import resolve_manifest
+
+    plugin = TinyStreams()
+    data = plugin.example_data(tmp_path / "stems", count=3)
+    report = BadInputReport()
+    manifest = resolve_manifest(str(data), plugin, report)
+    assert [sorted(r["audio"]) for r in manifest.rows] == [["accompaniment", "mix", "vocal"], ["mix", "vocal"],
+                                                           ["accompaniment", "mix", "vocal"]]
+    items, _, report = prepared(manifest.rows, plugin)
+    assert len(items) == 3 and len(report) == 0
+    assert [it.duration for it in items] == pytest.approx([0.5, 0.6, 0.7])

@@ -14,7 +14,8 @@ from omegaconf import OmegaConf
 from audiotrain.data.audio_io import StreamSpec
 from audiotrain.data.padding import pad_batch
 from audiotrain.models.backbone import Backbone
-from audiotrain.plugins.base import Plugin
+from audiotrain.data.manifest import Manifest
+from audiotrain.plugins.base import DataReader, Plugin
 from audiotrain.tokenizers.base import Tokenizer, stable_hash
 
 HOP = 400  # samples per RMS frame
@@ -85,6 +86,25 @@ STREAMS = {
 }
 
 
+class StemFolder(DataReader):
+    """``<key>.<role>.wav`` stems (any subset of the roles) and an optional ``<key>.txt``: one row per key."""
+
+    description = "folder of <key>.<role>.wav stems"
+
+    def matches(self, path: Path) -> bool:
+        return path.is_dir() and any(path.glob("*.*.wav"))
+
+    def read(self, path: Path, report) -> Manifest:
+        rows: dict[str, dict] = {}
+        for wav in sorted(path.glob("*.*.wav")):
+            key, role = wav.name.split(".")[:2]
+            row = rows.setdefault(key, {"key": key, "audio": {}, "text": ""})
+            row["audio"][role] = str(wav)
+            txt = path / f"{key}.txt"
+            row["text"] = txt.read_text(encoding="utf-8").strip() if txt.is_file() else ""
+        return Manifest(list(rows.values()), str(path))
+
+
 class TinyStreams(Plugin):
     name = "tinystreams"
     group_field = "singer"
@@ -97,7 +117,19 @@ class TinyStreams(Plugin):
         return {}
 
     def readers(self):
-        return []
+        return [StemFolder()]
+
+    def example_data(self, directory, count: int = 4):
+        """``count`` songs of mix + vocal stems (every other one with an accompaniment) at their roles' rates."""
+        root = Path(directory)
+        root.mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            roles = ("mix", "vocal", "accompaniment") if i % 2 == 0 else ("mix", "vocal")
+            for j, role in enumerate(roles):
+                write_tone(root / f"song{i}.{role}.wav", self.streams[role].sample_rate, 0.5 + 0.1 * i, [1.0],
+                           freq=220.0 * (j + 1))
+            (root / f"song{i}.txt").write_text(f"la la {i}", encoding="utf-8")
+        return root
 
     def build_tokenizers(self, cfg):
         return [FrameRMS(role) for role in self.streams] + [CharCodes()]
