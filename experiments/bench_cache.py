@@ -145,17 +145,17 @@ def _install_presets(p: dict[str, Any]) -> None:
 
 def _track_encoder_builds() -> set[str]:
     """Names of LazyTokenizers whose model gets built in this process."""
-    from audiotrain.tokenizers.lazy import LazyTokenizer
+    from audiotrain.encoders.lazy import LazyEncoder
 
     built: set[str] = set()
-    original = LazyTokenizer.get
+    original = LazyEncoder.get
 
     def get(self):
         if self._inner is None:
             built.add(self.name)
         return original(self)
 
-    LazyTokenizer.get = get
+    LazyEncoder.get = get
     return built
 
 

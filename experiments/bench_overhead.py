@@ -82,8 +82,8 @@ def framework_overhead(args, work: Path, seconds: float) -> dict[str, Any]:
     cfg = _compose(overrides)
     plugin = registry.get("acestep")
     data = load_data(cfg, plugin, work / "runs" / "hand", "cpu", save_report=False)
-    dataset, tokenizers = data.train, data.tokenizers
-    assert not any(getattr(t, "loaded", False) for t in tokenizers if t.name in ("latents", "text")), \
+    dataset, encoders = data.train, data.encoders
+    assert not any(getattr(t, "loaded", False) for t in encoders if t.name in ("latents", "text")), \
         "cache should be complete"
     bs = int(cfg.dataset.batch_size)
 

@@ -12,7 +12,7 @@ from audiotrain.data.cache import FeatureCache
 from audiotrain.data.prepare import Item
 from audiotrain.data.streams import as_streams, primary
 from audiotrain.plugins.base import Plugin
-from audiotrain.tokenizers.base import Tokenizer
+from audiotrain.encoders.base import FrozenEncoder
 
 
 class AudioDataset(Dataset):
@@ -25,12 +25,12 @@ class AudioDataset(Dataset):
     """
 
     def __init__(self, items: Sequence[Item], plugin: Plugin, spec: AudioSpec | Mapping[str, StreamSpec],
-                 tokenizers: Sequence[Tokenizer], cache: FeatureCache | None):
+                 encoders: Sequence[FrozenEncoder], cache: FeatureCache | None):
         self.items = list(items)
         self.plugin = plugin
         self.streams = as_streams(spec)
         self.spec = self.streams[primary(self.streams)]  # the primary stream's spec
-        self.tokenizers = list(tokenizers)
+        self.encoders = list(encoders)
         self.cache = cache
         self._lru: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
         self._by_group: dict[str, list[int]] | None = None
@@ -44,7 +44,7 @@ class AudioDataset(Dataset):
             lru.move_to_end(item.fingerprint)
             return lru[item.fingerprint]
         feats: dict[str, torch.Tensor] = {}
-        for t in self.tokenizers:
+        for t in self.encoders:
             if t.name in item.entries:
                 feats.update(self.cache.load(t.name, t.cache_key(), item.entries[t.name]))
         lru[item.fingerprint] = feats

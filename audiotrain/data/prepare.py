@@ -24,7 +24,7 @@ from audiotrain.data.manifest import Manifest
 from audiotrain.data.report import BadInputReport
 from audiotrain.data.streams import as_streams, check_encoders, encoder_input, normalise_row, text_part
 from audiotrain.plugins.base import Plugin
-from audiotrain.tokenizers.base import Tokenizer, stable_hash
+from audiotrain.encoders.base import FrozenEncoder, stable_hash
 
 
 class DataError(UserError):
@@ -77,7 +77,7 @@ def stream_id(audio_digest: str, spec: AudioSpec) -> str:
     return stable_hash("stream", audio_digest, spec.cache_fields())
 
 
-def entry_id(tokenizer: Tokenizer, row: dict[str, Any], streams: dict[str, str]) -> str | None:
+def entry_id(tokenizer: FrozenEncoder, row: dict[str, Any], streams: dict[str, str]) -> str | None:
     """An encoder's cache entry depends only on what it reads: its stream (bytes + spec), or the text fields."""
     role = getattr(tokenizer, "stream", None)
     if role is None:
@@ -89,7 +89,7 @@ def prepare_items(
     manifest: Manifest,
     plugin: Plugin | None,
     spec: AudioSpec | Mapping[str, StreamSpec],
-    tokenizers: Sequence[Tokenizer],
+    encoders: Sequence[FrozenEncoder],
     cache: FeatureCache | None,
     report: BadInputReport,
     progress: Any = None,
@@ -102,11 +102,11 @@ def prepare_items(
     file and the reason; an optional stream may be absent. With the cache on, a stream is decoded only when
     an encoder of it has no entry yet (or its duration is unknown): a fully cached row decodes nothing."""
     streams = as_streams(spec)
-    check_encoders(streams, tokenizers)
-    builder = _Builder(plugin, streams, tokenizers, cache, report, device)
+    check_encoders(streams, encoders)
+    builder = _Builder(plugin, streams, encoders, cache, report, device)
     items: list[Item] = []
     seen: dict[str, Item] = {}
-    locks = [cache.lock(t.name, t.cache_key()) for t in tokenizers] if cache else []
+    locks = [cache.lock(t.name, t.cache_key()) for t in encoders] if cache else []
     for lk in locks:
         lk.acquire()
     try:
@@ -116,7 +116,7 @@ def prepare_items(
             ids = builder.stream_ids(row)
             if ids is None:
                 continue
-            entries = {t.name: e for t in tokenizers if (e := entry_id(t, row, ids)) is not None}
+            entries = {t.name: e for t in encoders if (e := entry_id(t, row, ids)) is not None}
             fp = stable_hash(sorted(entries.items()), sorted(ids.items()))
             if fp in seen:  # a repeated row (repeat_count) shares the first one's work
                 first = seen[fp]
@@ -143,8 +143,8 @@ def prepare_items(
 class _Builder:
     """The per-row work of :func:`prepare_items`: hash the streams, decode what is needed, run the encoders."""
 
-    def __init__(self, plugin, streams, tokenizers, cache, report, device):
-        self.plugin, self.streams, self.tokenizers = plugin, streams, list(tokenizers)
+    def __init__(self, plugin, streams, encoders, cache, report, device):
+        self.plugin, self.streams, self.encoders = plugin, streams, list(encoders)
         self.cache, self.report, self.device = cache, report, device
         self.moved = False
 
@@ -178,7 +178,7 @@ class _Builder:
     def build(self, row: dict[str, Any], ids: dict[str, str], entries: dict[str, str]) -> dict[str, float] | None:
         cache = self.cache
         durations = {r: _cached_duration(cache, i) for r, i in ids.items()} if cache is not None else {}
-        todo = [t for t in self.tokenizers if t.name in entries
+        todo = [t for t in self.encoders if t.name in entries
                 and (cache is None or not cache.has(t.name, t.cache_key(), entries[t.name]))]
         if cache is None:
             decode = list(ids)  # no cache: every stream is checked now and decoded again when used
@@ -203,7 +203,7 @@ class _Builder:
 
     def _encode(self, row, decoded, todo, entries) -> None:
         if self.device != "cpu" and not self.moved:
-            for t in self.tokenizers:  # frozen encoders run on the training device, once
+            for t in self.encoders:  # frozen encoders run on the training device, once
                 if hasattr(t, "to"):
                     t.to(self.device)
             self.moved = True

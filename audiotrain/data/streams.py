@@ -2,7 +2,7 @@
 
 A manifest row names its audio files by role in ``row["audio"] = {role: path}`` (see ``manifest.py``). The
 plugin declares, per role, the :class:`~audiotrain.data.audio_io.StreamSpec` the core decodes that stream to
-(``Plugin.audio_streams``); a frozen encoder names the one role it reads (``Tokenizer.stream``) and is given
+(``Plugin.audio_streams``); a frozen encoder names the one role it reads (``FrozenEncoder.stream``) and is given
 that stream's decoded audio as ``example["audio"]`` / ``example["audio_length"]``; an encoder whose stream is
 ``None`` reads only the row's text fields and is given no audio at all.
 """
@@ -44,9 +44,9 @@ def primary(streams: Mapping[str, StreamSpec]) -> str:
     return next(iter(streams))
 
 
-def check_encoders(streams: Mapping[str, StreamSpec], tokenizers) -> None:
+def check_encoders(streams: Mapping[str, StreamSpec], encoders) -> None:
     """Every encoder reads a declared stream (or none)."""
-    for t in tokenizers:
+    for t in encoders:
         role = getattr(t, "stream", None)
         if role is not None and role not in streams:
             raise UserError(f"The frozen encoder '{t.name}' reads the '{role}' audio stream, which the plugin does "

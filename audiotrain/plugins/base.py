@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from audiotrain.data.report import BadInputReport
     from audiotrain.lora.native_format import NativeFormat
     from audiotrain.models.backbone import Backbone
-    from audiotrain.tokenizers.base import Tokenizer
+    from audiotrain.encoders.base import FrozenEncoder
 
 
 class DataReader(ABC):
@@ -73,7 +73,7 @@ class Plugin(ABC):
         """Data formats this plugin understands, tried in order."""
 
     @abstractmethod
-    def build_tokenizers(self, cfg: "DictConfig") -> list["Tokenizer"]:
+    def build_encoders(self, cfg: "DictConfig") -> list["FrozenEncoder"]:
         """Frozen encoders whose outputs are cached (order matters only for display)."""
 
     @abstractmethod
@@ -101,7 +101,7 @@ class Plugin(ABC):
         return {}
 
     def prepare_example(self, row: Mapping[str, Any], rng: Any) -> dict[str, Any]:
-        """Turn a manifest row into the example the tokenizers read (default: the row itself)."""
+        """Turn a manifest row into the example the encoders read (default: the row itself)."""
         return dict(row)
 
     def describe_example(self, row: Mapping[str, Any]) -> str:

@@ -22,7 +22,7 @@ from audiotrain.train.console import console, progress
 @dataclass
 class Data:
     train: AudioDataset
-    tokenizers: list
+    encoders: list
     report: BadInputReport
     val: AudioDataset | None = None           # None: the run has no held-out data
     val_report: BadInputReport | None = None  # val_data=PATH's own report (a split shares ``report``)
@@ -39,12 +39,12 @@ def load_data(cfg: DictConfig, plugin: Any, run_dir: Path, acc: str, save_report
     report = BadInputReport()
     val_report = BadInputReport() if cfg.get("val_data") else None
     spec = plugin.audio_streams(cfg)
-    tokenizers = plugin.build_tokenizers(cfg)
+    encoders = plugin.build_encoders(cfg)
     cache = FeatureCache(cfg.cache_dir, plugin.name) if cfg.cache else None
     device = "cuda" if acc == "gpu" else "cpu"
 
     def usable(manifest: Manifest, rep: BadInputReport, what: str) -> list:
-        items = prepare_items(manifest, plugin, spec, tokenizers, cache, rep, progress=progress, device=device)
+        items = prepare_items(manifest, plugin, spec, encoders, cache, rep, progress=progress, device=device)
         items = plugin.filter_items(items, cfg, rep)
         rep.usable = len(items)
         if not items:
@@ -76,11 +76,11 @@ def load_data(cfg: DictConfig, plugin: Any, run_dir: Path, acc: str, save_report
     if val_items is not None:
         _check_disjoint(items, val_items, cfg)
     if cache is not None:
-        for t in tokenizers:  # with the cache, frozen encoders are not kept during training
+        for t in encoders:  # with the cache, frozen encoders are not kept during training
             if hasattr(t, "release"):
                 t.release()
-    train = AudioDataset(items, plugin, spec, tokenizers, cache)
-    val = AudioDataset(val_items, plugin, spec, tokenizers, cache) if val_items is not None else None
+    train = AudioDataset(items, plugin, spec, encoders, cache)
+    val = AudioDataset(val_items, plugin, spec, encoders, cache) if val_items is not None else None
     if val is None:
         console.print("No validation data (val_data=PATH or dataset.val_fraction=0.1): val/loss is not logged; "
                       "train_fixed/loss (fixed noise, training examples) shows fitting, not generalisation.")
@@ -89,7 +89,7 @@ def load_data(cfg: DictConfig, plugin: Any, run_dir: Path, acc: str, save_report
                       + (f"from {cfg.val_data}" if cfg.get("val_data") else
                          f"(dataset.val_fraction={float(cfg.dataset.val_fraction):g}, by {_unit(val)})")
                       + f", val/loss every {val_every(cfg)} steps.")
-    return Data(train, tokenizers, report, val, val_report)
+    return Data(train, encoders, report, val, val_report)
 
 
 def val_every(cfg: DictConfig) -> int:

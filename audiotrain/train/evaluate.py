@@ -157,7 +157,7 @@ def run_eval(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, A
     model = build_model(cfg, job.plugin, report=False)
     if not can_render(model.backbone):
         raise EvalError(f"mode=eval: the {job.plugin.name} backbone cannot render audio, so there is nothing to score.")
-    module = TrainModule(model.backbone, job.plugin, cfg, data.tokenizers, None, adapter_only=model.adapter_only)
+    module = TrainModule(model.backbone, job.plugin, cfg, data.encoders, None, adapter_only=model.adapter_only)
     module.dataset = data.train
     step = 0
     if ckpt is not None:

@@ -16,7 +16,7 @@ from audiotrain.data.batching import Resumable
 from audiotrain.data.streams import encoder_input
 from audiotrain.models.backbone import Backbone
 from audiotrain.plugins.base import Plugin
-from audiotrain.tokenizers.base import Tokenizer
+from audiotrain.encoders.base import FrozenEncoder
 from audiotrain.train.optim import build_optimizer, build_scheduler
 from audiotrain.train.param_groups import torch_param_groups
 
@@ -38,14 +38,14 @@ class TrainModule(L.LightningModule):
         else:
             super().__setattr__(name, value)
 
-    def __init__(self, backbone: Backbone, plugin: Plugin, cfg: Any, tokenizers: Sequence[Tokenizer],
+    def __init__(self, backbone: Backbone, plugin: Plugin, cfg: Any, encoders: Sequence[FrozenEncoder],
                  sampler: Resumable | None, adapter_only: bool):
         super().__init__()
         self.backbone = backbone
         self.plugin = plugin
         self.cfg = cfg
-        self._tokenizers = list(tokenizers)  # not submodules: never in checkpoints, moved on first use
-        self._tokenizers_device: torch.device | None = None
+        self._encoders = list(encoders)  # not submodules: never in checkpoints, moved on first use
+        self._encoders_device: torch.device | None = None
         self.sampler = sampler
         self.adapter_only = adapter_only
         self.strict_loading = not adapter_only
@@ -127,13 +127,13 @@ class TrainModule(L.LightningModule):
 
     @torch.no_grad()
     def _encode(self, example: dict[str, Any]) -> dict[str, torch.Tensor]:
-        if self._tokenizers_device != self.device:
-            for t in self._tokenizers:
+        if self._encoders_device != self.device:
+            for t in self._encoders:
                 if hasattr(t, "to"):
                     t.to(self.device)
-            self._tokenizers_device = self.device
+            self._encoders_device = self.device
         feats: dict[str, torch.Tensor] = {}
-        for t in self._tokenizers:
+        for t in self._encoders:
             ex = encoder_input(example, getattr(t, "stream", None))
             if ex is None:  # an optional stream this example does not have
                 continue

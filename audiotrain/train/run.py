@@ -28,7 +28,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     sampler, loader = build_loader(cfg, data.train, job.accelerator)
 
     model = build_model(cfg, plugin)
-    module = TrainModule(model.backbone, plugin, cfg, data.tokenizers, sampler, adapter_only=model.adapter_only)
+    module = TrainModule(model.backbone, plugin, cfg, data.encoders, sampler, adapter_only=model.adapter_only)
     module.dataset = data.train
     module.steps_per_epoch = max(1, len(loader) // max(1, int(cfg.trainer.accumulate_grad_batches)))
 

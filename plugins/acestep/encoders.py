@@ -7,9 +7,9 @@ from typing import Any
 
 from audiotrain.errors import UserError
 from audiotrain.models.presets import TINY_SEED, require_preset, seeded
-from audiotrain.tokenizers.base import stable_hash
-from audiotrain.tokenizers.frozen import weights_key
-from audiotrain.tokenizers.lazy import LazyTokenizer
+from audiotrain.encoders.base import stable_hash
+from audiotrain.encoders.frozen import weights_key
+from audiotrain.encoders.lazy import LazyEncoder
 
 from audiotrain_acestep import checkpoint as ckpt
 from audiotrain_acestep import ssl_teachers
@@ -42,7 +42,7 @@ def lyric_vocab(cfg: Any, root: Path | None) -> str | None:
         "ACE-Step repository there, or pass model.lyric_vocab_path=FILE.")
 
 
-def build_tokenizers(cfg: Any) -> list[LazyTokenizer]:
+def build_encoders(cfg: Any) -> list[LazyEncoder]:
     from audiotrain_acestep.features import LatentFeature, SpeakerFeature
     from audiotrain_acestep.lyric_features import LyricTokenizerFeature
     from audiotrain_acestep.lyric_tokenizer import LyricTokenizer
@@ -74,16 +74,16 @@ def build_tokenizers(cfg: Any) -> list[LazyTokenizer]:
     lyric = LyricTokenizerFeature(LyricTokenizer(vocab))
     speaker = SpeakerFeature(int(tcfg["speaker_embedding_dim"]))
     latents_key = stable_hash("latents", dcae_key)
-    tokenizers = [
+    encoders = [
         LatentFeature.lazy(latents_key, lambda: LatentFeature(make_dcae(), latents_key)),
-        LazyTokenizer("text", stable_hash("text", text_key), lambda: TextEncoderFeature(make_text())),
-        LazyTokenizer("lyrics", lyric.cache_key(), lambda: lyric),
-        LazyTokenizer("speaker", speaker.cache_key(), lambda: speaker),
+        LazyEncoder("text", stable_hash("text", text_key), lambda: TextEncoderFeature(make_text())),
+        LazyEncoder("lyrics", lyric.cache_key(), lambda: lyric),
+        LazyEncoder("speaker", speaker.cache_key(), lambda: speaker),
     ]
     teachers = ssl_teachers.lazy_tokenizer(cfg, tcfg)  # None unless both folders are set and ssl_coeff > 0
     if teachers is not None:
-        tokenizers.append(teachers)
-    return tokenizers
+        encoders.append(teachers)
+    return encoders
 
 
 def build_backbone(cfg: Any, device: str = "cpu"):

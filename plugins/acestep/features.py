@@ -1,6 +1,6 @@
-"""ACE-Step's frozen encoders as core Tokenizers: DCAE latents, UMT5 text states, lyric ids, speaker.
+"""ACE-Step's frozen encoders as core FrozenEncoders: DCAE latents, UMT5 text states, lyric ids, speaker.
 
-Every one is wrapped in a LazyTokenizer by ``encoders.py`` so a fully cached dataset never loads them.
+Every one is wrapped in a LazyEncoder by ``encoders.py`` so a fully cached dataset never loads them.
 """
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any, Mapping
 import torch
 
 from audiotrain.data.streams import MAIN
-from audiotrain.tokenizers.base import Tokenizer, stable_hash
-from audiotrain.tokenizers.frozen import FrozenFeature
+from audiotrain.encoders.base import FrozenEncoder, stable_hash
+from audiotrain.encoders.frozen import FrozenFeature
 
 
 class LatentFeature(FrozenFeature):
@@ -26,7 +26,7 @@ class LatentFeature(FrozenFeature):
         return {"latents": latents[0].to("cpu", torch.float32), "latent_length": lengths.to("cpu").view(1)}
 
 
-class SpeakerFeature(Tokenizer):
+class SpeakerFeature(FrozenEncoder):
     """Speaker embedding: the row's ``speaker_emb_path`` tensor if given, else zeros (the released model)."""
 
     name = "speaker"

@@ -1,4 +1,4 @@
-"""The lyric tokenizer as a core ``Tokenizer`` seam (feature namespace ``"lyrics"``).
+"""The lyric tokenizer as a core ``FrozenEncoder`` seam (feature namespace ``"lyrics"``).
 
 ``LyricTokenizerFeature.encode(example)`` reads ``example["lyrics"]`` (falling back to ``"norm_lyrics"``, the
 column name of ACE-Step's converted datasets; missing/None → ``""``) and returns
@@ -15,12 +15,12 @@ from typing import Any, Mapping
 
 import torch
 
-from audiotrain.tokenizers.base import Tokenizer, stable_hash
+from audiotrain.encoders.base import FrozenEncoder, stable_hash
 
 from .lyric_tokenizer import LyricTokenizer
 
 
-class LyricTokenizerFeature(Tokenizer):
+class LyricTokenizerFeature(FrozenEncoder):
     """Lyrics string → ACE-Step lyric ids + mask (see module doc)."""
 
     name = "lyrics"

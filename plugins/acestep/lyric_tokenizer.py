@@ -29,7 +29,7 @@ from pathlib import Path
 import pypinyin
 from tokenizers import Tokenizer as HFTokenizer
 
-from audiotrain.tokenizers.base import stable_hash
+from audiotrain.encoders.base import stable_hash
 
 from .lang_detect import canonical_lang, most_common_lang
 from .text_normalize import clean_text

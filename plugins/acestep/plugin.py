@@ -35,10 +35,10 @@ class ACEStepPlugin(Plugin):
 
         return [HFSongDataset(), RawSongFolder()]
 
-    def build_tokenizers(self, cfg):
-        from audiotrain_acestep.encoders import build_tokenizers
+    def build_encoders(self, cfg):
+        from audiotrain_acestep.encoders import build_encoders
 
-        return build_tokenizers(cfg)
+        return build_encoders(cfg)
 
     def build_backbone(self, cfg, *, device: str = "cpu"):
         from audiotrain_acestep.encoders import build_backbone

@@ -1,4 +1,4 @@
-"""ACE-Step's optional REPA teachers (MERT-v1-330M, mHuBERT-147) as one frozen-encoder Tokenizer.
+"""ACE-Step's optional REPA teachers (MERT-v1-330M, mHuBERT-147) as one frozen-encoder FrozenEncoder.
 
 Off unless the user gives BOTH local teacher folders (``model.ssl.mert_path``, ``model.ssl.mhubert_path``)
 and ``model.ssl_coeff > 0``. Like the other frozen encoders the features are computed once into the
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from audiotrain.data.streams import MAIN
 from audiotrain.errors import UserError
-from audiotrain.tokenizers.base import Tokenizer, file_fingerprint, stable_hash
+from audiotrain.encoders.base import FrozenEncoder, file_fingerprint, stable_hash
 
 #: bump when the feature computation changes, so old cache entries are not reused
 FORMAT_VERSION = 1
@@ -119,7 +119,7 @@ def frames_per_chunk(valid: int, spec: TeacherSpec, available: int) -> int:
 
 
 # ---- the tokenizer ------------------------------------------------------------------------
-class SSLTeacherFeature(Tokenizer):
+class SSLTeacherFeature(FrozenEncoder):
     """``example["audio"]`` (2, N) @ 48 kHz → ``{"ssl_<name>": (T_ssl, d)}`` float32 CPU, one per teacher."""
 
     name = "ssl"
@@ -191,8 +191,8 @@ def cache_key(paths: Sequence[Any], specs: Sequence[TeacherSpec], source_rate: i
 
 
 def lazy_tokenizer(cfg: Any, transformer_cfg: Mapping[str, Any]):
-    """The ``ssl`` LazyTokenizer, or None when the teachers are off (no folders, or ``model.ssl_coeff`` 0)."""
-    from audiotrain.tokenizers.lazy import LazyTokenizer
+    """The ``ssl`` LazyEncoder, or None when the teachers are off (no folders, or ``model.ssl_coeff`` 0)."""
+    from audiotrain.encoders.lazy import LazyEncoder
 
     paths = teacher_paths(cfg)
     if not any(paths):
@@ -212,5 +212,5 @@ def lazy_tokenizer(cfg: Any, transformer_cfg: Mapping[str, Any]):
             raise UserError(problem)
     key = cache_key(paths, specs)
     dims = [int(d) for d in transformer_cfg["ssl_latent_dims"]]
-    return LazyTokenizer("ssl", key, lambda: SSLTeacherFeature.from_folders(paths, specs, key, dims),
+    return LazyEncoder("ssl", key, lambda: SSLTeacherFeature.from_folders(paths, specs, key, dims),
                          stream=MAIN)

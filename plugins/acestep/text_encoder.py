@@ -9,7 +9,7 @@
   result loads back with ``from_dir``.
 - ``encode_prompts(prompts, max_length=256)`` → ``(hidden (B, L, d), mask (B, L) float)``: padding to the
   longest prompt, truncation at ``max_length`` tokens, ``last_hidden_state``, no grad, no pooling.
-- ``TextEncoderFeature`` is the core ``Tokenizer`` seam (namespace ``"text"``) over one ``example["prompt"]``.
+- ``TextEncoderFeature`` is the core ``FrozenEncoder`` seam (namespace ``"text"``) over one ``example["prompt"]``.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, processors
 from transformers import AutoTokenizer, PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
 
-from audiotrain.tokenizers.base import Tokenizer, stable_hash, state_dict_digest
+from audiotrain.encoders.base import FrozenEncoder, stable_hash, state_dict_digest
 
 MAX_TEXT_TOKENS = 256
 _VOLATILE_CONFIG_KEYS = ("_name_or_path", "transformers_version", "architectures", "_commit_hash", "dtype",
@@ -128,7 +128,7 @@ class TextEncoder:
         return self._key
 
 
-class TextEncoderFeature(Tokenizer):
+class TextEncoderFeature(FrozenEncoder):
     """``example["prompt"]`` → ``{"text_hidden": FloatTensor(L, d), "text_mask": FloatTensor(L)}`` on CPU."""
 
     name = "text"

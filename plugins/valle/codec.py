@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from audiotrain.errors import UserError
-from audiotrain.tokenizers.base import file_fingerprint, stable_hash
+from audiotrain.encoders.base import file_fingerprint, stable_hash
 
 SAMPLE_RATE = 24000
 LEVELS = 8  # 6 kbps on the 24 kHz model

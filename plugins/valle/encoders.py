@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from audiotrain.errors import UserError
-from audiotrain.tokenizers.lazy import LazyTokenizer
+from audiotrain.encoders.lazy import LazyEncoder
 
 from audiotrain_valle import codec as codec_mod
 
@@ -31,7 +31,7 @@ def codec_factory(cfg: Any):
     return codec_mod.tiny_key(0), lambda: codec_mod.Codec.tiny(seed=0)
 
 
-def build_tokenizers(cfg: Any, symmap=None) -> list[LazyTokenizer]:
+def build_encoders(cfg: Any, symmap=None) -> list[LazyEncoder]:
     from audiotrain_valle.features import CodecFeature, PhonemeFeature
     from audiotrain_valle.phonemes import Phonemizer, Symmap
 
@@ -41,7 +41,7 @@ def build_tokenizers(cfg: Any, symmap=None) -> list[LazyTokenizer]:
     codec_key, make_codec = codec_factory(cfg)
     return [
         CodecFeature.lazy(CodecFeature.__name__ + codec_key, lambda: CodecFeature(make_codec())),
-        LazyTokenizer("phonemes", phonemes.cache_key(), lambda: phonemes),
+        LazyEncoder("phonemes", phonemes.cache_key(), lambda: phonemes),
     ]
 
 

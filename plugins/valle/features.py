@@ -1,4 +1,4 @@
-"""VALL-E's frozen encoders as core Tokenizers: phoneme ids from the transcript, EnCodec codes from the audio.
+"""VALL-E's frozen encoders as core FrozenEncoders: phoneme ids from the transcript, EnCodec codes from the audio.
 
 Both are cheap to key: the phoneme key is the phonemizer settings plus the symmap, the codec key is
 the codec config plus a weights fingerprint, so a cached dataset needs neither espeak-ng nor the codec.
@@ -10,8 +10,8 @@ from typing import Any, Mapping
 import torch
 
 from audiotrain.data.streams import MAIN
-from audiotrain.tokenizers.base import Tokenizer, stable_hash
-from audiotrain.tokenizers.frozen import FrozenFeature
+from audiotrain.encoders.base import FrozenEncoder, stable_hash
+from audiotrain.encoders.frozen import FrozenFeature
 
 from audiotrain_valle.codec import Codec
 from audiotrain_valle.phonemes import Phonemizer, Symmap
@@ -19,7 +19,7 @@ from audiotrain_valle.phonemes import Phonemizer, Symmap
 INT16_MAX = 32767
 
 
-class PhonemeFeature(Tokenizer):
+class PhonemeFeature(FrozenEncoder):
     """``example["text"]`` (in ``example["language"]`` or the default) → ``{"phns": LongTensor(L)}``.
 
     ``phns`` is ``[<bos>=1, …, </eos>=2]``; the IPA string itself is not cached.

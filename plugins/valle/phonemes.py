@@ -21,7 +21,7 @@ from collections import Counter
 from typing import Any, Mapping
 
 from audiotrain.errors import UserError
-from audiotrain.tokenizers.base import stable_hash
+from audiotrain.encoders.base import stable_hash
 
 UNK, BOS, EOS, MASK = "<unk>", "<bos>", "</eos>", "<mask>"
 SPECIALS = (UNK, BOS, EOS, MASK)  # ids 0, 1, 2, 3

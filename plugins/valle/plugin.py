@@ -39,8 +39,8 @@ class VALLEPlugin(Plugin):
 
         self._lang = lang_id(str(cfg.model.language), int(resolve_config(str(cfg.model.preset))["langs"]))
 
-    def build_tokenizers(self, cfg):
-        from audiotrain_valle.encoders import build_tokenizers, weights_path
+    def build_encoders(self, cfg):
+        from audiotrain_valle.encoders import build_encoders, weights_path
 
         self._remember(cfg)
         symmap = None
@@ -50,7 +50,7 @@ class VALLEPlugin(Plugin):
 
             stored = (read_exported(weights_path(cfg))[2] or {}).get("symmap")
             symmap = Symmap.from_dict(stored) if stored else None
-        return build_tokenizers(cfg, symmap)
+        return build_encoders(cfg, symmap)
 
     def build_backbone(self, cfg, *, device: str = "cpu"):
         from audiotrain.models.presets import seeded

@@ -164,21 +164,21 @@ def test_clear_errors(teacher_dirs, tmp_path):
 
 
 def test_validation_needs_both_folders(tiny_cfg, teacher_dirs, tmp_path):
-    from audiotrain_acestep.encoders import build_tokenizers
+    from audiotrain_acestep.encoders import build_encoders
     from audiotrain_acestep.plugin import PLUGIN
 
     one = tiny_cfg(f"model.ssl.mert_path={teacher_dirs[0]}")
     assert ssl_teachers.BOTH_NEEDED in PLUGIN.validate(one)
     assert "both model.ssl.mert_path and model.ssl.mhubert_path" in ssl_teachers.BOTH_NEEDED
     with pytest.raises(UserError, match="both"):
-        build_tokenizers(one)
+        build_encoders(one)
     bad = tiny_cfg(f"model.ssl.mert_path={teacher_dirs[0]}", f"model.ssl.mhubert_path={tmp_path / 'nope'}")
     assert any(p.startswith("model.ssl.mhubert_path=") and "not a folder" in p for p in PLUGIN.validate(bad))
     assert not PLUGIN.validate(tiny_cfg())
     both = tiny_cfg(f"model.ssl.mert_path={teacher_dirs[0]}", f"model.ssl.mhubert_path={teacher_dirs[1]}")
     assert not PLUGIN.validate(both)
-    assert [t.name for t in build_tokenizers(both)][-1] == "ssl"
-    assert "ssl" not in [t.name for t in build_tokenizers(tiny_cfg())]
+    assert [t.name for t in build_encoders(both)][-1] == "ssl"
+    assert "ssl" not in [t.name for t in build_encoders(tiny_cfg())]
     # the cache key follows the chunking/rates and the weight files, not where the folders are
     key = ssl_teachers.cache_key(teacher_dirs, TINY_SPECS)
     assert key != ssl_teachers.cache_key(teacher_dirs, ssl_teachers.SPECS)
@@ -233,14 +233,14 @@ def test_training_with_teachers(tiny_cfg, teacher_dirs, monkeypatch):
         raise AssertionError("a teacher was loaded although its features are cached")
 
     monkeypatch.setattr(transformers.AutoModel, "from_pretrained", boom)
-    tokenizers = PLUGIN.build_tokenizers(cfg)
-    assert tokenizers[-1].name == "ssl"
+    encoders = PLUGIN.build_encoders(cfg)
+    assert encoders[-1].name == "ssl"
     cache = FeatureCache(cfg.cache_dir, PLUGIN.name)
     report = BadInputReport()
     spec = PLUGIN.audio_spec(cfg)
-    items = prepare_items(resolve_manifest(cfg.data, PLUGIN, report), PLUGIN, spec, tokenizers, cache, report)
-    assert not any(t.loaded for t in tokenizers)
-    data = AudioDataset(items, PLUGIN, spec, tokenizers, cache)
+    items = prepare_items(resolve_manifest(cfg.data, PLUGIN, report), PLUGIN, spec, encoders, cache, report)
+    assert not any(t.loaded for t in encoders)
+    data = AudioDataset(items, PLUGIN, spec, encoders, cache)
     feats = [data[i]["features"] for i in range(2)]
     for item, f in zip(items, feats):
         length = round(item.duration * 48000)
@@ -266,7 +266,7 @@ def test_training_with_teachers(tiny_cfg, teacher_dirs, monkeypatch):
 
 def test_ssl_coeff_zero_never_loads_teachers(tiny_cfg, teacher_dirs, monkeypatch):
     from audiotrain.train.run import train
-    from audiotrain_acestep.encoders import build_tokenizers
+    from audiotrain_acestep.encoders import build_encoders
 
     def boom(*a, **k):
         raise AssertionError("a teacher was loaded with model.ssl_coeff=0")
@@ -276,6 +276,6 @@ def test_ssl_coeff_zero_never_loads_teachers(tiny_cfg, teacher_dirs, monkeypatch
     made = _record_metrics(monkeypatch)
     cfg = tiny_cfg("trainer.max_steps=1", "cache=false", "model.ssl_coeff=0",
                    f"model.ssl.mert_path={teacher_dirs[0]}", f"model.ssl.mhubert_path={teacher_dirs[1]}", run="coeff0")
-    assert "ssl" not in [t.name for t in build_tokenizers(cfg)]
+    assert "ssl" not in [t.name for t in build_encoders(cfg)]
     assert train(cfg)["steps"] == 1
     assert "train/mert_loss" not in made[0].history[0]

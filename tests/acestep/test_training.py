@@ -105,7 +105,7 @@ def test_two_jobs_building_the_cache_at_once(tiny_cfg, song_dir):
         try:
             report = BadInputReport()
             manifest = resolve_manifest(str(song_dir), PLUGIN, report)
-            toks = PLUGIN.build_tokenizers(cfg)
+            toks = PLUGIN.build_encoders(cfg)
             cache = FeatureCache(cfg.cache_dir, "acestep")
             results.append(prepare_items(manifest, PLUGIN, PLUGIN.audio_spec(cfg), toks, cache, report))
         except Exception as exc:  # collected and asserted below

@@ -94,7 +94,7 @@ def test_tiny_preset_uses_the_reference_names(plugin, data, tmp_path):
 
 
 def _cache_keys(plugin, cfg) -> list[tuple[str, str]]:
-    return [(t.name, t.cache_key()) for t in plugin.build_tokenizers(cfg)]
+    return [(t.name, t.cache_key()) for t in plugin.build_encoders(cfg)]
 
 
 def test_cache_keys_are_stable_within_and_across_processes(plugin, data, tmp_path):
@@ -105,7 +105,7 @@ def test_cache_keys_are_stable_within_and_across_processes(plugin, data, tmp_pat
     assert all(re.fullmatch(r"[0-9A-Za-z_.-]+", k) for _, k in keys), keys  # no reprs or addresses in a key
     script = ("import json, sys; from tests.conftest import compose; from audiotrain.plugins import registry; "
               "p = registry.get(sys.argv[1]); cfg = compose(json.loads(sys.argv[2])); "
-              "print(json.dumps([[t.name, t.cache_key()] for t in p.build_tokenizers(cfg)]))")
+              "print(json.dumps([[t.name, t.cache_key()] for t in p.build_encoders(cfg)]))")
     out = subprocess.run([sys.executable, "-c", script, plugin.name, json.dumps(overrides(plugin, data, tmp_path))],
                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
     assert out.returncode == 0, out.stderr[-3000:]
@@ -120,7 +120,7 @@ def _module(plugin, data, tmp_path, *extra: str):
     cfg = compose(overrides(plugin, data, tmp_path, *extra))
     loaded = load_data(cfg, plugin, tmp_path / "run", "cpu", save_report=False)
     model = build_model(cfg, plugin, report=False)
-    module = TrainModule(model.backbone, plugin, cfg, loaded.tokenizers, None, adapter_only=model.adapter_only)
+    module = TrainModule(model.backbone, plugin, cfg, loaded.encoders, None, adapter_only=model.adapter_only)
     module.dataset = loaded.train
     return module, loaded.train, model
 

@@ -33,7 +33,7 @@ def rows(tmp_path_factory):
 
 def build(rows, clips, cache_dir=None, seed=7):
     plugin = TinyStreams(STREAMS2, clips)
-    toks = plugin.build_tokenizers(None)
+    toks = plugin.build_encoders(None)
     cache = FeatureCache(cache_dir, "tiny") if cache_dir else None
     items = prepare_items(Manifest(rows), plugin, plugin.audio_streams(None), toks, cache, BadInputReport())
     ds = AudioDataset(items, plugin, plugin.audio_streams(None), toks, cache)

@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from audiotrain.tokenizers.frozen import FrozenFeature, weights_key
-from audiotrain.tokenizers.lazy import LazyTokenizer
+from audiotrain.encoders.frozen import FrozenFeature, weights_key
+from audiotrain.encoders.lazy import LazyEncoder
 
 
 class Projection(FrozenFeature):
@@ -45,7 +45,7 @@ def test_lazy_builds_on_first_encode_only():
         return Projection(module(), "k")
 
     lazy = Projection.lazy("key-1", build)
-    assert isinstance(lazy, LazyTokenizer)
+    assert isinstance(lazy, LazyEncoder)
     assert (lazy.name, lazy.stream, lazy.cache_key(), lazy.loaded, built) == ("proj", "main", "key-1", False, [])
     out = lazy.encode({"audio": torch.ones(1, 4)})
     lazy.encode({"audio": torch.ones(1, 4)})

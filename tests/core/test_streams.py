@@ -34,9 +34,9 @@ def row(key: str, files: dict[str, Path], text: str = "la la", **extra) -> dict:
     return {"key": key, "audio": {r: str(p) for r, p in files.items()}, "text": text, **extra}
 
 
-def prepared(rows, plugin, cache=None, tokenizers=None):
+def prepared(rows, plugin, cache=None, encoders=None):
     report = BadInputReport()
-    toks = tokenizers if tokenizers is not None else plugin.build_tokenizers(None)
+    toks = encoders if encoders is not None else plugin.build_encoders(None)
     items = prepare_items(Manifest(rows), plugin, plugin.audio_streams(None), toks, cache, report)
     return items, toks, report
 

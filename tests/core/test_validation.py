@@ -147,7 +147,7 @@ def test_val_loss_at_the_interval_on_all_of_the_set_with_fixed_noise(tiny_cfg, t
     data = load_data(cfg, plugin, tmp_path / "c", "cpu")
     torch.manual_seed(0)
     model = build_model(cfg, plugin, report=False)
-    module = TrainModule(model.backbone, plugin, cfg, data.tokenizers, None, adapter_only=True)
+    module = TrainModule(model.backbone, plugin, cfg, data.encoders, None, adapter_only=True)
     both = fixed_noise_losses(module, data.val, draws=2)
     assert fixed_noise_losses(module, data.val, draws=2) == both  # fixed noise: the same numbers again
     one = [fixed_noise_losses(module, _Subset(data.val, [i]), draws=2)["loss"] for i in range(len(data.val))]

@@ -16,7 +16,7 @@ from audiotrain.data.padding import pad_batch
 from audiotrain.models.backbone import Backbone
 from audiotrain.data.manifest import Manifest
 from audiotrain.plugins.base import DataReader, Plugin
-from audiotrain.tokenizers.base import Tokenizer, stable_hash
+from audiotrain.encoders.base import FrozenEncoder, stable_hash
 
 HOP = 400  # samples per RMS frame
 
@@ -29,7 +29,7 @@ def write_tone(path: Path, sr: int, seconds: float, gains: Sequence[float], freq
     return path
 
 
-class FrameRMS(Tokenizer):
+class FrameRMS(FrozenEncoder):
     """One stream's audio → ``{"<role>_rms": (frames, channels)}``: the RMS of every ``HOP`` samples of the real
     audio (``audio_length``). Counts its calls, so a test can see which entries were built."""
 
@@ -50,7 +50,7 @@ class FrameRMS(Tokenizer):
         return {f"{self.stream}_rms": rms.T.contiguous()}
 
 
-class CharCodes(Tokenizer):
+class CharCodes(FrozenEncoder):
     """``example["text"]`` → ``{"chars": LongTensor}`` of its code points (a text-only encoder)."""
 
     name = "chars"
@@ -131,7 +131,7 @@ class TinyStreams(Plugin):
             (root / f"song{i}.txt").write_text(f"la la {i}", encoding="utf-8")
         return root
 
-    def build_tokenizers(self, cfg):
+    def build_encoders(self, cfg):
         return [FrameRMS(role) for role in self.streams] + [CharCodes()]
 
     def build_backbone(self, cfg, *, device: str = "cpu"):

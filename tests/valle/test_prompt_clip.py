@@ -27,9 +27,9 @@ def test_the_prompt_is_the_same_as_before_for_a_fixed_seed(valle_cfg, tmp_path):
     cfg = valle_cfg("seed=11", "model.prompt_duration_range=[1.0,2.0]")
     plugin = registry.get("valle")
     data = load_data(cfg, plugin, tmp_path, "cpu", save_report=False)
-    dataset, tokenizers = data.train, data.tokenizers
+    dataset, encoders = data.train, data.encoders
     assert dataset.groups == [it.row["speaker"] for it in dataset.items] and set(dataset.groups) == {"alice", "bob"}
-    module = TrainModule(plugin.build_backbone(cfg), plugin, cfg, tokenizers, None, adapter_only=True)
+    module = TrainModule(plugin.build_backbone(cfg), plugin, cfg, encoders, None, adapter_only=True)
     module.dataset = dataset
     feats = [module._item_features(dataset[i]) for i in range(len(dataset))]
     seen = set()

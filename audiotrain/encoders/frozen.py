@@ -1,7 +1,7 @@
-"""A frozen encoder as a Tokenizer: its module in eval mode, without gradients, run on the device it was moved to.
+"""A frozen encoder as a FrozenEncoder: its module in eval mode, without gradients, run on the device it was moved to.
 
 Subclasses set ``name``/``stream`` and compute :meth:`FrozenFeature.features`. :meth:`FrozenFeature.lazy`
-puts one behind a :class:`LazyTokenizer`, so a fully cached run never builds the module; the key is known up
+puts one behind a :class:`LazyEncoder`, so a fully cached run never builds the module; the key is known up
 front from the module's config and its weight files' fingerprints (:func:`weights_key`).
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
-from audiotrain.tokenizers.base import Tokenizer, file_fingerprint, stable_hash
-from audiotrain.tokenizers.lazy import LazyTokenizer
+from audiotrain.encoders.base import FrozenEncoder, file_fingerprint, stable_hash
+from audiotrain.encoders.lazy import LazyEncoder
 
 
 def weights_key(tag: str, *config: Any, files: Iterable[str | Path] = ()) -> str:
@@ -21,7 +21,7 @@ def weights_key(tag: str, *config: Any, files: Iterable[str | Path] = ()) -> str
     return stable_hash(tag, *config, *(file_fingerprint(str(p)) for p in files))
 
 
-class FrozenFeature(Tokenizer):
+class FrozenFeature(FrozenEncoder):
     """``module``: an ``nn.Module`` (frozen here) or an object holding one with ``to(device)`` and ``device``."""
 
     def __init__(self, module: Any, key: str):
@@ -53,6 +53,6 @@ class FrozenFeature(Tokenizer):
         """The named CPU tensors of one example (called under ``torch.no_grad``)."""
 
     @classmethod
-    def lazy(cls, key: str, build: Callable[[], "FrozenFeature"]) -> LazyTokenizer:
-        """This feature behind a :class:`LazyTokenizer` keyed ``key``: ``build`` runs on first encode."""
-        return LazyTokenizer(cls.name, key, build, stream=cls.stream)
+    def lazy(cls, key: str, build: Callable[[], "FrozenFeature"]) -> LazyEncoder:
+        """This feature behind a :class:`LazyEncoder` keyed ``key``: ``build`` runs on first encode."""
+        return LazyEncoder(cls.name, key, build, stream=cls.stream)

@@ -1,7 +1,7 @@
-"""The Tokenizer seam: turns one modality of an example into model inputs.
+"""The FrozenEncoder seam: turns one modality of an example into model inputs, with no trainable weights.
 
-Frozen encoders (codec encoders, VAEs, text encoders, phonemisers, BPE lyric tokenizers) are
-Tokenizers. Their ``cache_key`` names everything that changes their output (config, weights,
+Codec encoders (discrete codes), VAEs (continuous latents), text encoders, phonemisers and BPE lyric
+tokenizers are all frozen encoders. Their ``cache_key`` names everything that changes their output (config, weights,
 sample rate), so the feature cache can reuse outputs across runs and rebuild when it changes.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ def state_dict_digest(module: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-class Tokenizer(ABC):
+class FrozenEncoder(ABC):
     """One modality → tensors. ``encode`` takes one prepared example and returns named CPU tensors."""
 
     #: short name, used as the namespace of its features in the cache
