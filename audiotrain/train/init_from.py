@@ -9,10 +9,11 @@ What it can name:
 - a weights file: ``.safetensors`` (adapter-root keys, or a PEFT adapter_model.safetensors), or a Lightning
   ``.ckpt`` (read with ``torch.load(weights_only=True)``; its ``state_dict`` only).
 
-The load is strict: every shape must match, and keys the model lacks or the source lacks are refused in one
-sentence. Across kinds: full weights into a LoRA run become the base under a fresh (zero-effect) adapter; a
-PEFT adapter into a full fine-tune is merged into the base weights. A LoRA-only ``.ckpt`` into a full
-fine-tune is refused (it lacks the LoRA settings): give the run directory instead.
+The load is strict (:mod:`audiotrain.models.state_dict`): keys the model lacks or the source lacks and every
+shape that differs are refused in one sentence (:class:`StateDictMismatch`). Across kinds: full weights into a
+LoRA run become the base under a fresh (zero-effect) adapter; a PEFT adapter into a full fine-tune is merged
+into the base weights. A LoRA-only ``.ckpt`` into a full fine-tune is refused (it lacks the LoRA settings):
+give the run directory instead.
 """
 from __future__ import annotations
 
@@ -26,10 +27,12 @@ from torch import nn
 from audiotrain.errors import UserError
 from audiotrain.lora import adapter as lora_adapter
 from audiotrain.lora.adapter import PEFT_PREFIX, LoRASettings
+from audiotrain.models.state_dict import StateDictMismatch, check_state_dict, compare
 
 
 class InitFromError(UserError):
-    """A ``model.init_from`` that cannot be read or does not fit this model."""
+    """A ``model.init_from`` that cannot be found or read (weights that do not fit raise
+    :class:`~audiotrain.models.state_dict.StateDictMismatch`)."""
 
 
 @dataclass
@@ -140,57 +143,44 @@ def _released(root: nn.Module, key: str) -> bool:
     return False
 
 
-def _mismatch(src: Source, missing: list[str], unexpected: list[str], fix: str) -> InitFromError:
-    parts = []
-    if missing:
-        parts.append(f"lacks {len(missing)} weight{'s' if len(missing) != 1 else ''} this model has (first: {missing[0]})")
-    if unexpected:
-        parts.append(f"has {len(unexpected)} weight{'s' if len(unexpected) != 1 else ''} this model lacks "
-                     f"(first: {unexpected[0]})")
-    return InitFromError(f"model.init_from={src.path} {' and '.join(parts)}: {fix}.")
+def _base_name(key: str) -> str:
+    """The name a full-weights file gives a LoRA-wrapped layer's base weight (``x.base_layer.weight`` -> ``x.weight``)."""
+    parent, _, leaf = key.rpartition(".")
+    return f"{parent.removesuffix('.base_layer')}.{leaf}" if parent.endswith(".base_layer") else key
 
 
-def _copy(src: Source, pairs: list[tuple[str, torch.Tensor, torch.Tensor]]) -> None:
-    bad = [(k, tuple(s.shape), tuple(t.shape)) for k, s, t in pairs if s.shape != t.shape]
-    if bad:
-        k, got, want = bad[0]
-        raise InitFromError(f"model.init_from={src.path} does not fit this model: {k} has shape {got} there and "
-                            f"{want} here ({len(bad)} such weight{'s' if len(bad) != 1 else ''}); use the same "
-                            f"model.preset and lora.r as the earlier run.")
+def _copy(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
     with torch.no_grad():
-        for _, s, t in pairs:
+        for s, t in pairs:
             t.copy_(s.to(dtype=t.dtype, device=t.device))
 
 
 def _load_lora(src: Source, root: nn.Module) -> int:
-    live = lora_adapter.adapter_state(root)
-    missing = [k for k in live if k not in src.state]
-    unexpected = [k for k in src.state if k not in live]
-    if missing or unexpected:
-        before = f" ({', '.join(sorted(src.settings.target_modules))})" if src.settings else ""
-        raise _mismatch(src, missing, unexpected, f"use the earlier run's lora.target_modules{before} here")
+    found = compare(lora_adapter.adapter_state(root), src.state)
+    if found:
+        fixes = []
+        if found.missing or found.unexpected:
+            before = f" ({', '.join(sorted(src.settings.target_modules))})" if src.settings else ""
+            fixes.append(f"use the earlier run's lora.target_modules{before} here")
+        if found.shapes:
+            fixes.append("use the same model.preset and lora.r as the earlier run")
+        raise StateDictMismatch(found.sentence(f"model.init_from={src.path}", "this run's LoRA adapter",
+                                               " and ".join(fixes)))
     by_key = {k.replace(".default.", "."): t for k, t in root.state_dict(keep_vars=True).items() if "lora_" in k}
-    _copy(src, [(k, v, by_key[k]) for k, v in src.state.items()])
+    _copy([(v, by_key[k]) for k, v in src.state.items()])
     return len(src.state)
 
 
 def _load_full(src: Source, root: nn.Module, lora_run: bool) -> int:
-    live = root.state_dict(keep_vars=True)
-    pairs, unexpected, used = [], [], set()
-    for k, v in src.state.items():
-        leaf_parent, _, leaf = k.rpartition(".")
-        target = k if k in live else f"{leaf_parent}.base_layer.{leaf}" if lora_run else None
-        if target in live:
-            pairs.append((k, v, live[target]))
-            used.add(target)
-        elif not _released(root, k):
-            unexpected.append(k)
-    missing = [k for k in live if k not in used and "lora_" not in k]
-    if missing or unexpected:
-        raise _mismatch(src, missing, unexpected, "it was saved from another model or preset; give weights of "
-                        "the same model.preset")
-    _copy(src, pairs)
-    return len(pairs)
+    """Full weights into the adapter root: in a LoRA run they become the wrapped layers' base weights; keys of
+    submodules the backbone released are skipped."""
+    expected = {(_base_name(k) if lora_run else k): t for k, t in root.state_dict(keep_vars=True).items()
+                if "lora_" not in k}
+    state = {k: v for k, v in src.state.items() if k in expected or not _released(root, k)}
+    check_state_dict(expected, state, f"model.init_from={src.path}", "this run's model",
+                     "it was saved from another model or preset; give weights of the same model.preset")
+    _copy([(v, expected[k]) for k, v in state.items()])
+    return len(state)
 
 
 def _merge_lora(src: Source, root: nn.Module) -> int:

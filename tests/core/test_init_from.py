@@ -9,7 +9,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from audiotrain.config.validate import ConfigError, training_plan_problems
+from audiotrain.errors import UserError
 from audiotrain.lora.from_config import settings_from_cfg
+from audiotrain.models.state_dict import StateDictMismatch
 from audiotrain.plugins import registry
 from audiotrain.train.init_from import InitFromError
 from audiotrain.train.run import train
@@ -125,17 +127,32 @@ def test_a_lightning_checkpoint_is_read_with_weights_only(stage1, song_dir):
 
 
 def test_mismatched_sources_are_one_sentence(stage1, song_dir, tmp_path):
+    """The core's strict-load sentence (audiotrain.models.state_dict), with init_from as source and its fixes."""
     tmp, s1 = stage1
-    with pytest.raises(InitFromError, match=r"lacks 2 weights this model has \(first: final_layer.linear.lora_A.weight\): use the "
-                                            r"earlier run's lora.target_modules \(to_k, to_out.0, to_q, to_v\) here"):
+    peft = f"model.init_from={s1['adapter_dir']}/peft"
+    with pytest.raises(StateDictMismatch) as e:
         built(stage2_cfg(tmp, song_dir, "model.freeze=[]", "lora.target_modules=[to_q,to_k,to_v,to_out.0,final_layer.linear]"))
-    with pytest.raises(InitFromError, match=r"to_[qkv].lora_A.weight has shape \(8, 32\) there and \(4, 32\) here"):
+    assert str(e.value) == (f"{peft} does not match this run's LoRA adapter: 2 missing keys (e.g. "
+                            f"final_layer.linear.lora_A.weight, final_layer.linear.lora_B.weight); use the earlier "
+                            f"run's lora.target_modules (to_k, to_out.0, to_q, to_v) here.")
+    n_lora = len(load_file(f"{s1['adapter_dir']}/peft/adapter_model.safetensors"))
+    with pytest.raises(StateDictMismatch) as e:
         built(stage2_cfg(tmp, song_dir, "model.freeze=[]", "lora.r=4"))
+    assert str(e.value) == (f"{peft} does not match this run's LoRA adapter: {n_lora} shape mismatches (file vs "
+                            f"model, e.g. transformer_blocks.0.attn.to_k.lora_A.weight [8, 32] vs [4, 32], "
+                            f"transformer_blocks.0.attn.to_k.lora_B.weight [32, 8] vs [32, 4], "
+                            f"transformer_blocks.0.attn.to_out.0.lora_A.weight [8, 32] vs [4, 32], ...); use the "
+                            f"same model.preset and lora.r as the earlier run.")
     odd = tmp_path / "other.safetensors"
     save_file({"not_a_layer.weight": torch.zeros(2)}, str(odd))
-    with pytest.raises(InitFromError, match=r"lacks \d+ weights this model has .* and has 1 weight this model lacks "
-                                            r"\(first: not_a_layer.weight\)"):
+    full, _ = built(stage2_cfg(tmp, song_dir, "lora=none", "model.freeze=[]", f"model.init_from={s1['adapter_dir']}"))
+    kept = sorted(full.adapter_root().state_dict())  # what a full fine-tune of this model keeps (released ones not)
+    with pytest.raises(StateDictMismatch) as e:
         built(stage2_cfg(tmp, song_dir, "lora=none", "model.freeze=[]", f"model.init_from={odd}"))
+    assert str(e.value) == (f"model.init_from={odd} does not match this run's model: {len(kept)} missing keys (e.g. "
+                            f"{', '.join(kept[:3])}, ...); 1 unexpected keys (e.g. not_a_layer.weight); it was saved "
+                            f"from another model or preset; give weights of the same model.preset.")
+    assert isinstance(e.value, UserError) and "\n" not in str(e.value)
 
 
 def test_bad_init_from_paths_are_one_sentence(tmp_path, tiny_cfg):

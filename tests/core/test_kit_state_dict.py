@@ -8,7 +8,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from audiotrain.errors import UserError
-from audiotrain.models.state_dict import StateDictMismatch, check_state_dict, load_strict, mismatch_message
+from audiotrain.models.state_dict import (StateDictMismatch, check_state_dict, compare, load_strict,
+                                         mismatch_message)
 
 
 def net() -> nn.Module:
@@ -57,3 +58,17 @@ def test_a_mismatch_never_half_loads():
     with pytest.raises(StateDictMismatch):
         load_strict(model, state, "w", "t", "f")
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_the_expected_side_may_be_a_mapping_of_tensors():
+    """Part of a model (e.g. an adapter's weights) checked with the same sentence; meta tensors carry the shapes."""
+    with torch.device("meta"):
+        expected = {k: v for k, v in net().state_dict().items() if k.startswith("2.")}
+    state = {"2.weight": torch.zeros(2, 4), "0.weight": torch.zeros(5, 4)}
+    found = compare(expected, state)
+    assert (found.missing, found.unexpected, found.shapes) == (["2.bias"], ["0.weight"], ["2.weight [2, 4] vs [2, 5]"])
+    assert mismatch_message(expected, state, "model.init_from=a.safetensors", "this run's head", "give its head") == (
+        "model.init_from=a.safetensors does not match this run's head: 1 missing keys (e.g. 2.bias); 1 unexpected "
+        "keys (e.g. 0.weight); 1 shape mismatches (file vs model, e.g. 2.weight [2, 4] vs [2, 5]); give its head.")
+    assert not compare(expected, {k: torch.zeros(v.shape) for k, v in expected.items()})
+    check_state_dict(expected, {k: torch.zeros(v.shape) for k, v in expected.items()}, "w", "t", "f")
