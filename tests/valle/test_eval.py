@@ -1,6 +1,8 @@
 """Audio evaluation: the mel distance itself, the periodic eval/mel_distance and ``mode=eval`` on tiny VALL-E."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import math
 import os
@@ -44,6 +46,7 @@ def test_mel_distance_grows_with_noise_and_cuts_to_the_shorter_length():
     assert mel_distance(clean[:300], clean[:400], SR) == 0.0
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: make test runs it, make test-fast leaves it out
 def test_periodic_eval_then_mode_eval_logs_mel_distance(valle_cfg, voice_dir, tmp_path):
     from audiotrain.train.run import train
 

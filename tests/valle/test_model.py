@@ -162,6 +162,7 @@ def test_ar_shift_with_oracle_heads():
         assert float(wrong["nll"].detach()) > 5.0
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: make test runs it, make test-fast leaves it out
 def test_overfit_one_utterance_top10_accuracy():
     """The "Try Me" check: memorise one utterance, then greedy AR+NAR decoding gives it back."""
     torch.manual_seed(0)

@@ -1,6 +1,8 @@
 """The VALL-E plugin through the real training path: CLI, Try-Me overfit, exact resume, live control."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import subprocess
@@ -13,6 +15,7 @@ from safetensors.torch import load_file
 from audiotrain.train.run import train
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: make test runs it, make test-fast leaves it out
 def test_cli_lora_run_on_voices_with_a_broken_clip(voice_dir, tmp_path):
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", AUDIOTRAIN_CACHE=str(tmp_path / "cache"))
     p = subprocess.run([sys.executable, "-m", "audiotrain.cli.main", "model=valle", f"data={voice_dir}",
@@ -40,11 +43,13 @@ def test_cli_lora_run_on_voices_with_a_broken_clip(voice_dir, tmp_path):
     assert "train/acc" in r.data.metrics and "train/nll" in r.data.metrics
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: make test runs it, make test-fast leaves it out
 def test_try_me_overfits_one_utterance(valle_cfg):
     s = train(valle_cfg("debug=overfit", "trainer.max_steps=250", run="overfit"))
     assert s["final_metrics"]["train/acc"] >= 0.9, s["final_metrics"]
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: make test runs it, make test-fast leaves it out
 def test_resume_mid_epoch_with_the_bucket_batch_sampler(valle_cfg):
     common = ("dataset.batch_size=2", "trainer.accumulate_grad_batches=1", "trainer.every_n_train_steps=2",
               "scheduler.warmup_steps=0", "optimizer.lr=1e-3", "lora.r=4", "lora.alpha=4")
@@ -57,6 +62,7 @@ def test_resume_mid_epoch_with_the_bucket_batch_sampler(valle_cfg):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: make test runs it, make test-fast leaves it out
 def test_control_file_commands_act_at_their_steps(valle_cfg, tmp_path):
     run_dir = tmp_path / "logs" / "ctl"
     run_dir.mkdir(parents=True)
