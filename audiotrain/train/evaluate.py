@@ -28,6 +28,13 @@ from audiotrain.models.backbone import Backbone
 from audiotrain.tracking.mel_distance import mel_distance, resample
 from audiotrain.tracking.samples import write_sample
 from audiotrain.train.callbacks import Periodic
+from audiotrain.train.console import console
+from audiotrain.train.data_setup import load_data
+from audiotrain.train.fixed_noise_loss import fixed_noise_losses
+from audiotrain.train.job_setup import start_job
+from audiotrain.train.model_setup import build_model
+from audiotrain.train.module import TrainModule
+from audiotrain.train.tracking_setup import start_tracking, write_run_files
 
 METRIC = "eval/mel_distance"
 
@@ -142,13 +149,6 @@ def run_eval(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, A
     measure ``val/*`` on the held-out set (when the run has one) and the audio eval on the fixed prompts, log to
     a new MLflow run (a child of the training run when its id is known) and return the result with the run's
     paths."""
-    from audiotrain.train.data_setup import load_data
-    from audiotrain.train.fixed_noise_loss import fixed_noise_losses
-    from audiotrain.train.job_setup import start_job
-    from audiotrain.train.model_setup import build_model
-    from audiotrain.train.module import TrainModule
-    from audiotrain.train.console import console
-    from audiotrain.train.tracking_setup import start_tracking, write_run_files
 
     overrides = list(overrides or [])
     job = start_job(cfg, "eval")

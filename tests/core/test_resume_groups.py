@@ -25,7 +25,7 @@ def test_resume_with_groups_and_frozen_modules_is_bit_identical(tiny_cfg):
     resumed = train(cfg("trainer.max_steps=6", f"ckpt_path={ckpt}", run="ignored"))
     assert resumed["run_dir"] == half["run_dir"] and resumed["steps"] == full["steps"] == 6
     assert resumed["last_loss"] == full["last_loss"]
-    assert resumed["eval_loss"][-1] == full["eval_loss"][-1] and resumed["eval_loss"][-1][0] == 6
+    assert resumed["train_fixed_loss"][-1] == full["train_fixed_loss"][-1] and resumed["train_fixed_loss"][-1][0] == 6
     a = load_file(f"{full['adapter_dir']}/model.safetensors")
     b = load_file(f"{resumed['adapter_dir']}/model.safetensors")
     assert a.keys() == b.keys()
