@@ -128,9 +128,18 @@ class AudioEval(Periodic):
 
 # ---- mode=eval ---------------------------------------------------------------------------------
 def load_checkpoint(module: Any, ckpt: Path) -> int:
-    """Load a Lightning checkpoint's weights (adapter-only or full) into ``module``; returns its global step."""
-    state = torch.load(str(ckpt), map_location="cpu", weights_only=False)
-    if "state_dict" not in state:
+    """Load a Lightning checkpoint's weights (adapter-only or full) into ``module``; returns its global step.
+
+    Read as data (``weights_only=True``): a checkpoint that carries code is refused, never run."""
+    import pickle
+
+    try:
+        state = torch.load(str(ckpt), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        raise EvalError(f"ckpt_path={ckpt} cannot be read as an audiotrain checkpoint ({type(exc).__name__}: it is "
+                        "truncated, not a checkpoint, or carries code, which is never run): give a .ckpt from a "
+                        "run's checkpoints/ folder.") from None
+    if not isinstance(state, dict) or "state_dict" not in state:
         raise EvalError(f"{ckpt} is not a Lightning checkpoint of an audiotrain run (no state_dict).")
     result = module.load_state_dict(state["state_dict"], strict=False)
     if result.unexpected_keys:

@@ -206,3 +206,22 @@ def test_done_message_prints_the_held_out_trend():
     assert "train_fixed/loss (training examples, fixed noise): 0.9900 at step 0 → 0.5000 at step 300" in text
     no_val = done_message({**summary, "val_loss": []})
     assert "no held-out data: add val_data=PATH or dataset.val_fraction=0.1" in no_val
+
+
+def test_mode_eval_reads_checkpoints_as_data_and_refuses_others_in_one_sentence(tiny_cfg, tmp_path):
+    import torch
+
+    from audiotrain.train.evaluate import EvalError, load_checkpoint
+
+    class Carrier:  # a pickle that would run code when unpickled without weights_only
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save({"state_dict": {}, "payload": Carrier()}, str(crafted))
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint")
+    for bad in (crafted, text):
+        with pytest.raises(EvalError, match=r"cannot be read as an audiotrain checkpoint .* never run\): give a "
+                                            r"\.ckpt from a run's checkpoints/ folder\."):
+            load_checkpoint(None, bad)
