@@ -87,7 +87,8 @@ class ACEStepPlugin(Plugin):
         if any(paths) and not all(paths):
             problems.append(ssl_teachers.BOTH_NEEDED)
         elif all(paths) and isinstance(coeff, (int, float)) and coeff > 0:
-            problems.extend(p for p in (ssl_teachers.folder_problem(path, spec)
+            allow = ssl_teachers.code_allowed(cfg)
+            problems.extend(p for p in (ssl_teachers.folder_problem(path, spec, allow)
                                         for path, spec in zip(paths, ssl_teachers.SPECS)) if p)
         if str(m.get("preset")) == "v1-3.5b":
             from audiotrain_acestep import checkpoint

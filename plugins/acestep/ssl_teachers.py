@@ -15,6 +15,7 @@ The result is ``{"ssl_mert": (T, 1024), "ssl_m-hubert": (T, 768)}``; the names a
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,8 +66,23 @@ def weight_files(folder: Path) -> list[Path]:
     return sorted({p for pat in WEIGHT_PATTERNS for p in folder.glob(pat) if p.is_file()})
 
 
-def folder_problem(path: Any, spec: TeacherSpec) -> str | None:
-    """One sentence when ``path`` cannot be ``spec``'s teacher folder, else None."""
+def declares_code(folder: Path) -> bool:
+    """True when the folder's config.json maps its classes to Python files of its own (``auto_map``), as MERT's
+    does: loading it would run that code."""
+    try:
+        return bool(json.loads((folder / "config.json").read_text(encoding="utf-8")).get("auto_map"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def code_allowed(cfg: Any) -> bool:
+    """``model.ssl.trust_remote_code``: the explicit opt-in to run a teacher folder's own Python code."""
+    return bool((cfg.model.get("ssl") or {}).get("trust_remote_code"))
+
+
+def folder_problem(path: Any, spec: TeacherSpec, allow_code: bool = False) -> str | None:
+    """One sentence when ``path`` cannot be ``spec``'s teacher folder (or would run its own code without the
+    opt-in), else None."""
     folder = Path(str(path)).expanduser()
     fix = f"give the local folder of {spec.title} (config.json and its weights) or unset {spec.override}"
     if not folder.is_dir():
@@ -75,6 +91,9 @@ def folder_problem(path: Any, spec: TeacherSpec) -> str | None:
         return f"{spec.override}={path} has no config.json: {fix}."
     if not weight_files(folder):
         return f"{spec.override}={path} has no weights (*.safetensors or *.bin): {fix}."
+    if declares_code(folder) and not allow_code:
+        return (f"{spec.override}={path} ships its own Python code (config.json auto_map), which audiotrain runs only "
+                f"when you opt in: read the folder's *.py files, then add model.ssl.trust_remote_code=true.")
     return None
 
 
@@ -91,22 +110,23 @@ def teacher_paths(cfg: Any) -> tuple[Any, Any]:
 
 
 # ---- loading ------------------------------------------------------------------------------
-def load_teacher(path: Any, spec: TeacherSpec) -> torch.nn.Module:
-    """The frozen HF model in ``path`` (local files only; MERT brings its own remote code), fp32, eval."""
-    problem = folder_problem(path, spec)
+def load_teacher(path: Any, spec: TeacherSpec, allow_code: bool = False) -> torch.nn.Module:
+    """The frozen HF model in ``path`` (local files only), fp32, eval. A folder with its own Python code (MERT's)
+    loads only with ``allow_code`` (``model.ssl.trust_remote_code=true``)."""
+    problem = folder_problem(path, spec, allow_code)
     if problem:
         raise UserError(problem)
     import transformers
 
     folder = str(Path(str(path)).expanduser())
     try:
-        config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=True)
+        config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=allow_code)
         if not hasattr(config, "conv_pos_batch_norm"):
             # MERT's config predates this flag, which newer transformers' HuBERT layers read; MERT's weights are
             # the weight-norm variant (False). ACE-Step patches the same value into the cached config.
             config.conv_pos_batch_norm = False
         model = transformers.AutoModel.from_pretrained(folder, config=config, local_files_only=True,
-                                                       trust_remote_code=True)
+                                                       trust_remote_code=allow_code)
     except (OSError, ValueError, ImportError, AttributeError, KeyError, TypeError, RuntimeError) as exc:
         raise UserError(f"{spec.override}={path} could not be loaded as {spec.title} ({type(exc).__name__}: "
                         f"{exc}); give the unmodified Hugging Face folder of {spec.title}.") from exc
@@ -135,11 +155,12 @@ class SSLTeacherFeature(FrozenEncoder):
 
     @classmethod
     def from_folders(cls, paths: Sequence[Any], specs: Sequence[TeacherSpec], key: str = "",
-                     expected_dims: Sequence[int] | None = None, source_rate: int = SOURCE_RATE) -> "SSLTeacherFeature":
+                     expected_dims: Sequence[int] | None = None, source_rate: int = SOURCE_RATE,
+                     allow_code: bool = False) -> "SSLTeacherFeature":
         """Load every teacher and check its hidden size against the transformer's ``ssl_latent_dims``."""
         teachers = []
         for k, (path, spec) in enumerate(zip(paths, specs)):
-            model = load_teacher(path, spec)
+            model = load_teacher(path, spec, allow_code)
             got = int(model.config.hidden_size)
             if expected_dims is not None and got != int(expected_dims[k]):
                 raise UserError(
@@ -206,11 +227,12 @@ def lazy_tokenizer(cfg: Any, transformer_cfg: Mapping[str, Any]):
     if names != [s.name for s in specs]:
         raise UserError(f"The transformer's ssl_names {names} are not the teachers {[s.name for s in specs]}: "
                         "use an ACE-Step v1 transformer config, or unset model.ssl.mert_path/mhubert_path.")
+    allow = code_allowed(cfg)
     for path, spec in zip(paths, specs):
-        problem = folder_problem(path, spec)
+        problem = folder_problem(path, spec, allow)
         if problem:
             raise UserError(problem)
     key = cache_key(paths, specs)
     dims = [int(d) for d in transformer_cfg["ssl_latent_dims"]]
-    return LazyEncoder("ssl", key, lambda: SSLTeacherFeature.from_folders(paths, specs, key, dims),
+    return LazyEncoder("ssl", key, lambda: SSLTeacherFeature.from_folders(paths, specs, key, dims, allow_code=allow),
                          stream=MAIN)

@@ -279,3 +279,24 @@ def test_ssl_coeff_zero_never_loads_teachers(tiny_cfg, teacher_dirs, monkeypatch
     assert "ssl" not in [t.name for t in build_encoders(cfg)]
     assert train(cfg)["steps"] == 1
     assert "train/mert_loss" not in made[0].history[0]
+
+
+def test_a_folder_with_its_own_code_loads_only_with_the_opt_in(teacher_dirs, tmp_path):
+    """MERT's folder maps its model to its own *.py files (config.json auto_map): refused unless the user opts in
+    with model.ssl.trust_remote_code=true; a folder without code loads as before, and never runs any."""
+    import json
+    import shutil
+
+    spec = TINY_SPECS[0]
+    coded = tmp_path / "coded"
+    shutil.copytree(teacher_dirs[0], coded)
+    config = json.loads((coded / "config.json").read_text())
+    (coded / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModel": "modeling_x.XModel"}}))
+    (coded / "modeling_x.py").write_text("raise SystemExit('this code must not run without the opt-in')\n")
+    with pytest.raises(UserError, match=r"model\.ssl\.mert_path=.*coded ships its own Python code \(config\.json "
+                                        r"auto_map\), .* add model\.ssl\.trust_remote_code=true\."):
+        ssl_teachers.load_teacher(coded, spec)
+    assert ssl_teachers.folder_problem(coded, spec, allow_code=True) is None
+    assert ssl_teachers.declares_code(coded) and not ssl_teachers.declares_code(teacher_dirs[0])
+    model = ssl_teachers.load_teacher(teacher_dirs[0], spec)  # no code declared: loads without the opt-in
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
