@@ -52,10 +52,11 @@ class BadInputReport:
             "notes": self.live_notes(),
         }
 
-    def save(self, directory: str | Path) -> list[Path]:
+    def save(self, directory: str | Path, stem: str = "bad_inputs") -> list[Path]:
+        """``<stem>.txt`` (what ``render`` prints) and ``<stem>.json`` in ``directory``."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        txt, js = d / "bad_inputs.txt", d / "bad_inputs.json"
+        txt, js = d / f"{stem}.txt", d / f"{stem}.json"
         txt.write_text(self.render() + "\n", encoding="utf-8")
         js.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
         return [txt, js]

@@ -3,7 +3,6 @@ training data and the held-out validation data (``val_data=PATH`` or ``dataset.v
 ``val_split``), each with its bad-input report."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,9 +111,7 @@ def _show(rep: BadInputReport, stem: str, run_dir: Path, save: bool, brief: bool
         text = f"{text.splitlines()[0]} (the list: {run_dir / (stem + '.txt')})"
     console.print(prefix + text)
     if save:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / f"{stem}.txt").write_text(rep.render() + "\n", encoding="utf-8")
-        (run_dir / f"{stem}.json").write_text(json.dumps(rep.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+        rep.save(run_dir, stem)
 
 
 def _check_disjoint(train: list, val: list, cfg: DictConfig) -> None:
