@@ -5,7 +5,9 @@ Every failure is an :class:`AudioError` whose message is the reason a person rea
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,23 +42,73 @@ class StreamSpec(AudioSpec):
     required: bool = True
 
 
-def decode(path: str | Path) -> tuple[np.ndarray, int]:
-    """Decode a file to float32 (channels, samples) at its own sample rate."""
+def file_problem(path: str | Path, shown: str | None = None) -> str | None:
+    """Why ``path`` is not a readable regular file — a sentence fragment starting with ``shown`` (default: the file's
+    name), e.g. ``"x.wav is a folder, not an audio file"`` — or None when it is one."""
+    p = Path(path)
+    name = shown or p.name
+    try:
+        st = p.stat()
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return f"{name} cannot be read (permission denied)"
+        if exc.errno == errno.ELOOP:
+            return f"{name} is a symbolic link loop (it leads back to itself)"
+        if p.is_symlink():
+            return f"{name} is a link that points to no file ({os.readlink(p)})"
+        return f"{name} not found"
+    if stat.S_ISDIR(st.st_mode):
+        return f"{name} is a folder, not an audio file"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{name} is not a regular file"
+    return None
+
+
+def decode(path: str | Path, max_seconds: float | None = None,
+           notes: list[str] | None = None) -> tuple[np.ndarray, int]:
+    """Decode a file to float32 (channels, samples) at its own sample rate: only its first ``max_seconds`` (an hour
+    of audio is never read whole), and up to where a truncated file stops (said in ``notes``)."""
     import soundfile as sf
 
     p = Path(path)
-    if not p.is_file():
-        raise AudioError("audio file not found")
-    try:
-        with _quiet_stderr():  # libmpg123 prints resync chatter for corrupt mp3s straight to fd 2
-            data, sr = sf.read(str(p), dtype="float32", always_2d=True)
-    except Exception:  # libsndfile reports corrupt/unsupported files in many (misleading) ways
-        raise AudioError(f"cannot decode audio: the {p.suffix or 'file'} file is corrupt or not audio") from None
-    if data.size == 0:
-        raise AudioError("audio file has no samples")
+    problem = file_problem(p)
+    if problem is not None:
+        raise AudioError(problem)
+    if p.stat().st_size == 0:
+        raise AudioError("the file is empty (0 bytes)")
+    corrupt = f"cannot decode audio: the {p.suffix or 'file'} file is corrupt, truncated or not audio"
+    blocks: list[np.ndarray] = []
+    with _quiet_stderr():  # libmpg123 prints resync chatter for corrupt mp3s straight to fd 2
+        try:
+            fh = sf.SoundFile(str(p))
+        except Exception:  # libsndfile reports corrupt/unsupported files in many (misleading) ways
+            raise AudioError(corrupt) from None
+        with fh:
+            sr, announced = int(fh.samplerate), int(fh.frames)
+            wanted = announced if max_seconds is None else min(announced, int(round(max_seconds * sr)) or 1)
+            step, got, broke = max(sr, 1), 0, False  # 1 s blocks: a cut costs at most 1 s
+            while got < wanted:
+                try:
+                    block = fh.read(min(step, wanted - got), dtype="float32", always_2d=True)
+                except Exception:  # a cut-off FLAC/OGG fails mid-stream: keep what decoded before the cut
+                    broke = True
+                    break
+                if not len(block):
+                    break
+                blocks.append(block)
+                got += len(block)
+    if not blocks or got == 0:
+        raise AudioError(corrupt if broke else "the file holds no audio samples")
+    data = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
     if not np.isfinite(data).all():
-        raise AudioError("audio contains NaN or infinite samples")
-    return np.ascontiguousarray(data.T), int(sr)
+        raise AudioError("the audio contains NaN or infinite samples")
+    if notes is not None:
+        if broke or got < 0.9 * wanted:
+            notes.append(f"ends early (truncated?): {got / sr:.1f} s decoded of the {wanted / sr:.1f} s its header "
+                         "announces; the decoded part is used")
+        if max_seconds is not None and announced > wanted:
+            notes.append(f"{announced / sr:.0f} s long: only its first {max_seconds:g} s are used (dataset.max_duration)")
+    return np.ascontiguousarray(data.T), sr
 
 
 @contextlib.contextmanager
@@ -86,8 +138,13 @@ def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(out, dtype=np.float32).T)
 
 
+#: which side each channel of a WAVE file's default layout goes to when mixed to stereo (C: both, -: dropped LFE)
+_LAYOUTS = {3: "LRC", 4: "LRLR", 5: "LRCLR", 6: "LRC-LR", 7: "LRC-CLR", 8: "LRC-LRLR"}
+
+
 def to_channels(audio: np.ndarray, channels: int) -> np.ndarray:
-    """Mono → duplicated, more channels → the first ``channels`` (stereo) or their mean (mono)."""
+    """Mono → duplicated; more channels → their mean (mono) or a downmix (stereo: surround layouts 3-8 channels by
+    their default WAVE order, the front pair at full and the others at -3 dB; any other count their mean on both)."""
     c = audio.shape[0]
     if c == channels:
         return audio
@@ -95,9 +152,26 @@ def to_channels(audio: np.ndarray, channels: int) -> np.ndarray:
         return audio.mean(axis=0, keepdims=True)
     if c == 1:
         return np.repeat(audio, channels, axis=0)
+    if c > channels and channels == 2:
+        return _downmix_stereo(audio)
     if c > channels:
         return audio[:channels]
     return np.concatenate([audio, np.repeat(audio[-1:], channels - c, axis=0)], axis=0)
+
+
+def _downmix_stereo(audio: np.ndarray) -> np.ndarray:
+    layout = _LAYOUTS.get(audio.shape[0])
+    if layout is None:
+        return np.repeat(audio.mean(axis=0, keepdims=True), 2, axis=0)
+    out = np.zeros((2, audio.shape[1]), dtype=np.float32)
+    weight = np.zeros(2)
+    for i, side in enumerate(layout):
+        gain = 1.0 if i < 2 else 0.7071
+        for j, s in enumerate("LR"):
+            if side in (s, "C"):
+                out[j] += gain * audio[i]
+                weight[j] += gain
+    return out / weight[:, None].astype(np.float32)  # normalised: the mix never clips
 
 
 def is_silent(audio: np.ndarray, threshold: float) -> bool:
@@ -106,13 +180,20 @@ def is_silent(audio: np.ndarray, threshold: float) -> bool:
     return float(zero_steps.mean()) > threshold
 
 
-def load_audio(path: str | Path, spec: AudioSpec) -> tuple[np.ndarray, int]:
-    """Decode, mix to ``spec.channels``, resample, clamp, check silence, pad to min and cap at max.
+def load_audio(path: str | Path, spec: AudioSpec, notes: list[str] | None = None) -> tuple[np.ndarray, int]:
+    """Decode (at most ``spec.max_duration``), mix to ``spec.channels``, resample, clamp, check length and silence,
+    pad to min. What a person should know about a kept file (cut at max, mixed down, truncated) goes to ``notes``.
 
     Returns (audio (channels, samples) float32 at ``spec.sample_rate``, original length in samples
     at the target rate before padding, capped at max).
     """
-    audio, sr = decode(path)
+    audio, sr = decode(path, max_seconds=spec.max_duration if spec.max_duration > 0 else None, notes=notes)
+    n = audio.shape[1]
+    if n < sr / 100:
+        raise AudioError(f"too short: {n} sample{'' if n == 1 else 's'} ({1000 * n / sr:.2f} ms at {sr} Hz); "
+                         "a clip needs at least 10 ms of audio")
+    if notes is not None and audio.shape[0] > max(spec.channels, 2):
+        notes.append(f"{audio.shape[0]} channels mixed down to {spec.channels}")
     audio = to_channels(audio, spec.channels)
     if is_silent(audio, spec.silence_threshold):
         raise AudioError(f"silent ({spec.silence_threshold:.0%}+ of the samples are exactly zero)")
@@ -122,6 +203,9 @@ def load_audio(path: str | Path, spec: AudioSpec) -> tuple[np.ndarray, int]:
     audio = audio[:, :max_len]
     length = audio.shape[1]
     min_len = int(round(spec.min_duration * spec.sample_rate))
+    if length < (1.0 - spec.silence_threshold) * min_len:
+        raise AudioError(f"too short: {length / spec.sample_rate:.2f} s, padded to dataset.min_duration="
+                         f"{spec.min_duration:g} s it would be more than {spec.silence_threshold:.0%} silence")
     if length < min_len:
         audio = np.pad(audio, ((0, 0), (0, min_len - length)))
     return np.ascontiguousarray(audio, dtype=np.float32), length

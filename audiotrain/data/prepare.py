@@ -18,7 +18,7 @@ import torch
 
 from audiotrain.atomic_write import atomic_write_text
 from audiotrain.errors import UserError
-from audiotrain.data.audio_io import AudioError, AudioSpec, StreamSpec, content_hash, load_audio
+from audiotrain.data.audio_io import AudioError, AudioSpec, StreamSpec, content_hash, file_problem, load_audio
 from audiotrain.data.cache import FeatureCache
 from audiotrain.data.manifest import Manifest
 from audiotrain.data.report import BadInputReport
@@ -165,10 +165,15 @@ class _Builder:
                                            f"(name it in the row's audio.{role})")
                     return None
                 continue
+            problem = file_problem(path)
+            if problem is not None:
+                self.report.add(path, _reason(role, f"audio file {problem}", self.streams))
+                return None
             try:
                 ids[role] = stream_id(_digest(self.cache, path), spec)
-            except OSError:
-                self.report.add(path, _reason(role, "audio file not found or unreadable", self.streams))
+            except OSError as exc:
+                self.report.add(path, _reason(role, f"cannot be read ({exc.strerror or type(exc).__name__})",
+                                              self.streams))
                 return None
         if not ids:
             self.report.add(where, f"no audio file: name one of the roles {', '.join(self.streams)} in the row's audio")
@@ -187,11 +192,14 @@ class _Builder:
         decoded: dict[str, dict[str, Any]] = {}
         for role in decode:
             spec, path = self.streams[role], row["audio"][role]
+            notes: list[str] = []
             try:
-                audio, length = load_audio(path, spec)
+                audio, length = load_audio(path, spec, notes)
             except AudioError as exc:
                 self.report.add(path, _reason(role, str(exc), self.streams))
                 return None
+            for text in notes:
+                self.report.note(path, _reason(role, text, self.streams))
             decoded[role] = {"audio": torch.from_numpy(audio), "audio_length": length}
             durations[role] = length / spec.sample_rate
         if cache is not None:

@@ -1,17 +1,66 @@
-"""Reading the small text files that sit beside audio (prompts, lyrics, transcripts), for every reader."""
+"""Reading the small text files that sit beside audio (prompts, lyrics, transcripts) and the lists that name audio,
+for every reader: UTF-8 (with or without a BOM) and UTF-16/32 with their BOM are decoded; anything else, and a
+file too large to be what it claims, is refused with a reason naming the encoding or the size."""
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 
 from audiotrain.data.report import BadInputReport
 
+#: a text file beside audio (a prompt, lyrics, a transcript) or one line of a list is at most this many bytes
+MAX_TEXT_BYTES = 1 << 20
+
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))  # UTF-32 LE's BOM starts like UTF-16 LE's
+
+
+class TextError(ValueError):
+    """A text file cannot be used; the message is the reason (a sentence fragment after the file's name)."""
+
+
+def bom_encoding(data: bytes) -> str | None:
+    """The codec a byte-order mark at the start of ``data`` names, else None."""
+    return next((enc for bom, enc in _BOMS if data.startswith(bom)), None)
+
+
+def megabytes(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MB"
+
+
+def decode_text(data: bytes) -> str:
+    """``data`` as text: by its BOM (UTF-8/16/32), else strict UTF-8; :class:`TextError` says why not."""
+    enc = bom_encoding(data)
+    try:
+        return data.decode(enc or "utf-8")
+    except UnicodeDecodeError as exc:
+        if enc:
+            raise TextError(f"is not valid {enc.upper().replace('-SIG', '')} text although it starts with that "
+                            f"encoding's byte-order mark (bad bytes at offset {exc.start}); save it as UTF-8") from None
+        hint = " (its NUL bytes suggest UTF-16 without a byte-order mark)" if b"\x00" in data else ""
+        raise TextError(f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}){hint}; "
+                        "save it as UTF-8") from None
+
+
+def read_text(path: Path, limit: int = MAX_TEXT_BYTES) -> str:
+    """A text file's content (see :func:`decode_text`); :class:`TextError` when unreadable, not text or too large."""
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise TextError(f"is {megabytes(size)} of text, more than the {megabytes(limit)} such a file may hold: "
+                            "is it the right file?")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TextError(f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+    return decode_text(data)
+
 
 def read_sidecar(path: Path, report: BadInputReport, what: str = "", collapse: bool = False) -> str | None:
-    """The file's text (UTF-8, BOM tolerated, stripped; ``collapse`` joins all whitespace into single spaces),
-    or None after reporting ``path`` as unreadable — the caller then skips the example."""
+    """The file's text (stripped; ``collapse`` joins all whitespace into single spaces), or None after reporting
+    ``path`` with the reason (not UTF-8, too large, unreadable) — the caller then skips the example."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (UnicodeDecodeError, OSError) as exc:
-        report.add(path, f"{what}cannot be read as UTF-8 text ({type(exc).__name__})")
+        text = read_text(path)
+    except TextError as exc:
+        report.add(path, f"{what}{exc}")
         return None
     return " ".join(text.split()) if collapse else text.strip()

@@ -65,7 +65,7 @@ def test_sidecar_folder_rows_and_every_report_line(tmp_path):
         ("sub/b.wav", "duplicate of b.flac (same name, another format); using that one"),
         ("c.wav", "no caption file c_cap.txt: describe the clip in it"),
         ("d_cap.txt", "caption file is empty: describe the clip in it"),
-        ("e_cap.txt", "caption file cannot be read as UTF-8 text (UnicodeDecodeError)"),
+        ("e_cap.txt", "caption file is not UTF-8 text (byte 0xe9 at offset 3); save it as UTF-8"),
         ("ghost_cap.txt", "caption file without audio: no audio file named ghost (.mp3/.wav/.flac/.ogg) beside it"),
         ("sub/ghost_note.txt", "note file without audio: no audio file named ghost (.mp3/.wav/.flac/.ogg) beside it")]
     assert report.live_notes() == ["b.flac: no b_note.txt, kept without a note"]

@@ -94,8 +94,8 @@ def test_missing_or_bad_required_streams_are_reported_and_an_absent_optional_one
         got = [(Path(s.path).name, s.reason) for s in report.skipped]
         assert got == [
             ("mix.wav", "no 'vocal' audio file: this plugin needs one per example (name it in the row's audio.vocal)"),
-            ("never_written.wav", "vocal stream: audio file not found or unreadable"),
-            ("corrupt_vocal.wav", "vocal stream: cannot decode audio: the .wav file is corrupt or not audio"),
+            ("never_written.wav", "vocal stream: audio file never_written.wav not found"),
+            ("corrupt_vocal.wav", "vocal stream: cannot decode audio: the .wav file is corrupt, truncated or not audio"),
             ("silent_vocal.wav", "vocal stream: silent (95%+ of the samples are exactly zero)"),
         ]
         assert report.live_notes() == ["drums.wav: not used: the plugin reads the audio roles mix, vocal, "

@@ -15,6 +15,7 @@ from audiotrain.data.audio_io import StreamSpec
 from audiotrain.data.padding import pad_batch
 from audiotrain.models.backbone import Backbone
 from audiotrain.data.manifest import Manifest
+from audiotrain.data.text_files import read_sidecar
 from audiotrain.plugins.base import DataReader, Plugin
 from audiotrain.encoders.base import FrozenEncoder, stable_hash
 
@@ -100,8 +101,13 @@ class StemFolder(DataReader):
             key, role = wav.name.split(".")[:2]
             row = rows.setdefault(key, {"key": key, "audio": {}, "text": ""})
             row["audio"][role] = str(wav)
+        for key in list(rows):
             txt = path / f"{key}.txt"
-            row["text"] = txt.read_text(encoding="utf-8").strip() if txt.is_file() else ""
+            text = read_sidecar(txt, report, what="text file ") if txt.is_file() else ""
+            if text is None:  # reported
+                del rows[key]
+            else:
+                rows[key]["text"] = text
         return Manifest(list(rows.values()), str(path))
 
 

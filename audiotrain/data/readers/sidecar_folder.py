@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from audiotrain.data.audio_io import AUDIO_EXTENSIONS
+from audiotrain.data.audio_io import AUDIO_EXTENSIONS, file_problem
 from audiotrain.data.manifest import Manifest
 from audiotrain.data.report import BadInputReport
 from audiotrain.data.text_files import read_sidecar
@@ -53,8 +53,9 @@ class Clip:
 
 
 def visible_files(root: Path) -> list[Path]:
-    """Files below ``root``, sorted, none in or named like a hidden (``.``) entry."""
-    return sorted(p for p in root.rglob("*") if p.is_file()
+    """Files below ``root``, sorted, none in or named like a hidden (``.``) entry; links that lead to no file
+    (dangling, or a loop) are listed too, so they are reported rather than missed."""
+    return sorted(p for p in root.rglob("*") if (p.is_file() or (p.is_symlink() and not p.exists()))
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
@@ -86,6 +87,10 @@ class SidecarFolder(DataReader):
             audio[key] = p
         rows = []
         for key, apath in sorted(audio.items()):
+            problem = file_problem(apath)
+            if problem is not None:  # a dangling link or a link loop: reported here, its text files with it
+                report.add(apath, f"audio file {problem}")
+                continue
             texts = self._texts(apath, report)
             if texts is not None:
                 folder = apath.parent.relative_to(root).as_posix()

@@ -5,7 +5,8 @@ Paths are relative to the list file; the normalized text is used when present; w
 the speaker is the list's folder name (one voice per folder, as ai-voice-cloning's ``training/<voice>/``
 has it). Whitespace in the text is collapsed (whisper's lines start with a space).
 A row's key is ``{speaker}/{audio path relative to the list, without extension}``. Every line that cannot
-be used is reported as ``line N: reason``; nothing is decoded here.
+be used is reported as ``line N: reason`` (a line that is not UTF-8 or longer than 1 MB too: the others are still
+read; a list with a BOM — UTF-16 as Windows Notepad saves it — is decoded by it); nothing is decoded here.
 
 The plugin names the row fields the text and the speaker go to, plus any constant fields.
 """
@@ -14,9 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from audiotrain.data.audio_io import AUDIO_EXTENSIONS
+from audiotrain.data.audio_io import AUDIO_EXTENSIONS, file_problem
 from audiotrain.data.manifest import Manifest
 from audiotrain.data.report import BadInputReport
+from audiotrain.data.text_files import MAX_TEXT_BYTES, TextError, bom_encoding, decode_text, megabytes
 from audiotrain.errors import UserError
 from audiotrain.plugins.base import DataReader
 
@@ -27,11 +29,42 @@ EXTS = "/".join(AUDIO_EXTENSIONS)
 def _pipe_lines(path: Path) -> bool:
     """Whether the first non-empty line of a text file has a ``|`` (a transcript named train.txt has none)."""
     try:
-        with open(path, encoding="utf-8-sig") as fh:
-            first = next((line for line in fh if line.strip()), "")
-    except (OSError, UnicodeDecodeError):
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError:
         return False
+    text = head.decode(bom_encoding(head) or "utf-8", errors="replace").lstrip("\ufeff")
+    first = next((line for line in text.splitlines() if line.strip()), "")
     return "|" in first
+
+
+def _lines(listfile: Path) -> list[tuple[int, str | None, str]]:
+    """``(line number, text, "")`` per line, or ``(n, None, reason)`` for a line that is not UTF-8 or too long.
+    A list with a BOM (UTF-8/16/32) is decoded whole; without one each line must be UTF-8 on its own, so one
+    mis-encoded line costs that line only."""
+    try:
+        data = listfile.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{listfile} cannot be read ({exc.strerror or type(exc).__name__}).") from None
+    if bom_encoding(data):
+        try:
+            raw = [line.encode("utf-8") for line in decode_text(data).lstrip("\ufeff").splitlines()]
+        except TextError as exc:
+            raise UserError(f"{listfile} {exc}.") from None
+    else:
+        raw = [line.rstrip(b"\r") for line in data.split(b"\n")]
+    out: list[tuple[int, str | None, str]] = []
+    for n, line in enumerate(raw, start=1):
+        if len(line) > MAX_TEXT_BYTES:
+            out.append((n, None, f"is {megabytes(len(line))} long, more than the {megabytes(MAX_TEXT_BYTES)} a line "
+                                 "(a path and its transcript) may hold: is this the right file?"))
+            continue
+        try:
+            out.append((n, line.decode("utf-8"), ""))
+        except UnicodeDecodeError as exc:
+            out.append((n, None, f"is not UTF-8 text (byte 0x{line[exc.start]:02x} at offset {exc.start}); "
+                                 "save the list as UTF-8"))
+    return out
 
 
 def find_list_file(path: Path) -> Path | None:
@@ -70,13 +103,12 @@ class TranscriptList(DataReader):
         if listfile is None:
             raise UserError(f"data={path} holds no train.txt or metadata.csv with path|text lines.")
         listfile = listfile.resolve()
-        try:
-            lines = listfile.read_text(encoding="utf-8-sig").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"{listfile} cannot be read as UTF-8 text ({type(exc).__name__}).") from None
         rows: list[dict[str, Any]] = []
         seen: dict[str, int] = {}
-        for n, line in enumerate(lines, start=1):
+        for n, line, problem in _lines(listfile):
+            if line is None:
+                report.add(listfile, f"line {n}: {problem}")
+                continue
             if not line.strip():
                 continue
             row = self._row([f.strip() for f in line.split("|")], n, listfile, report)
@@ -111,8 +143,11 @@ class TranscriptList(DataReader):
         if not text:
             report.add(listfile, f"line {n}: the transcript is empty")
             return None
-        if audio is None or not audio.is_file():
-            report.add(listfile, f"line {n}: audio file {shown} not found (paths are relative to {base})")
+        problem = "not found" if audio is None else file_problem(audio, shown)
+        if problem is not None:
+            if problem.endswith("not found"):
+                problem = f"{shown} not found (paths are relative to {base})"
+            report.add(listfile, f"line {n}: audio file {problem}")
             return None
         if audio.suffix.lower() not in AUDIO_EXTENSIONS:
             report.add(listfile, f"line {n}: {shown} is not a {EXTS} file")

@@ -1,0 +1,311 @@
+"""A corpus of bad input files, written in each reader's own layout, for the "every file is used or reported" tests.
+
+Every file kind is a :class:`Kind`: a file name, a writer, and its expected fate — ``USED``, or a regular
+expression the bad-input report's reason must match. The layout writers (``song_folder``, ``voice_folder``,
+``transcript_list``, ``hf_dataset``, ``stem_folder``, ``caption_folder``) put every kind into a folder the way
+that reader expects it and return the :class:`Offer` list: one offer per example the reader is given (an audio
+file of a folder, a text file no audio claims, a non-empty line of a list, a row of a dataset), each with the
+files it is made of and its expected fate. A test then checks ``usable + skipped == len(offers)`` and each
+offer's fate. Everything is small and fast: the hour of silence is a sparse WAV (a header, then a hole).
+"""
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import soundfile as sf
+
+USED = "used"
+SR = 16000
+SECONDS = 4.0  # inside every plugin's bounds, halves too (VALL-E's duration_range is [1, 12] s)
+HUGE = 10 * 1024 * 1024  # bytes of the huge text
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str                          # the file's stem (unique in a corpus)
+    ext: str                           # ".wav", ".mp3", ...
+    write: Callable[[Path], None]
+    expect: str = USED                 # USED, or a regex of the report's reason
+    wav_only: bool = False             # readers that only glob *.wav still see it
+
+
+@dataclass
+class Offer:
+    """One example the reader is given and what must become of it."""
+
+    name: str
+    expect: str
+    files: list[Path] = field(default_factory=list)  # the audio first, then its text files
+    line: int | None = None                          # a list's line number
+    row: int | None = None                           # a dataset's row index
+
+
+# --- audio writers -------------------------------------------------------------------------------------------
+
+def _signal(seconds: float = SECONDS, sr: int = SR, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(round(seconds * sr))) / sr
+    tone = 0.3 * np.sin(2 * np.pi * 220.0 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 0.7 * t))
+    return np.stack([tone * (1.0 - 0.05 * c) for c in range(channels)], axis=1).astype(np.float32)
+
+
+def tone(path: Path, seconds: float = SECONDS, sr: int = SR, channels: int = 1, fmt: str | None = None,
+         subtype: str | None = None) -> Path:
+    """A real (non-silent) tone; the format follows the extension unless ``fmt`` says otherwise."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), _signal(seconds, sr, channels), sr, format=fmt, subtype=subtype)
+    return path
+
+
+def _bytes_of(ext: str) -> bytes:
+    """A good file's bytes in the format of ``ext`` (written to memory)."""
+    import io
+
+    buf = io.BytesIO()
+    sf.write(buf, _signal(), SR, format={".wav": "WAV", ".flac": "FLAC", ".mp3": "MP3"}[ext])
+    return buf.getvalue()
+
+
+def _write_bytes(data: bytes) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return write
+
+
+def _truncated(ext: str, keep: float | int) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        data = _bytes_of(ext)
+        _write_bytes(data[: keep if isinstance(keep, int) else int(len(data) * keep)])(path)
+    return write
+
+
+def _float_wav(values: float) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        audio = _signal()
+        audio[SR // 2: SR // 2 + 10] = values
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(path), audio, SR, subtype="FLOAT")
+    return write
+
+
+def silent_hour(path: Path, sr: int = 8000) -> Path:
+    """An hour of 16-bit mono silence: a WAV header, then a sparse hole (57.6 MB on paper, nothing on disk)."""
+    frames = 3600 * sr
+    size = frames * 2
+    header = (b"RIFF" + struct.pack("<I", 36 + size) + b"WAVE" + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, sr,
+              sr * 2, 2, 16) + b"data" + struct.pack("<I", size))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(header)
+        fh.truncate(len(header) + size)
+    return path
+
+
+def _symlink_loop(path: Path) -> None:
+    """``path`` → ``<stem>_other<ext>`` → ``path``: opening either fails with ELOOP."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    other = path.with_name(f"{path.stem}_other.link")
+    os.symlink(other.name, path)
+    os.symlink(path.name, other)
+
+
+def _dangling(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink("no_such_file.wav", path)
+
+
+EMPTY = r"^the file is empty \(0 bytes\)"
+CORRUPT = r"^cannot decode audio: the \.\w+ file is corrupt, truncated or not audio"
+
+AUDIO_KINDS: list[Kind] = [
+    Kind("good_wav", ".wav", lambda p: tone(p), wav_only=True),
+    Kind("good_flac", ".flac", lambda p: tone(p)),
+    Kind("good_mp3", ".mp3", lambda p: tone(p)),
+    Kind("empty_wav", ".wav", _write_bytes(b""), EMPTY, wav_only=True),
+    Kind("empty_flac", ".flac", _write_bytes(b""), EMPTY),
+    Kind("empty_mp3", ".mp3", _write_bytes(b""), EMPTY),
+    Kind("header_only_wav", ".wav", _truncated(".wav", 30), CORRUPT, wav_only=True),
+    Kind("header_only_flac", ".flac", _truncated(".flac", 30), CORRUPT),
+    Kind("header_only_mp3", ".mp3", _truncated(".mp3", 30), CORRUPT),
+    # cut in half: what is there decodes (a shorter clip), as every player plays it
+    Kind("half_wav", ".wav", _truncated(".wav", 0.5), wav_only=True),
+    Kind("half_flac", ".flac", _truncated(".flac", 0.5)),
+    Kind("half_mp3", ".mp3", _truncated(".mp3", 0.5)),
+    Kind("wav_named_mp3", ".mp3", _write_bytes(b"")),  # replaced below (needs the WAV bytes)
+    Kind("text_named_wav", ".wav", _write_bytes(b"This is a text file, not audio.\n" * 20), CORRUPT, wav_only=True),
+    Kind("one_sample", ".wav", lambda p: tone(p, seconds=1 / SR), r"^too short: 1 sample", wav_only=True),
+    Kind("nan_samples", ".wav", _float_wav(float("nan")), r"contains NaN or infinite samples", wav_only=True),
+    Kind("inf_samples", ".wav", _float_wav(float("inf")), r"contains NaN or infinite samples", wav_only=True),
+    Kind("eight_channels", ".wav", lambda p: tone(p, channels=8), wav_only=True),
+    Kind("rate_8k", ".wav", lambda p: tone(p, sr=8000), wav_only=True),
+    Kind("hour_of_silence", ".wav", silent_hour, r"^silent \(", wav_only=True),
+    Kind("symlink_loop", ".wav", _symlink_loop, r"symbolic link loop", wav_only=True),
+    Kind("dangling_link", ".wav", _dangling, r"points to no file", wav_only=True),
+]
+AUDIO_KINDS[[k.name for k in AUDIO_KINDS].index("wav_named_mp3")] = Kind(
+    "wav_named_mp3", ".mp3", lambda p: _write_bytes(_bytes_of(".wav"))(p))
+
+# --- text kinds: the content of a clip's main text file (prompt, transcript) --------------------------------
+
+@dataclass(frozen=True)
+class TextKind:
+    name: str
+    data: Callable[[], bytes]
+    expect: str = USED
+    text: str | None = None  # the decoded text a used file must give
+
+
+GOOD_TEXT = "hello there, piano"
+DECODED = "\u00fcber caf\u00e9, piano"  # what a used text kind holds: non-ASCII, so a wrong decoding shows
+TEXT_KINDS: list[TextKind] = [
+    TextKind("utf16_text", lambda: DECODED.encode("utf-16"), text=DECODED),            # LE with its BOM
+    TextKind("utf16be_text", lambda: b"\xfe\xff" + DECODED.encode("utf-16-be"), text=DECODED),
+    TextKind("utf8_bom_text", lambda: b"\xef\xbb\xbf" + DECODED.encode(), text=DECODED),
+    TextKind("latin1_text", lambda: "caf\xe9 na\xefve, piano".encode("latin-1"),
+             r"is not UTF-8 text \(byte 0xe9 at offset 3\)"),
+    TextKind("huge_text", lambda: b"la " * (HUGE // 3), r"is 10\.0 MB of text"),
+]
+
+
+# --- layouts ---------------------------------------------------------------------------------------------------
+
+def sidecar_folder(root: Path, sidecars) -> list[Offer]:
+    """Any :class:`~audiotrain.data.readers.sidecar_folder.SidecarFolder` layout from its ``sidecars`` (ACE-Step's
+    ``X.mp3`` + ``X_prompt.txt`` [+ ``X_lyrics.txt``], VALL-E's ``spk/X.wav`` + ``spk/X.txt``, ...), in one sub-folder
+    (one speaker): every audio kind with good text files, every text kind as each text file, a duplicate stem, an
+    orphan text file; plus a folder named like audio and a folder link loop (no files: nothing to offer)."""
+    folder = root / "spk"
+    folder.mkdir(parents=True, exist_ok=True)
+    main = next(sc.suffix for sc in sidecars if sc.required)
+    offers: list[Offer] = []
+
+    def texts(stem: str, override: dict[str, bytes] | None = None) -> list[Path]:
+        files = {sc.suffix: GOOD_TEXT.encode() for sc in sidecars}
+        out = []
+        for suffix, data in {**files, **(override or {})}.items():
+            p = folder / f"{stem}{suffix}"
+            p.write_bytes(data)
+            out.append(p)
+        return out
+
+    for k in AUDIO_KINDS:
+        audio = folder / f"{k.name}{k.ext}"
+        k.write(audio)
+        offers.append(Offer(k.name, k.expect, [audio, *texts(k.name)]))
+    for sc in sidecars:
+        for t in TEXT_KINDS:
+            stem = f"{t.name}_as_{sc.field}"
+            audio = tone(folder / f"{stem}.wav")
+            offers.append(Offer(stem, t.expect, [audio, *texts(stem, {sc.suffix: t.data()})]))
+    # two audio files of one name: the first in sorted order (.flac) is used, the other reported
+    dup_flac, dup_wav = tone(folder / "duplicate.flac"), tone(folder / "duplicate.wav")
+    offers.append(Offer("duplicate.flac", USED, [dup_flac, *texts("duplicate")]))
+    offers.append(Offer("duplicate.wav", r"^duplicate of duplicate\.flac", [dup_wav]))
+    orphan = folder / f"orphan{main}"
+    orphan.write_text(GOOD_TEXT, encoding="utf-8")
+    offers.append(Offer("orphan", r"file without audio: no audio file named orphan", [orphan]))
+    (folder / "a_folder.wav").mkdir()
+    os.symlink(".", folder / "loop_dir")
+    return offers
+
+
+def transcript_list(root: Path, name: str = "train.txt") -> tuple[Path, list[Offer]]:
+    """A ``path|text|speaker`` list (one speaker) with every audio kind under ``wavs/`` and every bad row kind."""
+    root.mkdir(parents=True, exist_ok=True)
+    wavs = root / "wavs"
+    lines: list[bytes] = []
+    offers: list[Offer] = []
+
+    def line(data: bytes, name: str, expect: str, files: list[Path]) -> None:
+        lines.append(data)
+        offers.append(Offer(name, expect, files, line=len(lines)))
+
+    for k in AUDIO_KINDS:
+        audio = wavs / f"{k.name}{k.ext}"
+        k.write(audio)
+        line(f"wavs/{audio.name}|{GOOD_TEXT}|spk".encode(), k.name, k.expect, [audio])
+    for t in TEXT_KINDS:
+        if t.name.startswith(("utf16", "utf8_bom")):
+            continue  # a whole-file encoding: see utf16_list
+        audio = tone(wavs / f"{t.name}.wav")
+        data = t.data()
+        expect = r"^line \d+: is not UTF-8 text" if t.name == "latin1_text" else r"^line \d+: is 10\.0 MB long"
+        line(b"wavs/" + audio.name.encode() + b"|" + data + b"|spk", t.name, expect, [audio])
+    line(b"wavs/missing.wav|" + GOOD_TEXT.encode() + b"|spk", "missing", r"audio file wavs/missing\.wav not found", [])
+    (wavs / "a_folder.wav").mkdir()
+    line(b"wavs/a_folder.wav|" + GOOD_TEXT.encode() + b"|spk", "directory", r"wavs/a_folder\.wav is a folder", [])
+    line(b"wavs/good_wav.wav|another text|spk", "repeat", r"repeats the clip of line 1", [])
+    line(b"wavs/good_flac.flac|too|many|fields|here", "fields", r"expected path\|text", [])
+    line(b"wavs/good_mp3.mp3| |spk", "empty_text", r"the transcript is empty", [])
+    listfile = root / name
+    listfile.write_bytes(b"\n".join(lines) + b"\n\n")
+    return listfile, offers
+
+
+def utf16_list(root: Path) -> tuple[Path, list[Offer]]:
+    """A UTF-16 (BOM) train.txt, as Windows Notepad saves "Unicode": read, every line used."""
+    root.mkdir(parents=True, exist_ok=True)
+    offers = []
+    lines = []
+    for i in range(3):
+        audio = tone(root / "wavs" / f"clip{i}.wav")
+        lines.append(f"wavs/{audio.name}|{GOOD_TEXT} {i}|spk")
+        offers.append(Offer(audio.stem, USED, [audio], line=i + 1))
+    listfile = root / "train.txt"
+    listfile.write_bytes("\r\n".join(lines).encode("utf-16"))
+    return listfile, offers
+
+
+def hf_dataset(root: Path) -> list[Offer]:
+    """ACE-Step's HF dataset on disk, its audio in ``audio/``: every audio kind, missing/folder/duplicate rows and
+    10 MB of lyrics."""
+    from datasets import Dataset
+
+    audio_dir = root / "audio"
+    rows, offers = [], []
+
+    def row(key: str, filename: str, expect: str, files: list[Path], lyrics: str = "la la", name: str = "") -> None:
+        rows.append({"keys": key, "filename": filename, "tags": ["pop", "piano"], "norm_lyrics": lyrics,
+                     "speaker_emb_path": "", "recaption": {"simplified": "a pop song"}})
+        offers.append(Offer(name or key, expect, files, row=len(rows) - 1))
+
+    for k in AUDIO_KINDS:
+        audio = audio_dir / f"{k.name}{k.ext}"
+        k.write(audio)
+        row(k.name, f"audio/{audio.name}", k.expect, [audio])
+    row("missing", "audio/missing.wav", r"audio file audio/missing\.wav not found", [])
+    (audio_dir / "a_folder.wav").mkdir()
+    row("directory", "audio/a_folder.wav", r"audio/a_folder\.wav is a folder", [])
+    row("good_wav", "audio/good_flac.flac", r"repeats the key of row 0 with another file", [], name="repeated_key")
+    row("good_wav", "audio/good_wav.wav", USED, [audio_dir / "good_wav.wav"], name="repeated_row")  # --repeat_count
+    row("huge_lyrics", "audio/good_wav.wav", r"lyrics are 10\.0 MB of text", [], lyrics="la " * (HUGE // 3))
+    Dataset.from_list(rows).save_to_disk(str(root))
+    return offers
+
+
+def stem_folder(root: Path) -> list[Offer]:
+    """The tiny-streams plugin's ``<key>.<role>.wav`` stems: each audio kind as a key's mix, a good vocal beside it,
+    text kinds as ``<key>.txt``; one key lacks its required vocal."""
+    root.mkdir(parents=True, exist_ok=True)
+    offers = []
+    for k in AUDIO_KINDS:
+        if not k.wav_only:
+            continue
+        mix = root / f"{k.name}.mix.wav"
+        k.write(mix)
+        vocal = tone(root / f"{k.name}.vocal.wav", sr=8000)
+        (root / f"{k.name}.txt").write_text(GOOD_TEXT, encoding="utf-8")
+        offers.append(Offer(k.name, k.expect if k.expect == USED else f"^mix stream: .*(?:{k.expect.lstrip('^')})",
+                            [mix, vocal, root / f"{k.name}.txt"]))
+    for t in TEXT_KINDS:
+        mix, vocal = tone(root / f"{t.name}.mix.wav"), tone(root / f"{t.name}.vocal.wav", sr=8000)
+        (root / f"{t.name}.txt").write_bytes(t.data())
+        offers.append(Offer(t.name, t.expect, [mix, vocal, root / f"{t.name}.txt"]))
+    mix = tone(root / "no_vocal.mix.wav")
+    offers.append(Offer("no_vocal", r"no 'vocal' audio file", [mix]))
+    return offers

@@ -1,0 +1,169 @@
+"""The bad-input corpus (``tests/bad_corpus.py``) through every data reader of every installed plugin, the kit's
+readers and the tiny-streams plugin: reading and decoding (what ``load_data`` does before its encoders) never crash,
+every example offered is either used or in the bad-input report with the reason its kind expects, and
+``usable + skipped == offered``.
+
+What is offered, per reader: a folder gives one offer per audio file (``.mp3/.wav/.flac/.ogg``, links to nothing
+included) plus one per text file no audio claims; a list gives one per non-empty line; a dataset one per row; the
+stem folder one per key. Each report entry belongs to exactly one offer (its audio file, one of its text files,
+``line N:`` of the list, ``row N (...)`` of the dataset)."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from audiotrain.data.audio_io import AUDIO_EXTENSIONS, AudioSpec
+from audiotrain.data.prepare import prepare_items, resolve_manifest
+from audiotrain.data.readers.sidecar_folder import Clip, Sidecar, SidecarFolder, visible_files
+from audiotrain.data.readers.transcript_list import TranscriptList
+from audiotrain.data.report import BadInputReport
+from audiotrain.plugins import registry
+from tests import bad_corpus as bc
+
+
+class CaptionFolder(SidecarFolder):
+    """The kit's sidecar folder as a plugin uses it: ``X.wav`` + ``X_cap.txt`` [+ ``X_note.txt``]."""
+
+    description = "caption folder"
+    sidecars = (Sidecar("caption", "_cap.txt", "caption", "describe the clip in it", collapse=True, non_empty=True),
+                Sidecar("note", "_note.txt", "note", required=False, missing_note="kept without a note"))
+
+    def row(self, clip: Clip, root: Path) -> dict[str, Any]:
+        return {"key": clip.key, "audio_path": str(clip.audio), "caption": clip.texts["caption"],
+                "note": clip.texts["note"]}
+
+
+KIT_SPEC = AudioSpec(sample_rate=16000, channels=1, min_duration=1.0, max_duration=30.0)
+
+
+def _cases() -> list:
+    cases = [pytest.param(name, i, id=f"{name}-{type(r).__name__}")
+             for name, plugin in sorted(registry.discover().items()) for i, r in enumerate(plugin.readers())]
+    return cases + [pytest.param("kit", "sidecar", id="kit-SidecarFolder"),
+                    pytest.param("kit", "list", id="kit-TranscriptList"),
+                    pytest.param("tinystreams", 0, id="tinystreams-StemFolder")]
+
+
+def _cfg(name: str, root: Path):
+    from tests.conftest import compose
+
+    return compose([f"model={name}", f"data={root}", "tracking=none", "dataset.num_workers=0"])
+
+
+def _layout(reader, root: Path) -> tuple[Path, list[bc.Offer], Path | None]:
+    """Write the corpus in ``reader``'s format; (the ``data=`` path, the offers, the list file if any)."""
+    if isinstance(reader, SidecarFolder):
+        return root, bc.sidecar_folder(root, reader.sidecars), None
+    if isinstance(reader, TranscriptList):
+        listfile, offers = bc.transcript_list(root)
+        return root, offers, listfile
+    kind = type(reader).__name__
+    if kind == "HFSongDataset":
+        return root, bc.hf_dataset(root), None
+    if kind == "StemFolder":
+        return root, bc.stem_folder(root), None
+    raise AssertionError(f"the bad corpus has no layout for the reader {kind} ({reader.description}): add one")
+
+
+def _offered(reader, data: Path, listfile: Path | None) -> int:
+    """What the reader is given, counted from the files on disk (not from the corpus's own list)."""
+    if isinstance(reader, SidecarFolder):
+        files = visible_files(data)
+        audio = {f.parent / f.stem for f in files if f.suffix.lower() in AUDIO_EXTENSIONS}
+        suffixes = [s.suffix for s in reader.sidecars]
+        orphans = [f for f in files if (s := next((x for x in suffixes if f.name.endswith(x)), None))
+                   and f.parent / f.name[: -len(s)] not in audio]
+        return sum(f.suffix.lower() in AUDIO_EXTENSIONS for f in files) + len(orphans)
+    if listfile is not None:
+        return sum(1 for line in listfile.read_bytes().split(b"\n") if line.strip())
+    if type(reader).__name__ == "HFSongDataset":
+        from datasets import load_from_disk
+
+        return len(load_from_disk(str(data)))
+    return len({p.name.split(".")[0] for p in data.glob("*.*.wav")})
+
+
+def _read(plugin_name: str, which, root: Path):
+    """(reader, offers, items, report, listfile): the corpus read and decoded as ``load_data`` does it."""
+    report = BadInputReport()
+    if plugin_name == "kit":
+        reader = CaptionFolder() if which == "sidecar" else TranscriptList(text_field="text", speaker_field="speaker")
+        data, offers, listfile = _layout(reader, root)
+        assert reader.matches(data)
+        report.source = str(data)
+        items = prepare_items(reader.read(data, report), None, KIT_SPEC, [], None, report)
+        return reader, offers, items, report, listfile
+    if plugin_name == "tinystreams":
+        from tests.core.tiny_streams import TinyStreams
+
+        plugin, cfg = TinyStreams(), None
+    else:
+        plugin = registry.get(plugin_name)
+        cfg = _cfg(plugin_name, root)
+    reader = plugin.readers()[which]
+    data, offers, listfile = _layout(reader, root)
+    manifest = resolve_manifest(str(data), plugin, report)
+    assert manifest.format == reader.description  # the plugin picks this reader for this layout
+    items = prepare_items(manifest, plugin, plugin.audio_streams(cfg), [], None, report)
+    items = plugin.filter_items(items, cfg, report)
+    report.usable = len(items)
+    return reader, offers, items, report, listfile
+
+
+def _owner(entry, offers: list[bc.Offer], listfile: Path | None) -> list[bc.Offer]:
+    """The offers a report entry is about: by its file (audio or text), by ``line N:`` or by ``row N (``."""
+    path = os.path.abspath(entry.path)
+    out = []
+    for o in offers:
+        by_file = any(path == os.path.abspath(f) for f in o.files)
+        by_line = o.line is not None and entry.path == str(listfile) and entry.reason.startswith(f"line {o.line}:")
+        by_row = o.row is not None and entry.reason.startswith(f"row {o.row} (")
+        if by_file or by_line or by_row:
+            out.append(o)
+    return out
+
+
+@pytest.mark.parametrize("plugin_name,which", _cases())
+def test_every_file_of_the_bad_corpus_is_used_or_reported(plugin_name, which, tmp_path):
+    root = tmp_path.resolve() / "data"
+    reader, offers, items, report, listfile = _read(plugin_name, which, root)
+    # the corpus's offers are what the reader is given, counted from the disk
+    assert len(offers) == _offered(reader, root, listfile)
+    assert len({o.name for o in offers}) == len(offers)
+    # every report entry belongs to exactly one offer, and no offer has two
+    owners: dict[str, list] = {}
+    for entry in report.skipped:
+        found = _owner(entry, offers, listfile)
+        assert len(found) == 1, f"report entry {entry} belongs to {[o.name for o in found]}"
+        owners.setdefault(found[0].name, []).append(entry)
+    assert all(len(v) == 1 for v in owners.values()), {k: v for k, v in owners.items() if len(v) > 1}
+    used = {os.path.realpath(p) for it in items for p in it.row["audio"].values()}
+    fates = {}
+    for o in offers:
+        if o.name in owners:
+            fates[o.name] = owners[o.name][0].reason
+        elif o.files and os.path.realpath(o.files[0]) in used:
+            fates[o.name] = bc.USED
+        else:
+            fates[o.name] = "LOST (neither used nor reported)"
+    wrong = {o.name: (o.expect, fates[o.name]) for o in offers
+             if not (fates[o.name] == bc.USED if o.expect == bc.USED else re.search(o.expect, fates[o.name]))}
+    assert not wrong, "\n".join(f"{n}: expected {e!r}, got {g!r}" for n, (e, g) in wrong.items())
+    # the count identity, and the figures the issue's note reports
+    n_used = sum(o.expect == bc.USED for o in offers)
+    assert report.usable == len(items) == n_used
+    assert len(report.skipped) == len(offers) - n_used
+    assert report.usable + len(report.skipped) == len(offers)
+    # every reason is one line, and the rendered report names every skipped file
+    text = report.render()
+    assert text.splitlines()[0].endswith(f"{report.usable} usable, {len(report.skipped)} skipped")
+    for s in report.skipped:
+        assert "\n" not in s.reason and "Traceback" not in s.reason and len(s.reason) < 400
+        assert f"SKIPPED {s.path}: {s.reason}" in text
+    print(f"{plugin_name}/{type(reader).__name__}: {len(offers)} offered, {report.usable} used, "
+          f"{len(report.skipped)} reported")
+
