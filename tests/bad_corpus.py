@@ -57,7 +57,7 @@ def tone(path: Path, seconds: float = SECONDS, sr: int = SR, channels: int = 1, 
          subtype: str | None = None) -> Path:
     """A real (non-silent) tone; the format follows the extension unless ``fmt`` says otherwise."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), _signal(seconds, sr, channels), sr, format=fmt, subtype=subtype)
+    sf.write(os.fsencode(path), _signal(seconds, sr, channels), sr, format=fmt, subtype=subtype)
     return path
 
 
@@ -138,6 +138,9 @@ AUDIO_KINDS: list[Kind] = [
     Kind("half_mp3", ".mp3", _truncated(".mp3", 0.5)),
     Kind("wav_named_mp3", ".mp3", _write_bytes(b"")),  # replaced below (needs the WAV bytes)
     Kind("text_named_wav", ".wav", _write_bytes(b"This is a text file, not audio.\n" * 20), CORRUPT, wav_only=True),
+    # readable bytes (a WAV of its own length: equal bytes would share another file's decoding) in a format not read
+    Kind("aac_named_m4a", ".m4a", lambda p: tone(p, seconds=3.0, fmt="WAV"),
+         r"\.m4a is not an audio format audiotrain reads \(\.mp3/\.wav/\.flac/\.ogg\): convert it"),
     Kind("one_sample", ".wav", lambda p: tone(p, seconds=1 / SR), r"^too short: 1 sample", wav_only=True),
     Kind("nan_samples", ".wav", _float_wav(float("nan")), r"contains NaN or infinite samples", wav_only=True),
     Kind("inf_samples", ".wav", _float_wav(float("inf")), r"contains NaN or infinite samples", wav_only=True),
@@ -202,6 +205,12 @@ def sidecar_folder(root: Path, sidecars) -> list[Offer]:
             stem = f"{t.name}_as_{sc.field}"
             audio = tone(folder / f"{stem}.wav")
             offers.append(Offer(stem, t.expect, [audio, *texts(stem, {sc.suffix: t.data()})]))
+    # a file name that is not UTF-8 (latin-1 bytes, as an old archive unpacks): read, and the report can be saved
+    stem = os.fsdecode(b"caf\xe9_name")
+    offers.append(Offer("latin1_name", USED, [tone(folder / f"{stem}.wav"), *texts(stem)]))
+    empty = folder / os.fsdecode(b"caf\xe9_empty.wav")
+    empty.write_bytes(b"")
+    offers.append(Offer("latin1_name_empty", EMPTY, [empty, *texts(empty.stem)]))
     # two audio files of one name: the first in sorted order (.flac) is used, the other reported
     dup_flac, dup_wav = tone(folder / "duplicate.flac"), tone(folder / "duplicate.wav")
     offers.append(Offer("duplicate.flac", USED, [dup_flac, *texts("duplicate")]))

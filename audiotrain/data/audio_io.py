@@ -14,6 +14,14 @@ from pathlib import Path
 import numpy as np
 
 AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg")
+#: audio that is not read (AAC, ALAC, WMA, Opus, AIFF, ...): reported as such, never passed over in silence
+OTHER_AUDIO_EXTENSIONS = (".m4a", ".aac", ".mp4", ".wma", ".opus", ".aiff", ".aif", ".ape", ".wv", ".webm", ".mka")
+
+
+def unsupported(ext: str) -> str:
+    """The reason for audio in a format that is not read (a sentence fragment)."""
+    return (f"{ext or 'a file without extension'} is not an audio format audiotrain reads "
+            f"({'/'.join(AUDIO_EXTENSIONS)}): convert it to one of them")
 
 
 class AudioError(ValueError):
@@ -76,11 +84,13 @@ def decode(path: str | Path, max_seconds: float | None = None,
         raise AudioError(problem)
     if p.stat().st_size == 0:
         raise AudioError("the file is empty (0 bytes)")
+    if p.suffix.lower() in OTHER_AUDIO_EXTENSIONS:
+        raise AudioError(unsupported(p.suffix.lower()))
     corrupt = f"cannot decode audio: the {p.suffix or 'file'} file is corrupt, truncated or not audio"
     blocks: list[np.ndarray] = []
     with _quiet_stderr():  # libmpg123 prints resync chatter for corrupt mp3s straight to fd 2
         try:
-            fh = sf.SoundFile(str(p))
+            fh = sf.SoundFile(os.fsencode(p))  # bytes: a name that is not UTF-8 opens too
         except Exception:  # libsndfile reports corrupt/unsupported files in many (misleading) ways
             raise AudioError(corrupt) from None
         with fh:

@@ -57,6 +57,7 @@ class BadInputReport:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         txt, js = d / f"{stem}.txt", d / f"{stem}.json"
-        txt.write_text(self.render() + "\n", encoding="utf-8")
-        js.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+        # a file name that is not UTF-8 (bytes from another system) is written as \udcxx escapes, not a crash
+        txt.write_bytes((self.render() + "\n").encode("utf-8", "backslashreplace"))
+        js.write_bytes(json.dumps(self.to_dict(), indent=2, ensure_ascii=False).encode("utf-8", "backslashreplace"))
         return [txt, js]

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from audiotrain.data.audio_io import AUDIO_EXTENSIONS, AudioSpec
+from audiotrain.data.audio_io import AUDIO_EXTENSIONS, OTHER_AUDIO_EXTENSIONS, AudioSpec
 from audiotrain.data.prepare import prepare_items, resolve_manifest
 from audiotrain.data.readers.sidecar_folder import Clip, Sidecar, SidecarFolder, visible_files
 from audiotrain.data.readers.transcript_list import TranscriptList
@@ -73,11 +73,12 @@ def _offered(reader, data: Path, listfile: Path | None) -> int:
     """What the reader is given, counted from the files on disk (not from the corpus's own list)."""
     if isinstance(reader, SidecarFolder):
         files = visible_files(data)
-        audio = {f.parent / f.stem for f in files if f.suffix.lower() in AUDIO_EXTENSIONS}
+        exts = AUDIO_EXTENSIONS + OTHER_AUDIO_EXTENSIONS
+        audio = {f.parent / f.stem for f in files if f.suffix.lower() in exts}
         suffixes = [s.suffix for s in reader.sidecars]
         orphans = [f for f in files if (s := next((x for x in suffixes if f.name.endswith(x)), None))
                    and f.parent / f.name[: -len(s)] not in audio]
-        return sum(f.suffix.lower() in AUDIO_EXTENSIONS for f in files) + len(orphans)
+        return sum(f.suffix.lower() in exts for f in files) + len(orphans)
     if listfile is not None:
         return sum(1 for line in listfile.read_bytes().split(b"\n") if line.strip())
     if type(reader).__name__ == "HFSongDataset":
@@ -164,6 +165,11 @@ def test_every_file_of_the_bad_corpus_is_used_or_reported(plugin_name, which, tm
     for s in report.skipped:
         assert "\n" not in s.reason and "Traceback" not in s.reason and len(s.reason) < 400
         assert f"SKIPPED {s.path}: {s.reason}" in text
+    # the report is saved whatever the file names hold (not-UTF-8 names are escaped), and says the same
+    import json
+
+    saved = json.loads(report.save(tmp_path / "run")[1].read_text(encoding="utf-8"))
+    assert saved["usable"] == report.usable and len(saved["skipped"]) == len(report.skipped)
     print(f"{plugin_name}/{type(reader).__name__}: {len(offers)} offered, {report.usable} used, "
           f"{len(report.skipped)} reported")
 

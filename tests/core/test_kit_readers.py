@@ -101,7 +101,8 @@ def test_train_txt_rows_speakers_and_line_reports(tmp_path):
     assert [(s.path, s.reason) for s in report.skipped] == [
         (listfile, "line 4: repeats the clip of line 1; using that one"),
         (listfile, f"line 5: audio file gone.wav not found (paths are relative to {resolved})"),
-        (listfile, "line 6: notes.mp4 is not a .mp3/.wav/.flac/.ogg file"),
+        (listfile, "line 6: notes.mp4: .mp4 is not an audio format audiotrain reads (.mp3/.wav/.flac/.ogg): "
+                   "convert it to one of them"),
         (listfile, "line 7: the transcript is empty"),
         (listfile, "line 8: expected path|text or path|text|speaker, got 1 field(s)"),
         (listfile, "line 9: expected path|text or path|text|speaker, got 4 field(s)")]

@@ -3,7 +3,8 @@
 A plugin subclasses :class:`SidecarFolder`, lists its :class:`Sidecar` files and turns each usable
 :class:`Clip` into a manifest row (:meth:`SidecarFolder.row`). The base finds the audio anywhere below the
 root (hidden files and folders ignored), groups files by stem, and reports, each with its reason:
-two audio files with one stem (the first in sorted order is used), a clip whose required text file is
+two audio files with one stem (the first in sorted order is used), audio in a format that is not read (.m4a, ...),
+a link that leads to no file, a clip whose required text file is
 missing, unreadable or (where it must not be) empty, and a text file with no audio beside it.
 Nothing is decoded here: the core decodes each clip once and skips corrupt or silent ones itself.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from audiotrain.data.audio_io import AUDIO_EXTENSIONS, file_problem
+from audiotrain.data.audio_io import AUDIO_EXTENSIONS, OTHER_AUDIO_EXTENSIONS, file_problem, unsupported
 from audiotrain.data.manifest import Manifest
 from audiotrain.data.report import BadInputReport
 from audiotrain.data.text_files import read_sidecar
@@ -85,6 +86,13 @@ class SidecarFolder(DataReader):
                 report.add(p, f"duplicate of {audio[key].name} (same name, another format); using that one")
                 continue
             audio[key] = p
+        claimed = set(audio)  # stems whose text files belong to an audio file (read or reported)
+        for p in files:
+            if p.suffix.lower() in OTHER_AUDIO_EXTENSIONS:
+                key = p.relative_to(root).with_suffix("").as_posix()
+                used = f"; {audio[key].name} (same name) is used" if key in audio else ""
+                report.add(p, unsupported(p.suffix.lower()) + used)
+                claimed.add(key)
         rows = []
         for key, apath in sorted(audio.items()):
             problem = file_problem(apath)
@@ -99,7 +107,7 @@ class SidecarFolder(DataReader):
         for p in files:
             side = next((s for s in by_length if p.name.endswith(s.suffix)), None)
             stem = p.name[: -len(side.suffix)] if side else ""
-            if side and (p.parent / stem).relative_to(root).as_posix() not in audio:
+            if side and (p.parent / stem).relative_to(root).as_posix() not in claimed:
                 report.add(p, f"{side.what} file without audio: no audio file named {stem} ({EXTS}) beside it")
         rows.sort(key=lambda r: r["key"])
         return Manifest(rows, str(root), self.description)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from audiotrain.data.audio_io import AUDIO_EXTENSIONS, file_problem
+from audiotrain.data.audio_io import AUDIO_EXTENSIONS, file_problem, unsupported
 from audiotrain.data.manifest import Manifest
 from audiotrain.data.report import BadInputReport
 from audiotrain.data.text_files import MAX_TEXT_BYTES, TextError, bom_encoding, decode_text, megabytes
@@ -150,7 +150,7 @@ class TranscriptList(DataReader):
             report.add(listfile, f"line {n}: audio file {problem}")
             return None
         if audio.suffix.lower() not in AUDIO_EXTENSIONS:
-            report.add(listfile, f"line {n}: {shown} is not a {EXTS} file")
+            report.add(listfile, f"line {n}: {shown}: {unsupported(audio.suffix.lower())}")
             return None
         audio = audio.resolve()
         try:
