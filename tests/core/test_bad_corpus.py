@@ -154,6 +154,16 @@ def test_every_file_of_the_bad_corpus_is_used_or_reported(plugin_name, which, tm
     wrong = {o.name: (o.expect, fates[o.name]) for o in offers
              if not (fates[o.name] == bc.USED if o.expect == bc.USED else re.search(o.expect, fates[o.name]))}
     assert not wrong, "\n".join(f"{n}: expected {e!r}, got {g!r}" for n, (e, g) in wrong.items())
+    # used text files in UTF-16 or with a BOM give their text; kept audio that was changed is said in a note
+    rows = {os.path.realpath(it.row["audio"][next(iter(it.row["audio"]))]): it.row for it in items}
+    for o in offers:
+        kind = next((t for t in bc.TEXT_KINDS if o.name.startswith(t.name) and t.text), None)
+        if kind is not None:
+            assert kind.text.split(",")[0] in str(rows[os.path.realpath(o.files[0])]), o.name  # tags are split
+    notes = "\n".join(report.live_notes())
+    assert re.search(r"eight_channels\.(mix\.)?wav: (mix stream: )?8 channels mixed down to [12]\n", notes + "\n")
+    if any(o.name == "half_mp3" for o in offers):
+        assert re.search(r"half_mp3\.mp3: ends early \(truncated\?\): 1\.\d s decoded of the 4\.0 s", notes)
     # the count identity, and the figures the issue's note reports
     n_used = sum(o.expect == bc.USED for o in offers)
     assert report.usable == len(items) == n_used
@@ -173,3 +183,65 @@ def test_every_file_of_the_bad_corpus_is_used_or_reported(plugin_name, which, tm
     print(f"{plugin_name}/{type(reader).__name__}: {len(offers)} offered, {report.usable} used, "
           f"{len(report.skipped)} reported")
 
+
+
+@pytest.mark.parametrize("make", [lambda: TranscriptList(text_field="text", speaker_field="speaker"),
+                                  lambda: registry.get("valle").readers()[0]], ids=["kit", "valle"])
+def test_a_utf16_list_is_read_whole(make, tmp_path):
+    """A train.txt saved as UTF-16 with its BOM (Windows Notepad's "Unicode"), CRLF lines: recognised, every line used."""
+    reader = make()
+    listfile, offers = bc.utf16_list(tmp_path / "voice")
+    assert reader.matches(tmp_path / "voice") and reader.matches(listfile)
+    report = BadInputReport()
+    rows = reader.read(tmp_path / "voice", report).rows
+    assert not report.skipped
+    assert [(Path(r["audio_path"]).name, r["text"]) for r in rows] == [
+        (f"clip{i}.wav", f"{bc.GOOD_TEXT} {i}") for i in range(len(offers))]
+
+
+def test_an_hour_is_never_decoded_whole_and_a_cut_is_said(tmp_path):
+    """decode reads at most max_seconds (the hour of silence costs 5 s of samples) and says what it left out."""
+    from audiotrain.data.audio_io import decode, load_audio
+
+    notes: list[str] = []
+    audio, sr = decode(bc.silent_hour(tmp_path / "hour.wav"), max_seconds=5.0, notes=notes)
+    assert (audio.shape, sr) == ((1, 40000), 8000)
+    assert notes == ["3600 s long: only its first 5 s are used (dataset.max_duration)"]
+    long_tone = bc.tone(tmp_path / "long.flac", seconds=12.0)
+    notes = []
+    audio, length = load_audio(long_tone, AudioSpec(sample_rate=16000, channels=1, min_duration=0, max_duration=10),
+                               notes)
+    assert audio.shape == (1, 160000) and length == 160000
+    assert notes == ["12 s long: only its first 10 s are used (dataset.max_duration)"]
+
+
+def test_eight_channels_are_mixed_not_cut(tmp_path):
+    """7.1 to stereo: the centre goes to both sides (-3 dB), the LFE is dropped, surround sides go to their side;
+    the mix is normalised so it never clips. (Keeping the first two channels would lose the centre: the vocals.)"""
+    import numpy as np
+
+    from audiotrain.data.audio_io import to_channels
+
+    one = np.ones(4, np.float32)
+    centre_only = np.stack([one * (c == 2) for c in range(8)])
+    lfe_only = np.stack([one * (c == 3) for c in range(8)])
+    left_side = np.stack([one * (c in (0, 4, 6)) for c in range(8)])
+    wl = 1.0 + 3 * 0.7071
+    np.testing.assert_allclose(to_channels(centre_only, 2), np.stack([one * 0.7071 / wl] * 2), rtol=1e-5)
+    np.testing.assert_allclose(to_channels(lfe_only, 2), np.zeros((2, 4)))
+    np.testing.assert_allclose(to_channels(left_side, 2)[:, 0], [(1 + 2 * 0.7071) / wl, 0.0], rtol=1e-5)
+    full = np.ones((8, 4), np.float32)
+    assert to_channels(full, 2).max() <= 1.0 + 1e-6 and to_channels(full, 1).shape == (1, 4)
+
+
+def test_a_clip_padding_would_turn_to_silence_is_too_short(tmp_path):
+    """ACE-Step pads short songs to dataset.min_duration: 0.1 s padded to 3 s would be 97% silence, so it is skipped;
+    0.2 s (93%) is kept."""
+    from audiotrain.data.audio_io import AudioError, load_audio
+
+    spec = AudioSpec(sample_rate=16000, channels=1, min_duration=3.0, max_duration=10.0)
+    with pytest.raises(AudioError, match=r"^too short: 0\.10 s, padded to dataset\.min_duration=3 s it would be more "
+                                         r"than 95% silence$"):
+        load_audio(bc.tone(tmp_path / "a.wav", seconds=0.1), spec)
+    audio, length = load_audio(bc.tone(tmp_path / "b.wav", seconds=0.2), spec)
+    assert audio.shape == (1, 48000) and length == 3200
