@@ -1,9 +1,10 @@
 """A corpus of bad input files, written in each reader's own layout, for the "every file is used or reported" tests.
 
 Every file kind is a :class:`Kind`: a file name, a writer, and its expected fate — ``USED``, or a regular
-expression the bad-input report's reason must match. The layout writers (``song_folder``, ``voice_folder``,
-``transcript_list``, ``hf_dataset``, ``stem_folder``, ``caption_folder``) put every kind into a folder the way
-that reader expects it and return the :class:`Offer` list: one offer per example the reader is given (an audio
+expression the bad-input report's reason must match. The layout writers (``sidecar_folder`` for any
+``SidecarFolder`` from its sidecars — ACE-Step's song folder, VALL-E's voice folder, the kit's —, ``transcript_list``
+and ``utf16_list``, ``hf_dataset``, ``stem_folder``) put every kind into a folder the way that reader expects it and
+return the :class:`Offer` list: one offer per example the reader is given (an audio
 file of a folder, a text file no audio claims, a non-empty line of a list, a row of a dataset), each with the
 files it is made of and its expected fate. A test then checks ``usable + skipped == len(offers)`` and each
 offer's fate. Everything is small and fast: the hour of silence is a sparse WAV (a header, then a hole).
