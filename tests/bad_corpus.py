@@ -178,11 +178,12 @@ TEXT_KINDS: list[TextKind] = [
 
 # --- layouts ---------------------------------------------------------------------------------------------------
 
-def sidecar_folder(root: Path, sidecars) -> list[Offer]:
+def sidecar_folder(root: Path, sidecars, only: set[str] | None = None) -> list[Offer]:
     """Any :class:`~audiotrain.data.readers.sidecar_folder.SidecarFolder` layout from its ``sidecars`` (ACE-Step's
     ``X.mp3`` + ``X_prompt.txt`` [+ ``X_lyrics.txt``], VALL-E's ``spk/X.wav`` + ``spk/X.txt``, ...), in one sub-folder
     (one speaker): every audio kind with good text files, every text kind as each text file, a duplicate stem, an
-    orphan text file; plus a folder named like audio and a folder link loop (no files: nothing to offer)."""
+    orphan text file; plus a folder named like audio and a folder link loop (no files: nothing to offer). ``only``:
+    just the audio and text kinds of these names (the rest is always written)."""
     folder = root / "spk"
     folder.mkdir(parents=True, exist_ok=True)
     main = next(sc.suffix for sc in sidecars if sc.required)
@@ -198,11 +199,15 @@ def sidecar_folder(root: Path, sidecars) -> list[Offer]:
         return out
 
     for k in AUDIO_KINDS:
+        if only is not None and k.name not in only:
+            continue
         audio = folder / f"{k.name}{k.ext}"
         k.write(audio)
         offers.append(Offer(k.name, k.expect, [audio, *texts(k.name)]))
     for sc in sidecars:
         for t in TEXT_KINDS:
+            if only is not None and t.name not in only:
+                continue
             stem = f"{t.name}_as_{sc.field}"
             audio = tone(folder / f"{stem}.wav")
             offers.append(Offer(stem, t.expect, [audio, *texts(stem, {sc.suffix: t.data()})]))

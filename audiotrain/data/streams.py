@@ -27,7 +27,20 @@ def normalise_row(row: Mapping[str, Any]) -> dict[str, Any]:
         if path is not None:
             files.setdefault(MAIN, str(path))
     out["audio"] = {str(role): str(p) for role, p in files.items() if p}
+    for name, value in out.items():  # the file paths keep their bytes; the text fields must be valid text
+        if name != "audio":
+            out[name] = printable(value)
     return out
+
+
+def printable(value: Any) -> Any:
+    """``value`` with every string made valid UTF-8: a key or speaker made from a file name that is not UTF-8
+    (``caf\udce9`` from latin-1 bytes) becomes ``caf\\xe9``, which hashing, seeding and logging accept."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if isinstance(value, list):
+        return [printable(v) for v in value]
+    return value
 
 
 def as_streams(spec: AudioSpec | Mapping[str, StreamSpec]) -> dict[str, StreamSpec]:

@@ -245,3 +245,36 @@ def test_a_clip_padding_would_turn_to_silence_is_too_short(tmp_path):
         load_audio(bc.tone(tmp_path / "a.wav", seconds=0.1), spec)
     audio, length = load_audio(bc.tone(tmp_path / "b.wav", seconds=0.2), spec)
     assert audio.shape == (1, 48000) and length == 3200
+
+
+#: the kinds that reach the frozen encoders (kept, but unusual) and a few that must not
+THROUGH_ENCODERS = {"good_wav", "wav_named_mp3", "half_flac", "eight_channels", "rate_8k", "utf16_text",
+                    "nan_samples", "empty_mp3", "latin1_text"}
+
+
+@pytest.mark.parametrize("plugin_name", sorted(n for n, p in registry.discover().items()
+                                               if any(isinstance(r, SidecarFolder) for r in p.readers())))
+def test_load_data_runs_the_encoders_on_what_the_corpus_keeps(plugin_name, tmp_path):
+    """The whole data path of a run (``load_data``: read, decode, the tiny preset's frozen encoders into the cache,
+    the plugin's filters, the saved report) on part of the corpus, a not-UTF-8 file name included: the kept files
+    are encoded, the others reported, and the saved report adds up."""
+    import json
+
+    from tests.conftest import compose
+    from audiotrain.train.data_setup import load_data
+
+    plugin = registry.get(plugin_name)
+    reader = next(r for r in plugin.readers() if isinstance(r, SidecarFolder))
+    root = tmp_path.resolve() / "data"
+    offers = bc.sidecar_folder(root, reader.sidecars, only=THROUGH_ENCODERS)
+    cfg = compose([f"model={plugin_name}", f"data={root}", "model.preset=tiny", "tracking=none",
+                   "dataset.num_workers=0", "trainer.accelerator=cpu", f"cache_dir={tmp_path / 'cache'}",
+                   f"paths.log_dir={tmp_path / 'logs'}", f"paths.run_dir={tmp_path / 'logs' / 'run'}"])
+    data = load_data(cfg, plugin, tmp_path / "run", "cpu")
+    used = sorted(o.name for o in offers if o.expect == bc.USED)
+    assert len(data.train) == data.report.usable == len(used)
+    assert len(data.report.skipped) == len(offers) - len(used)
+    assert any(it.row["key"].endswith("caf\\xe9_name") for it in data.train.items)  # the latin-1 name, printable
+    saved = json.loads((tmp_path / "run" / "bad_inputs.json").read_text(encoding="utf-8"))
+    assert saved["usable"] + len(saved["skipped"]) == len(offers)
+    print(plugin_name, len(offers), used)
