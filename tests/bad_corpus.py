@@ -115,6 +115,12 @@ def _symlink_loop(path: Path) -> None:
     os.symlink(path.name, other)
 
 
+def _fifo(path: Path) -> None:
+    """A named pipe: opening it for reading would wait for a writer forever."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+
+
 def _dangling(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     os.symlink("no_such_file.wav", path)
@@ -150,6 +156,7 @@ AUDIO_KINDS: list[Kind] = [
     Kind("hour_of_silence", ".wav", silent_hour, r"^silent \(", wav_only=True),
     Kind("symlink_loop", ".wav", _symlink_loop, r"symbolic link loop", wav_only=True),
     Kind("dangling_link", ".wav", _dangling, r"points to no file", wav_only=True),
+    Kind("named_pipe", ".wav", _fifo, r"audio file \S*named_pipe\.(mix\.)?wav is not a regular file", wav_only=True),
 ]
 AUDIO_KINDS[[k.name for k in AUDIO_KINDS].index("wav_named_mp3")] = Kind(
     "wav_named_mp3", ".mp3", lambda p: _write_bytes(_bytes_of(".wav"))(p))

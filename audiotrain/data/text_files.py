@@ -4,6 +4,7 @@ file too large to be what it claims, is refused with a reason naming the encodin
 from __future__ import annotations
 
 import codecs
+import stat
 from pathlib import Path
 
 from audiotrain.data.report import BadInputReport
@@ -45,7 +46,10 @@ def decode_text(data: bytes) -> str:
 def read_text(path: Path, limit: int = MAX_TEXT_BYTES) -> str:
     """A text file's content (see :func:`decode_text`); :class:`TextError` when unreadable, not text or too large."""
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise TextError("is not a regular file (a folder or a pipe)")
+        size = st.st_size
         if size > limit:
             raise TextError(f"is {megabytes(size)} of text, more than the {megabytes(limit)} such a file may hold: "
                             "is it the right file?")

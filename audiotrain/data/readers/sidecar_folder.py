@@ -55,8 +55,8 @@ class Clip:
 
 def visible_files(root: Path) -> list[Path]:
     """Files below ``root``, sorted, none in or named like a hidden (``.``) entry; links that lead to no file
-    (dangling, or a loop) are listed too, so they are reported rather than missed."""
-    return sorted(p for p in root.rglob("*") if (p.is_file() or (p.is_symlink() and not p.exists()))
+    (dangling, or a loop) and special files (a named pipe) are listed too, so they are reported rather than missed."""
+    return sorted(p for p in root.rglob("*") if not p.is_dir()
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
@@ -96,7 +96,7 @@ class SidecarFolder(DataReader):
         rows = []
         for key, apath in sorted(audio.items()):
             problem = file_problem(apath)
-            if problem is not None:  # a dangling link or a link loop: reported here, its text files with it
+            if problem is not None:  # a dangling link, a link loop, a pipe: reported here, its text files with it
                 report.add(apath, f"audio file {problem}")
                 continue
             texts = self._texts(apath, report)
@@ -117,7 +117,7 @@ class SidecarFolder(DataReader):
         texts: dict[str, str] = {}
         for side in self.sidecars:
             p = apath.with_name(f"{apath.stem}{side.suffix}")
-            if not p.is_file():
+            if not (p.exists() or p.is_symlink()):
                 if side.required:
                     report.add(apath, f"no {side.what} file {p.name}: {side.hint}")
                     return None
