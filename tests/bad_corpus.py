@@ -129,6 +129,11 @@ def _dangling(path: Path) -> None:
 EMPTY = r"^the file is empty \(0 bytes\)"
 CORRUPT = r"^cannot decode audio: the \.\w+ file is corrupt, truncated or not audio"
 
+# The fates, as a demanding user expects them: a file that holds usable audio is used — a WAV named .mp3 (the
+# content decides), 8 channels (mixed down), 8 kHz (resampled), a truncated MP3/FLAC/WAV (the part before the cut,
+# with a note); everything else is reported with why: empty, corrupt or header only, not audio, a format that is
+# not read (.m4a), one sample, NaN/Inf samples, an hour of silence (the silence rule, reading only max_duration
+# of it), a link loop, a link to nothing, a named pipe.
 AUDIO_KINDS: list[Kind] = [
     Kind("good_wav", ".wav", lambda p: tone(p), wav_only=True),
     Kind("good_flac", ".flac", lambda p: tone(p)),
@@ -173,6 +178,7 @@ class TextKind:
 
 GOOD_TEXT = "hello there, piano"
 DECODED = "\u00fcber caf\u00e9, piano"  # what a used text kind holds: non-ASCII, so a wrong decoding shows
+# UTF-16/UTF-8 with a BOM: decoded and used; latin-1: reported (naming the byte), never guessed; 10 MB: reported.
 TEXT_KINDS: list[TextKind] = [
     TextKind("utf16_text", lambda: DECODED.encode("utf-16"), text=DECODED),            # LE with its BOM
     TextKind("utf16be_text", lambda: b"\xfe\xff" + DECODED.encode("utf-16-be"), text=DECODED),

@@ -3,8 +3,8 @@ readers and the tiny-streams plugin: reading and decoding (what ``load_data`` do
 every example offered is either used or in the bad-input report with the reason its kind expects, and
 ``usable + skipped == offered``.
 
-What is offered, per reader: a folder gives one offer per audio file (``.mp3/.wav/.flac/.ogg``, links to nothing
-included) plus one per text file no audio claims; a list gives one per non-empty line; a dataset one per row; the
+What is offered, per reader: a folder gives one offer per file with an audio extension (read ones and others such
+as ``.m4a``; links to nothing and named pipes included) plus one per text file no audio file claims; a list gives one per non-empty line; a dataset one per row; the
 stem folder one per key. Each report entry belongs to exactly one offer (its audio file, one of its text files,
 ``line N:`` of the list, ``row N (...)`` of the dataset)."""
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 
 from audiotrain.data.audio_io import AUDIO_EXTENSIONS, OTHER_AUDIO_EXTENSIONS, AudioSpec
 from audiotrain.data.prepare import prepare_items, resolve_manifest
-from audiotrain.data.readers.sidecar_folder import Clip, Sidecar, SidecarFolder, visible_files
+from audiotrain.data.readers.sidecar_folder import Clip, Sidecar, SidecarFolder
 from audiotrain.data.readers.transcript_list import TranscriptList
 from audiotrain.data.report import BadInputReport
 from audiotrain.plugins import registry
@@ -72,7 +72,7 @@ def _layout(reader, root: Path) -> tuple[Path, list[bc.Offer], Path | None]:
 def _offered(reader, data: Path, listfile: Path | None) -> int:
     """What the reader is given, counted from the files on disk (not from the corpus's own list)."""
     if isinstance(reader, SidecarFolder):
-        files = visible_files(data)
+        files = _non_dirs(data)
         exts = AUDIO_EXTENSIONS + OTHER_AUDIO_EXTENSIONS
         audio = {f.parent / f.stem for f in files if f.suffix.lower() in exts}
         suffixes = [s.suffix for s in reader.sidecars]
@@ -86,6 +86,16 @@ def _offered(reader, data: Path, listfile: Path | None) -> int:
 
         return len(load_from_disk(str(data)))
     return len({p.name.split(".")[0] for p in data.glob("*.*.wav")})
+
+
+def _non_dirs(root: Path) -> list[Path]:
+    """Every entry below ``root`` that is not a folder (links not followed), hidden ones left out — counted
+    independently of the reader's own walk."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and not os.path.islink(os.path.join(dirpath, d))]
+        out += [Path(dirpath, f) for f in filenames if not f.startswith(".")]
+    return out
 
 
 def _read(plugin_name: str, which, root: Path):
