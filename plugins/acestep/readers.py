@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from audiotrain.data.audio_io import file_problem
 from audiotrain.data.manifest import Manifest
 from audiotrain.data.readers.sidecar_folder import Clip, Sidecar, SidecarFolder
-from audiotrain.data.audio_io import file_problem
 from audiotrain.data.report import BadInputReport
 from audiotrain.data.text_files import MAX_TEXT_BYTES, megabytes
 from audiotrain.plugins.base import DataReader

@@ -23,7 +23,6 @@ from audiotrain.errors import UserError
 from audiotrain.plugins.base import DataReader
 
 LIST_NAMES = ("train.txt", "metadata.csv")  # looked for in this order inside a folder
-EXTS = "/".join(AUDIO_EXTENSIONS)
 
 
 def _pipe_lines(path: Path) -> bool:
