@@ -25,11 +25,11 @@ class NoAdapterError(FileNotFoundError):
 def _adapter_dir(source: Path, step: str) -> Path:
     """A run directory (→ adapters/<step>) or an adapter folder given directly."""
     if not source.exists():
-        raise NoAdapterError(f"{source} does not exist: give a run directory (with adapters/{step}/) or an adapter "
-                             f"folder.")
+        raise NoAdapterError(f"{source} holds no adapter '{step}' (no such folder): give a run directory (with "
+                             f"adapters/{step}/) or an adapter folder.")
     if not source.is_dir():
-        raise NoAdapterError(f"{source} is a file, not a folder: give a run directory (with adapters/{step}/) or an "
-                             f"adapter folder.")
+        raise NoAdapterError(f"{source} holds no adapter '{step}' (it is a file, not a folder): give a run directory "
+                             f"(with adapters/{step}/) or an adapter folder.")
     if (source / "adapters" / step).is_dir():
         return source / "adapters" / step
     if (source / "peft").is_dir() or (source / "adapter_config.json").is_file() or (source / "model.safetensors").is_file():
