@@ -8,6 +8,10 @@ no audio, and a change of encoder config/weights (its cache_key) gives a new fol
 decoded stream's duration (by stream id) and each audio file's content hash (by path, size and mtime).
 Writes are atomic (temp file + rename) and building is serialised per encoder with a file lock, so
 two jobs (e.g. a sweep) building the same cache at once neither corrupt it nor duplicate work.
+
+Entries are read as data (safetensors) and never trusted blindly: :meth:`FeatureCache.damage` says why an entry
+on disk cannot be used (empty, truncated, not safetensors); preparation then notes it in the bad-input report
+and re-computes it, and a read that fails later raises :class:`DamagedEntry` so the dataset re-computes it too.
 """
 from __future__ import annotations
 
@@ -19,6 +23,10 @@ from filelock import FileLock
 from safetensors.torch import load_file, save_file
 
 from audiotrain.atomic_write import atomic_path
+
+
+class DamagedEntry(RuntimeError):
+    """A cache entry that cannot be read (the caller re-computes it)."""
 
 
 class FeatureCache:
@@ -38,7 +46,34 @@ class FeatureCache:
         return self.path(tok_name, tok_key, fingerprint).is_file()
 
     def load(self, tok_name: str, tok_key: str, fingerprint: str) -> dict[str, torch.Tensor]:
-        return load_file(str(self.path(tok_name, tok_key, fingerprint)))
+        path = self.path(tok_name, tok_key, fingerprint)
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors' own error types for a bad header; OSError for a vanished file
+            raise DamagedEntry(f"{path} is {self.damage(tok_name, tok_key, fingerprint) or _short(exc)}") from None
+
+    def damage(self, tok_name: str, tok_key: str, fingerprint: str) -> str | None:
+        """Why the entry on disk cannot be trusted ("empty (0 bytes)", "truncated or damaged (...)"); None when
+        it is absent or reads as a complete safetensors file."""
+        from safetensors import safe_open
+
+        path = self.path(tok_name, tok_key, fingerprint)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return None
+        if size == 0:
+            return "empty (0 bytes)"
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                if not list(fh.keys()):
+                    return "without any tensors"
+        except Exception as exc:  # a header that does not parse or promises more bytes than the file has
+            return f"truncated or damaged ({_short(exc)})"
+        return None
+
+    def discard(self, tok_name: str, tok_key: str, fingerprint: str) -> None:
+        self.path(tok_name, tok_key, fingerprint).unlink(missing_ok=True)
 
     def save(self, tok_name: str, tok_key: str, fingerprint: str, tensors: Mapping[str, torch.Tensor]) -> None:
         with atomic_path(self.path(tok_name, tok_key, fingerprint)) as tmp:
@@ -47,3 +82,8 @@ class FeatureCache:
     def lock(self, tok_name: str, tok_key: str) -> FileLock:
         return FileLock(str(self.dir_for(tok_name, tok_key) / ".build.lock"))
 
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:120]

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import Dataset
 
 from audiotrain.data.audio_io import AudioSpec, StreamSpec, load_audio
-from audiotrain.data.cache import FeatureCache
+from audiotrain.data.cache import DamagedEntry, FeatureCache
 from audiotrain.data.prepare import Item
 from audiotrain.data.streams import as_streams, primary
 from audiotrain.plugins.base import Plugin
@@ -46,11 +46,29 @@ class AudioDataset(Dataset):
         feats: dict[str, torch.Tensor] = {}
         for t in self.encoders:
             if t.name in item.entries:
-                feats.update(self.cache.load(t.name, t.cache_key(), item.entries[t.name]))
+                try:
+                    feats.update(self.cache.load(t.name, t.cache_key(), item.entries[t.name]))
+                except DamagedEntry as exc:  # damaged since preparation: never trusted, computed again
+                    feats.update(self._recompute(item, t, str(exc)))
         lru[item.fingerprint] = feats
         if len(lru) > self.memory_items:
             lru.popitem(last=False)
         return feats
+
+    def _recompute(self, item: Item, encoder: FrozenEncoder, why: str) -> dict[str, torch.Tensor]:
+        """One encoder's features of ``item`` encoded again from its audio/text and written back to the cache."""
+        import sys
+
+        from audiotrain.data.streams import encoder_input
+
+        print(f"audiotrain: the feature-cache entry {why}; re-computing it.", file=sys.stderr)
+        index = self.items.index(item)
+        example = self.plugin.prepare_example(item.row, None)
+        example["streams"] = {role: self.stream_audio(index, role) for role in item.durations}
+        with torch.no_grad():
+            out = encoder.encode(encoder_input(example, encoder.stream))
+        self.cache.save(encoder.name, encoder.cache_key(), item.entries[encoder.name], out)
+        return dict(out)
 
     def __len__(self) -> int:
         return len(self.items)

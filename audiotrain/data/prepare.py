@@ -183,6 +183,8 @@ class _Builder:
     def build(self, row: dict[str, Any], ids: dict[str, str], entries: dict[str, str]) -> dict[str, float] | None:
         cache = self.cache
         durations = {r: _cached_duration(cache, i) for r, i in ids.items()} if cache is not None else {}
+        if cache is not None:
+            self._drop_damaged(row, entries)
         todo = [t for t in self.encoders if t.name in entries
                 and (cache is None or not cache.has(t.name, t.cache_key(), entries[t.name]))]
         if cache is None:
@@ -208,6 +210,17 @@ class _Builder:
             if todo:
                 self._encode(row, decoded, todo, entries)
         return durations
+
+    def _drop_damaged(self, row: dict[str, Any], entries: dict[str, str]) -> None:
+        """A cache entry that is empty, truncated or not safetensors is never used: noted, removed, re-computed."""
+        for t in self.encoders:
+            if t.name not in entries:
+                continue
+            why = self.cache.damage(t.name, t.cache_key(), entries[t.name])
+            if why:
+                where = row["audio"].get(getattr(t, "stream", None) or "") or next(iter(row["audio"].values()))
+                self.report.note(where, f"its cached '{t.name}' features were {why}; they were re-computed")
+                self.cache.discard(t.name, t.cache_key(), entries[t.name])
 
     def _encode(self, row, decoded, todo, entries) -> None:
         if self.device != "cpu" and not self.moved:

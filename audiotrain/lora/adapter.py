@@ -131,14 +131,18 @@ def adapter_state(root: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in get_peft_model_state_dict(root).items()}
 
 
-def load_adapter_state(root: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+def load_adapter_state(root: nn.Module, state: Mapping[str, torch.Tensor], source: str = "The adapter",
+                       fix: str = "give an adapter trained for this model, its preset and its lora.target_modules"
+                       ) -> None:
+    """Copy a PEFT-keyed LoRA state (``<module>.lora_A.weight``) into the attached adapter, strictly: keys and
+    shapes must equal the adapter's, else one sentence (:class:`~audiotrain.models.state_dict.StateDictMismatch`)
+    naming ``source`` and ``fix``."""
     from peft import set_peft_model_state_dict
 
-    result = set_peft_model_state_dict(root, dict(state))
-    unexpected = getattr(result, "unexpected_keys", [])
-    if unexpected:
-        raise LoRAConfigError(f"The adapter has {len(unexpected)} weights this model lacks (first: {unexpected[0]}); "
-                              f"it was trained for other target modules or another model size.")
+    from audiotrain.models.state_dict import check_state_dict
+
+    check_state_dict(adapter_state(root), state, source, "this model's LoRA adapter", fix)
+    set_peft_model_state_dict(root, dict(state))
 
 
 def save_peft(root: nn.Module, settings: LoRASettings, directory: str | Path, base_model: str = "") -> Path:
@@ -154,16 +158,63 @@ def save_peft(root: nn.Module, settings: LoRASettings, directory: str | Path, ba
     return d
 
 
-def load_peft(directory: str | Path) -> tuple[LoRASettings, dict[str, torch.Tensor]]:
-    from safetensors.torch import load_file
+PEFT_EXPECTED = "a PEFT LoRA folder (adapter_config.json + adapter_model.safetensors), e.g. a run's adapters/final/peft"
 
-    d = Path(directory)
+
+def peft_config(directory: str | Path, option: str | None = None) -> dict[str, Any]:
+    """A PEFT folder's ``adapter_config.json``, checked to describe a LoRA (one sentence when it does not)."""
+    from audiotrain.safe_files import BadFileError, read_json
+
+    d = Path(directory).expanduser()
+    where = f"{option}={d}" if option else str(d)
+    if not d.exists():
+        raise BadFileError(f"{where}: no such folder; pass {PEFT_EXPECTED}.")
+    if not d.is_dir():
+        raise BadFileError(f"{where} is a file, not a folder; pass the folder that holds it ({PEFT_EXPECTED}).")
     cfg_path, w_path = d / "adapter_config.json", d / "adapter_model.safetensors"
     if not cfg_path.is_file() or not w_path.is_file():
-        raise LoRAConfigError(f"{d} is not a PEFT adapter folder: it needs adapter_config.json and adapter_model.safetensors.")
-    settings = LoRASettings.from_json(json.loads(cfg_path.read_text()))
-    state = {k[len(PEFT_PREFIX):] if k.startswith(PEFT_PREFIX) else k: v for k, v in load_file(str(w_path)).items()}
+        lacks = " and ".join(p.name for p in (cfg_path, w_path) if not p.is_file())
+        raise LoRAConfigError(f"{where} is not a PEFT adapter folder: it lacks {lacks}; pass {PEFT_EXPECTED}.")
+    data = read_json(cfg_path, expected=PEFT_EXPECTED)
+    if not isinstance(data, dict):
+        raise BadFileError(f"{cfg_path} holds a JSON {type(data).__name__}, not a PEFT adapter config; "
+                           f"pass {PEFT_EXPECTED}.")
+    kind = str(data.get("peft_type") or "LORA").upper()
+    if kind != "LORA":
+        raise LoRAConfigError(f"{where} is a PEFT {kind} adapter, not a LoRA; pass {PEFT_EXPECTED}.")
+    try:
+        r = int(data.get("r", 8))
+    except (TypeError, ValueError):
+        r = 0
+    if r < 1:
+        raise BadFileError(f"{cfg_path} gives the LoRA rank r={data.get('r')!r}, not a positive whole number; "
+                           f"pass {PEFT_EXPECTED}.")
+    return data
+
+
+def load_peft(directory: str | Path, option: str | None = None) -> tuple[LoRASettings, dict[str, torch.Tensor]]:
+    """A PEFT LoRA folder → (settings, state keyed ``<module>.lora_A.weight``). Read as data (JSON and
+    safetensors); a missing, damaged or non-LoRA folder is one sentence (a UserError)."""
+    from audiotrain.safe_files import BadFileError, load_safetensors
+
+    d = Path(directory).expanduser()
+    settings = LoRASettings.from_json(peft_config(d, option))
+    w_path = d / "adapter_model.safetensors"
+    raw = load_safetensors(w_path, expected=f"a complete copy of the adapter ({PEFT_EXPECTED})")
+    state = {k[len(PEFT_PREFIX):] if k.startswith(PEFT_PREFIX) else k: v for k, v in raw.items()}
+    if not any(".lora_" in k for k in state):
+        raise BadFileError(f"{w_path} holds no LoRA weights (no lora_A / lora_B tensors; {len(state)} others); "
+                           f"pass {PEFT_EXPECTED}.")
     return settings, state
+
+
+def peft_base_model(directory: str | Path) -> str:
+    """``base_model_name_or_path`` of a PEFT folder (audiotrain writes ``<plugin>:<preset>``), "" when absent."""
+    try:
+        data = json.loads((Path(directory) / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    return str(data.get("base_model_name_or_path") or "") if isinstance(data, dict) else ""
 
 
 def merge(root: nn.Module) -> nn.Module:
@@ -177,3 +228,26 @@ def merge(root: nn.Module) -> nn.Module:
             parent = root.get_submodule(parent_name) if parent_name else root
             setattr(parent, child, mod.get_base_layer())
     return root
+
+
+def rank_problem(source: str, found: LoRASettings, run: LoRASettings) -> str | None:
+    """One sentence when an adapter's rank is not this run's ``lora.r`` (None when they agree)."""
+    if int(found.r) == int(run.r):
+        return None
+    return (f"{source} is a LoRA of rank {found.r}, this run's lora.r={run.r}: set lora.r={found.r} (and the "
+            f"lora.alpha it was trained with) or pass an adapter of rank {run.r}.")
+
+
+def base_problem(source: str, base_model: str, model: str, preset: Any) -> str | None:
+    """One sentence when an adapter saved for ``<model>:<preset>`` (its ``base_model_name_or_path``) is of another
+    model or preset than this run's (None when unknown or the same)."""
+    if ":" not in base_model:
+        return None
+    other, _, other_preset = base_model.partition(":")
+    if other != model:
+        return (f"{source} is a LoRA of the {other} model (preset {other_preset}), not of {model}: pass an adapter "
+                f"trained with model={model}.")
+    if other_preset and str(preset) and other_preset != str(preset):
+        return (f"{source} is a LoRA of {model} at model.preset={other_preset}, this run's model.preset={preset}: use "
+                f"model.preset={other_preset} or an adapter trained at model.preset={preset}.")
+    return None

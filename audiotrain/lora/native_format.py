@@ -56,31 +56,58 @@ class NativeFormat:
             (directory / self.sidecar).write_text(json.dumps({**config, **self.sidecar_extra}, indent=2))
         return out
 
-    def load(self, path: str | Path) -> tuple[LoRASettings, dict[str, torch.Tensor]]:
-        """Read the file (or its folder) → (settings, PEFT-keyed state)."""
-        path = Path(path)
-        path = path / self.filename if path.is_dir() else path
-        if not path.is_file():
-            raise LoRAConfigError(f"{path} does not exist: give {self.expected}.")
-        if path.suffix == ".pth":
-            data = torch.load(str(path), map_location="cpu", weights_only=True)
-            state = next((data[k] for k in self.pth_state_keys if data.get(k)), {})
-            config = data.get(self.metadata_key)
-            config = json.loads(config) if isinstance(config, str) and config else config
-        else:
-            from safetensors import safe_open
+    def load(self, path: str | Path, option: str | None = None,
+             trust_pickle: bool = False) -> tuple[LoRASettings, dict[str, torch.Tensor]]:
+        """Read the file (or its folder) → (settings, PEFT-keyed state). Read as data: safetensors, or a ``.pth``
+        with ``torch.load(weights_only=True)`` (``trust_pickle`` unpickles fully: only for your own files); every
+        bad file is one sentence (a UserError)."""
+        from audiotrain.safe_files import BadFileError, load_safetensors, load_torch, read_json, safetensors_metadata
 
-            with safe_open(str(path), framework="pt") as fh:
-                meta = (fh.metadata() or {}).get(self.metadata_key)
-                state = {k: fh.get_tensor(k) for k in fh.keys()}
-            config = json.loads(meta) if meta else None
-        state = {self.to_peft(k): v for k, v in state.items()}
+        path = Path(path).expanduser()
+        path = path / self.filename if path.is_dir() else path
+        where = f"{option}={path}" if option else str(path)
+        if not path.is_file():
+            raise LoRAConfigError(f"{where} does not exist: give {self.expected}.")
+        if path.suffix == ".pth":
+            data = load_torch(path, option=option, expected=self.expected, trust_pickle=trust_pickle)
+            if not isinstance(data, Mapping):
+                raise BadFileError(f"{where} holds a {type(data).__name__}, not a LoRA export; give {self.expected}.")
+            state = next((data[k] for k in self.pth_state_keys if isinstance(data.get(k), Mapping) and data.get(k)), {})
+            config = data.get(self.metadata_key)
+            config = _config_json(config, where, self.expected) if isinstance(config, str) else config
+        else:
+            meta = safetensors_metadata(path, option=option, expected=self.expected).get(self.metadata_key)
+            state = load_safetensors(path, option=option, expected=self.expected)
+            config = _config_json(meta, where, self.expected)
+        state = {self.to_peft(str(k)): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+        if not any(".lora_" in k for k in state):
+            raise BadFileError(f"{where} holds no LoRA weights (no lora_A / lora_B tensors); give {self.expected}.")
+        if config is not None and not isinstance(config, Mapping):
+            raise BadFileError(f"{where} has a LoRA config that is a {type(config).__name__}, not a JSON object; "
+                               f"give {self.expected}.")
         side = path.parent / self.sidecar if self.sidecar else None
         if not config and side is not None and side.is_file():
-            config = json.loads(side.read_text())
+            config = read_json(side, expected=f"the JSON config written beside {self.expected}")
+            if not isinstance(config, Mapping):
+                raise BadFileError(f"{side} is not a JSON object; give {self.expected}.")
         if not config and self.infer is not None:
             return self.infer(state), state
-        return self.decode(config or {}), state
+        try:
+            return self.decode(config or {}), state
+        except (TypeError, ValueError) as exc:
+            raise BadFileError(f"{where} has a LoRA config audiotrain cannot read ({exc}); give {self.expected}.") from None
+
+
+def _config_json(text: Any, where: str, expected: str) -> Any:
+    """The config a native file carries as a JSON string (None when it has none)."""
+    from audiotrain.safe_files import BadFileError
+
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        raise BadFileError(f"{where} carries a LoRA config that is not valid JSON; give {expected}.") from None
 
 
 def settings_from_shapes(state: Mapping[str, torch.Tensor]) -> LoRASettings:

@@ -7,7 +7,8 @@ What it can name:
 - an adapter folder: ``peft/`` (or a PEFT folder itself: adapter_config.json + adapter_model.safetensors) of a
   LoRA run, or ``model.safetensors`` of a full fine-tune;
 - a weights file: ``.safetensors`` (adapter-root keys, or a PEFT adapter_model.safetensors), or a Lightning
-  ``.ckpt`` (read with ``torch.load(weights_only=True)``; its ``state_dict`` only).
+  ``.ckpt`` (read with ``torch.load(weights_only=True)``; its ``state_dict`` only). Every file is read as data
+  (:mod:`audiotrain.safe_files`): a crafted pickle is refused unless ``trust_pickle=true``.
 
 The load is strict (:mod:`audiotrain.models.state_dict`): keys the model lacks or the source lacks and every
 shape that differs are refused in one sentence (:class:`StateDictMismatch`). Across kinds: full weights into a
@@ -44,6 +45,7 @@ class Source:
     kind: str
     state: dict[str, torch.Tensor]
     settings: LoRASettings | None = None
+    base_model: str = ""  # a PEFT folder's base_model_name_or_path (``<plugin>:<preset>`` when audiotrain wrote it)
 
 
 def locate(value: Any) -> Path:
@@ -72,40 +74,45 @@ def locate(value: Any) -> Path:
                         f"adapters/final), an adapter folder (peft/ or model.safetensors) or a weights file.")
 
 
-def read(value: Any) -> Source:
-    from safetensors.torch import load_file
+EXPECTED = ("an earlier run's directory (with adapters/final), an adapter folder (peft/ or model.safetensors), or a "
+            ".safetensors / Lightning .ckpt weights file")
+
+
+def read(value: Any, trust_pickle: bool = False) -> Source:
+    """The weights ``model.init_from`` names, read as data (safetensors, or ``torch.load(weights_only=True)``
+    unless ``trust_pickle``); a damaged, crafted or foreign file is one sentence."""
+    from audiotrain.safe_files import load_safetensors
 
     path = locate(value)
     if path.is_dir():
         peft_dir = path / "peft" if (path / "peft" / "adapter_config.json").is_file() else path
         if (peft_dir / "adapter_config.json").is_file():
-            settings, state = lora_adapter.load_peft(peft_dir)
-            return Source(peft_dir, "lora", state, settings)
+            settings, state = lora_adapter.load_peft(peft_dir, option="model.init_from")
+            return Source(peft_dir, "lora", state, settings, lora_adapter.peft_base_model(peft_dir))
         path = path / "model.safetensors"
     if path.suffix == ".safetensors":
-        if (path.parent / "adapter_config.json").is_file():
-            settings, state = lora_adapter.load_peft(path.parent)
-            return Source(path.parent, "lora", state, settings)
-        try:
-            state = load_file(str(path))
-        except Exception as exc:  # safetensors raises its own error types for a damaged header
-            raise InitFromError(f"model.init_from={value}: {path} is not a readable safetensors file ({exc}).") from None
+        if path.name == "adapter_model.safetensors" and (path.parent / "adapter_config.json").is_file():
+            settings, state = lora_adapter.load_peft(path.parent, option="model.init_from")
+            return Source(path.parent, "lora", state, settings, lora_adapter.peft_base_model(path.parent))
+        state = load_safetensors(path, option="model.init_from", expected=EXPECTED)
         if state and all(k.startswith(PEFT_PREFIX) for k in state):
             raise InitFromError(f"model.init_from={value} is a PEFT adapter without its adapter_config.json beside "
                                 f"it: give the adapter's folder.")
+        if state and all(".lora_" in k for k in state):  # a bare LoRA file (e.g. a system's own LoRA format)
+            return Source(path, "lora", state)
         return Source(path, "full", state)
-    return _read_ckpt(path, value)
+    return _read_ckpt(path, value, trust_pickle)
 
 
-def _read_ckpt(path: Path, value: Any) -> Source:
-    try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # weights_only refuses pickled objects: not a checkpoint of ours
-        raise InitFromError(f"model.init_from={value} cannot be read as a Lightning checkpoint with "
-                            f"weights_only=True ({str(exc).splitlines()[0][:160]}).") from None
+def _read_ckpt(path: Path, value: Any, trust_pickle: bool = False) -> Source:
+    from audiotrain.safe_files import load_torch
+
+    ckpt = load_torch(path, option="model.init_from", trust_pickle=trust_pickle,
+                      expected="a .ckpt from an earlier run's checkpoints/ folder (or its run directory)")
     state = ckpt.get("state_dict") if isinstance(ckpt, Mapping) else None
     if not isinstance(state, Mapping) or not state:
-        raise InitFromError(f"model.init_from={value} has no state_dict: give a .ckpt from a run's checkpoints/ folder.")
+        raise InitFromError(f"model.init_from={value} is a PyTorch file but not a Lightning checkpoint (it has no "
+                            f"state_dict): give a .ckpt from a run's checkpoints/ folder.")
     return Source(path, "ckpt", {str(k): v for k, v in state.items() if isinstance(v, torch.Tensor)})
 
 
@@ -155,7 +162,14 @@ def _copy(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
             t.copy_(s.to(dtype=t.dtype, device=t.device))
 
 
-def _load_lora(src: Source, root: nn.Module) -> int:
+def _load_lora(src: Source, root: nn.Module, run: LoRASettings | None = None) -> int:
+    if run is not None:
+        from audiotrain.lora.native_format import settings_from_shapes
+
+        problem = lora_adapter.rank_problem(f"model.init_from={src.path}", src.settings or settings_from_shapes(src.state),
+                                            run)
+        if problem:
+            raise StateDictMismatch(problem)
     found = compare(lora_adapter.adapter_state(root), src.state)
     if found:
         fixes = []
@@ -198,13 +212,20 @@ def _merge_lora(src: Source, root: nn.Module) -> int:
     return n
 
 
-def load(value: Any, backbone: nn.Module, settings: LoRASettings | None) -> tuple[Source, int]:
+def load(value: Any, backbone: nn.Module, settings: LoRASettings | None,
+         trust_pickle: bool = False, model: tuple[str, Any] | None = None) -> tuple[Source, int]:
     """Load ``model.init_from`` into the backbone's adapter root (after the adapter is attached). Returns the
-    source read and how many tensors were loaded."""
+    source read and how many tensors were loaded. ``trust_pickle`` (the DANGEROUS ``trust_pickle=true``)
+    unpickles a ``.ckpt`` fully; ``model`` (this run's plugin name and preset) names an adapter of another model
+    or preset as such."""
     root = backbone.adapter_root() if hasattr(backbone, "adapter_root") else backbone
-    src = read(value)
+    src = read(value, trust_pickle)
+    if model is not None and src.base_model:
+        problem = lora_adapter.base_problem(f"model.init_from={src.path}", src.base_model, *model)
+        if problem:
+            raise StateDictMismatch(problem)
     if src.kind == "ckpt":
         src = _from_ckpt(src, backbone, root)
     if src.kind == "lora":
-        return src, (_load_lora(src, root) if settings is not None else _merge_lora(src, root))
+        return src, (_load_lora(src, root, settings) if settings is not None else _merge_lora(src, root))
     return src, _load_full(src, root, lora_run=settings is not None)

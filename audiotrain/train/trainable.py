@@ -67,7 +67,10 @@ def apply_training_plan(backbone: nn.Module, cfg: Any, settings: LoRASettings | 
     plan = TrainingPlan()
     value = OmegaConf.select(cfg, "model.init_from", default=None)
     if value:
-        src, plan.loaded = init_from.load(value, backbone, settings)
+        src, plan.loaded = init_from.load(value, backbone, settings,
+                                           trust_pickle=bool(OmegaConf.select(cfg, "trust_pickle", default=False)),
+                                           model=(str(OmegaConf.select(cfg, "model.name", default="")),
+                                                  OmegaConf.select(cfg, "model.preset", default="")))
         plan.init_from = str(src.path)
     root = backbone.adapter_root() if hasattr(backbone, "adapter_root") else backbone
     plan.frozen_by_patterns = freeze.apply(root, freeze_patterns(cfg))

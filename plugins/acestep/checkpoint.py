@@ -1,7 +1,6 @@
 """Finding and loading the released ACE-Step v1 checkpoint (four folders) from local disk only."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -37,6 +36,13 @@ def locate(checkpoint_dir: str | None) -> Path:
     """The folder holding the four sub-folders; a clear error when the weights are nowhere."""
     if checkpoint_dir:
         d = Path(checkpoint_dir).expanduser()
+        if not d.exists():
+            raise WeightsNotFound(f"model.checkpoint_dir={checkpoint_dir}: no such folder; put the ACE-Step v1-3.5B "
+                                  f"folders ({', '.join(s + '/' for s in SUBDIRS)}) there, or use model.preset=tiny "
+                                  f"to try audiotrain without weights.")
+        if not d.is_dir():
+            raise WeightsNotFound(f"model.checkpoint_dir={checkpoint_dir} is a file, not a folder; pass the folder "
+                                  f"that holds {', '.join(s + '/' for s in SUBDIRS)} (or use model.preset=tiny).")
         if _complete(d):
             return d
         for sub in d.glob(f"{HF_REPO_FOLDER}/snapshots/*") if d.is_dir() else []:
@@ -57,15 +63,21 @@ def locate(checkpoint_dir: str | None) -> Path:
 
 
 def read_config(folder: Path) -> dict:
+    from audiotrain.safe_files import BadFileError, read_json
+
     p = folder / "config.json"
     if not p.is_file():
         return {}
-    return {k: v for k, v in json.loads(p.read_text()).items() if not k.startswith("_")}
+    expected = f"the {folder.name}/ folder of the ACE-Step v1-3.5B release"
+    data = read_json(p, option="model.checkpoint_dir", expected=expected)
+    if not isinstance(data, dict):
+        raise BadFileError(f"model.checkpoint_dir: {p} is not a JSON object; pass {expected}.")
+    return {k: v for k, v in data.items() if not k.startswith("_")}
 
 
 def load_transformer(root: Path, dtype: torch.dtype = torch.float32):
     """Build the transformer from its config.json on the meta device, then assign the safetensors weights."""
-    from safetensors.torch import load_file
+    from audiotrain.safe_files import load_safetensors
 
     from audiotrain_acestep.presets import PRESETS
     from audiotrain_acestep.transformer import ACEStepTransformer2DModel
@@ -77,7 +89,9 @@ def load_transformer(root: Path, dtype: torch.dtype = torch.float32):
         raise WeightsNotFound(f"{weights} is missing: the ace_step_transformer/ folder needs its safetensors file.")
     with torch.device("meta"):
         model = ACEStepTransformer2DModel(config)
-    state = {k: v.to(dtype) for k, v in load_file(str(weights)).items()}
+    state = {k: v.to(dtype) for k, v in load_safetensors(
+        weights, option="model.checkpoint_dir", expected="the ace_step_transformer/ folder of the ACE-Step v1-3.5B "
+                                                          "release").items()}
     load_strict(model, state, str(weights), "the ACE-Step transformer its config.json describes",
                 "give the ace_step_transformer/ folder of the ACE-Step v1-3.5B release", assign=True)
     return model  # non-persistent caches (RoPE, positions) rebuild themselves on first use

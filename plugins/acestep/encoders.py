@@ -28,10 +28,10 @@ def transformer_config(cfg: Any) -> dict:
 
 def lyric_vocab(cfg: Any, root: Path | None) -> str | None:
     if cfg.model.get("lyric_vocab_path"):
-        p = Path(str(cfg.model.lyric_vocab_path)).expanduser()
-        if not p.is_file():
-            raise UserError(f"model.lyric_vocab_path={p} does not exist: give ACE-Step's lyrics_utils/vocab.json.")
-        return str(p)
+        from audiotrain.safe_files import check_file
+
+        return str(check_file(cfg.model.lyric_vocab_path, option="model.lyric_vocab_path",
+                              expected="ACE-Step's lyrics_utils/vocab.json"))
     if root is None:
         return None  # tiny: the built-in 6693-id vocabulary
     for cand in (root / "vocab.json", root / "lyrics_utils" / "vocab.json"):
@@ -69,10 +69,11 @@ def build_encoders(cfg: Any) -> list[LazyEncoder]:
         text_key = weights_key("umt5", max_text, files=[*sorted((root / "umt5-base").glob("*.safetensors")),
                                                         *sorted((root / "umt5-base").glob("tokenizer*.json"))])
         make_dcae = lambda: MusicDCAE.from_pretrained(root / "music_dcae_f8c8", root / "music_vocoder")  # noqa: E731
-        make_text = lambda: TextEncoder.from_dir(root / "umt5-base", max_length=max_text)  # noqa: E731
+        trust = bool(cfg.get("trust_pickle", False))
+        make_text = lambda: TextEncoder.from_dir(root / "umt5-base", max_length=max_text, trust_pickle=trust)  # noqa: E731
     vocab = lyric_vocab(cfg, root)
     lyric = LyricTokenizerFeature(LyricTokenizer(vocab))
-    speaker = SpeakerFeature(int(tcfg["speaker_embedding_dim"]))
+    speaker = SpeakerFeature(int(tcfg["speaker_embedding_dim"]), trust_pickle=bool(cfg.get("trust_pickle", False)))
     latents_key = stable_hash("latents", dcae_key)
     encoders = [
         LatentFeature.lazy(latents_key, lambda: LatentFeature(make_dcae(), latents_key)),

@@ -117,15 +117,26 @@ class LyricTokenizer:
         if vocab_path is None:
             text = build_fallback_vocab_json()
             self.source = "builtin"
+            self._tok = HFTokenizer.from_str(text)
         else:
             path = Path(vocab_path)
             if not path.is_file():
-                raise FileNotFoundError(
+                from audiotrain.hf_folder import MissingFile
+
+                raise MissingFile(
                     f"lyric vocabulary not found: {path} (expected ACE-Step's acestep/models/lyrics_utils/"
                     "vocab.json, or pass no path to use the built-in fallback vocabulary)")
-            text = path.read_text(encoding="utf-8")
+            try:  # read as data: a JSON document, then tokenizers' own parser
+                text = path.read_text(encoding="utf-8")
+                json.loads(text)
+                self._tok = HFTokenizer.from_str(text)
+            except Exception as exc:  # UnicodeDecodeError, JSONDecodeError, tokenizers' own Exception type
+                from audiotrain.safe_files import BadFileError
+
+                raise BadFileError(f"The lyric vocabulary {path} is not a tokenizers vocab.json ("
+                                   f"{str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}); give "
+                                   f"ACE-Step's acestep/models/lyrics_utils/vocab.json (model.lyric_vocab_path).") from None
             self.source = str(path)
-        self._tok = HFTokenizer.from_str(text)
         self._vocab_digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     @property

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from audiotrain.models.state_dict import load_strict
@@ -56,28 +56,34 @@ CONFIG_NAME = "config.json"
 
 def _read_component(directory: str | Path, what: str, preset: dict, keys: Sequence[str]) -> tuple[dict, Path]:
     """Config (preset overridden by the known keys of ``config.json`` if present) and the weights path."""
+    from audiotrain.hf_folder import MissingFile
+    from audiotrain.safe_files import BadFileError, read_json
+
     directory = Path(directory)
     weights = directory / WEIGHTS_NAME
+    expected = f"the released {directory.name}/ folder ({CONFIG_NAME} + {WEIGHTS_NAME}) of ACE-Step v1-3.5B"
     if not weights.is_file():
-        raise FileNotFoundError(
+        raise MissingFile(
             f"MusicDCAE.from_pretrained: the {what} weights file {weights} does not exist "
             f"(expected the released folder layout {directory}/{{{CONFIG_NAME},{WEIGHTS_NAME}}})."
         )
     config = dict(preset)
     cfg_path = directory / CONFIG_NAME
-    if cfg_path.is_file():
-        text = cfg_path.read_text(encoding="utf-8").strip()
-        if text:
-            loaded = json.loads(text)
-            if not isinstance(loaded, dict):
-                raise ValueError(f"{cfg_path} must hold a JSON object, got {type(loaded).__name__}")
-            config.update({k: v for k, v in loaded.items() if k in keys})
+    if cfg_path.is_file() and cfg_path.stat().st_size and cfg_path.read_bytes().strip():
+        loaded = read_json(cfg_path, expected=expected)
+        if not isinstance(loaded, dict):
+            raise BadFileError(f"{cfg_path} must hold a JSON object, got {type(loaded).__name__}; pass {expected}.")
+        config.update({k: v for k, v in loaded.items() if k in keys})
     return config, weights
 
 
 def _load_strict(module: nn.Module, weights: Path, what: str, device: torch.device | str) -> None:
-    """Load ``weights`` into a (meta-built) ``module`` by assignment after checking keys and shapes exactly."""
-    load_strict(module, load_file(str(weights), device=str(device)), str(weights), f"the {what} architecture",
+    """Load ``weights`` (read as data) into a (meta-built) ``module`` by assignment after checking keys and
+    shapes exactly."""
+    from audiotrain.safe_files import load_safetensors
+
+    state = load_safetensors(weights, expected=f"the {what} weights of the ACE-Step v1-3.5B release")
+    load_strict(module, {k: v.to(device) for k, v in state.items()}, str(weights), f"the {what} architecture",
                 "check its config.json", assign=True)
 
 

@@ -110,12 +110,30 @@ def teacher_paths(cfg: Any) -> tuple[Any, Any]:
 
 
 # ---- loading ------------------------------------------------------------------------------
-def load_teacher(path: Any, spec: TeacherSpec, allow_code: bool = False) -> torch.nn.Module:
+def check_weights(path: Any, spec: TeacherSpec, trust_pickle: bool = False) -> None:
+    """Read the folder's weights as data before transformers opens them: safetensors headers (a truncated copy is
+    one sentence), ``*.bin`` with ``torch.load(weights_only=True)`` (a pickle that carries code is refused unless
+    ``trust_pickle=true``; transformers then reads it with ``weights_only=True`` too)."""
+    from audiotrain.safe_files import load_torch, safetensors_metadata
+
+    expected = f"the unmodified local folder of {spec.title}"
+    files = weight_files(Path(str(path)).expanduser())
+    if any(f.suffix == ".safetensors" for f in files):  # transformers reads these and never the .bin
+        for f in (f for f in files if f.suffix == ".safetensors"):
+            safetensors_metadata(f, option=spec.override, expected=expected)
+        return
+    for f in files:
+        load_torch(f, option=spec.override, expected=expected, trust_pickle=trust_pickle, map_location="meta")
+
+
+def load_teacher(path: Any, spec: TeacherSpec, allow_code: bool = False, trust_pickle: bool = False) -> torch.nn.Module:
     """The frozen HF model in ``path`` (local files only), fp32, eval. A folder with its own Python code (MERT's)
-    loads only with ``allow_code`` (``model.ssl.trust_remote_code=true``)."""
+    loads only with ``allow_code`` (``model.ssl.trust_remote_code=true``); its weights are read as data first
+    (:func:`check_weights`)."""
     problem = folder_problem(path, spec, allow_code)
     if problem:
         raise UserError(problem)
+    check_weights(path, spec, trust_pickle)
     import transformers
 
     folder = str(Path(str(path)).expanduser())
@@ -156,11 +174,11 @@ class SSLTeacherFeature(FrozenEncoder):
     @classmethod
     def from_folders(cls, paths: Sequence[Any], specs: Sequence[TeacherSpec], key: str = "",
                      expected_dims: Sequence[int] | None = None, source_rate: int = SOURCE_RATE,
-                     allow_code: bool = False) -> "SSLTeacherFeature":
+                     allow_code: bool = False, trust_pickle: bool = False) -> "SSLTeacherFeature":
         """Load every teacher and check its hidden size against the transformer's ``ssl_latent_dims``."""
         teachers = []
         for k, (path, spec) in enumerate(zip(paths, specs)):
-            model = load_teacher(path, spec, allow_code)
+            model = load_teacher(path, spec, allow_code, trust_pickle)
             got = int(model.config.hidden_size)
             if expected_dims is not None and got != int(expected_dims[k]):
                 raise UserError(
@@ -234,5 +252,7 @@ def lazy_tokenizer(cfg: Any, transformer_cfg: Mapping[str, Any]):
             raise UserError(problem)
     key = cache_key(paths, specs)
     dims = [int(d) for d in transformer_cfg["ssl_latent_dims"]]
-    return LazyEncoder("ssl", key, lambda: SSLTeacherFeature.from_folders(paths, specs, key, dims, allow_code=allow),
+    trust = bool(cfg.get("trust_pickle", False))
+    return LazyEncoder("ssl", key, lambda: SSLTeacherFeature.from_folders(paths, specs, key, dims, allow_code=allow,
+                                                                          trust_pickle=trust),
                          stream=MAIN)

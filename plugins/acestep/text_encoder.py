@@ -59,18 +59,28 @@ class TextEncoder:
 
     @classmethod
     def from_dir(cls, path: str | Path, dtype: torch.dtype = torch.float32,
-                 max_length: int = MAX_TEXT_TOKENS) -> "TextEncoder":
-        """Load ``umt5-base/`` (or any saved ``UMT5EncoderModel`` + tokenizer folder) without network."""
+                 max_length: int = MAX_TEXT_TOKENS, trust_pickle: bool = False) -> "TextEncoder":
+        """Load ``umt5-base/`` (or any saved ``UMT5EncoderModel`` + tokenizer folder) as data, without network and
+        without running code from the folder (:mod:`audiotrain.hf_folder`)."""
+        from audiotrain.hf_folder import MissingFile, load_model
+        from audiotrain.safe_files import BadFileError
+
         p = Path(path)
         has_weights = any((p / f).is_file() for f in ("model.safetensors", "pytorch_model.bin",
                                                       "model.safetensors.index.json"))
         has_tok = any((p / f).is_file() for f in ("tokenizer.json", "spiece.model"))
         if not (p.is_dir() and (p / "config.json").is_file() and has_weights and has_tok):
-            raise FileNotFoundError(
+            raise MissingFile(
                 f"UMT5 text encoder not found: {p} must be a folder with config.json, model.safetensors and "
                 "tokenizer.json (the umt5-base/ folder of the ACE-Step checkpoint); nothing is downloaded.")
-        model = UMT5EncoderModel.from_pretrained(str(p), local_files_only=True, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
+        expected = "the umt5-base/ folder of the ACE-Step v1-3.5B checkpoint"
+        model = load_model(UMT5EncoderModel, p, option=None, expected=expected, trust_pickle=trust_pickle, dtype=dtype)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(p), local_files_only=True, trust_remote_code=False)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError) as exc:
+            raise BadFileError(f"{p} holds no tokenizer audiotrain can read without running code from the folder "
+                               f"({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}); pass "
+                               f"{expected}.") from None
         return cls(model, tokenizer, max_length=max_length)
 
     @classmethod

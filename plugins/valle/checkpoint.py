@@ -44,59 +44,87 @@ def _strip_module(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def read_exported(path: str | Path, trust_pickle: bool = False) -> tuple[dict[str, torch.Tensor], dict | None, dict, dict]:
+EXPECTED = "the exported fp32.sft or fp32.pth of a VALL-E model"
+
+
+def read_exported(path: str | Path, trust_pickle: bool = False, option: str | None = "model.weights"
+                  ) -> tuple[dict[str, torch.Tensor], dict | None, dict, dict]:
     """Read an export without building a model: (state dict, config or None, userdata, stats).
 
-    ``.pth`` files are opened with ``torch.load(weights_only=True)`` unless ``trust_pickle``.
+    Read as data (:mod:`audiotrain.safe_files`): ``.sft`` as safetensors, ``.pth`` with
+    ``torch.load(weights_only=True)`` unless ``trust_pickle`` (DANGEROUS: runs any code the file carries). A
+    missing, empty, truncated, crafted or foreign file is one sentence naming ``option=path``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"VALL-E weights file {path} does not exist")
+    from audiotrain.safe_files import BadFileError, check_file, load_safetensors, load_torch, safetensors_metadata
+
+    path = check_file(path, option=option, expected=EXPECTED)
+    where = f"{option}={path}" if option else str(path)
     suffix = path.suffix.lower()
     if suffix in SFT_SUFFIXES:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = {k: _json(v) for k, v in (f.metadata() or {}).items()}
-            state = {k: f.get_tensor(k) for k in f.keys()}
+        meta = {k: _json(v) for k, v in safetensors_metadata(path, option=option, expected=EXPECTED).items()}
+        state = load_safetensors(path, option=option, expected=EXPECTED)
         userdata = meta.get("userdata") or {}
         if "symmap" not in userdata and "userdata.symmap" in meta:
             userdata = {**userdata, "symmap": meta["userdata.symmap"]}
-        return _strip_module(state), meta.get("config"), dict(userdata), dict(meta.get("stats") or {})
-    if suffix in PTH_SUFFIXES:
-        try:
-            blob = torch.load(str(path), map_location="cpu", weights_only=not trust_pickle)
-        except Exception as e:  # the pickle holds objects outside the safe allow-list
-            raise UserError(f"{path} could not be read with torch.load(weights_only=True) ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0] if str(e) else ''}); pass trust_pickle=True only if you trust the file") from e
+        state, config, userdata, stats = (_strip_module(state), meta.get("config"), userdata, meta.get("stats") or {})
+    elif suffix in PTH_SUFFIXES:
+        blob = load_torch(path, option=option, expected=EXPECTED, trust_pickle=trust_pickle)
         if not isinstance(blob, Mapping):
-            raise UserError(f"{path} holds a {type(blob).__name__}, not the exported dict with a 'module' state dict")
+            raise BadFileError(f"{where} holds a {type(blob).__name__}, not the exported dict with a 'module' state "
+                               f"dict; give {EXPECTED}.")
         if "module" in blob and isinstance(blob["module"], Mapping):
             state = blob["module"]
         else:
             state = {k: v for k, v in blob.items() if isinstance(v, torch.Tensor)}
-        return (_strip_module(state), _json(blob.get("config")), dict(_json(blob.get("userdata")) or {}),
-                dict(_json(blob.get("stats")) or {}))
-    raise UserError(f"{path}: unknown VALL-E weights format {suffix!r}; expected one of {SFT_SUFFIXES + PTH_SUFFIXES}")
+        state = {str(k): v for k, v in _strip_module(state).items() if isinstance(v, torch.Tensor)}
+        config, userdata, stats = _json(blob.get("config")), _json(blob.get("userdata")) or {}, _json(blob.get("stats")) or {}
+    else:
+        raise UserError(f"{where}: unknown VALL-E weights format {suffix!r}; give {EXPECTED} (one of "
+                        f"{', '.join(SFT_SUFFIXES + PTH_SUFFIXES)}).")
+    if "state_dict" in state or any(k.startswith(("backbone.", "state_dict.")) for k in state) or not state:
+        raise BadFileError(f"{where} holds no VALL-E model weights ({len(state)} tensors"
+                           + (", a training checkpoint?" if state else "") + f"); give {EXPECTED} (a training "
+                           f"checkpoint resumes with ckpt_path=, starts a new run with model.init_from=).")
+    if not isinstance(userdata, Mapping) or not isinstance(stats, Mapping) or not (config is None or isinstance(config, Mapping)):
+        raise BadFileError(f"{where} has config/userdata/stats entries that are not JSON objects; give {EXPECTED}.")
+    return state, config, dict(userdata), dict(stats)
+
+
+def _check_preset(model: ARNAR, preset: str, where: str) -> None:
+    """One sentence when the file's model is not the size of ``model.preset`` (the run's config)."""
+    from .presets import resolve_config
+
+    want = resolve_config(str(preset))
+    keys = ("dim", "heads", "layers", "resp_levels", "audio_tokens")
+    got = {k: model.config.get(k) for k in keys if k in want and k in model.config}
+    diff = {k: (v, want[k]) for k, v in got.items() if v != want[k]}
+    if diff:
+        shown = ", ".join(f"{k} {a} vs {b}" for k, (a, b) in sorted(diff.items()))
+        raise UserError(f"{where} is a VALL-E model of another size than model.preset={preset} (file vs preset: "
+                        f"{shown}): set model.preset to the preset it was trained at, or give weights of {preset}.")
 
 
 def load_exported(path: str | Path, config: Mapping[str, Any] | str | None = None, trust_pickle: bool = False,
-                  device: str | torch.device = "cpu") -> tuple[ARNAR, dict[str, int], dict]:
+                  device: str | torch.device = "cpu", option: str | None = "model.weights",
+                  preset: str | None = None) -> tuple[ARNAR, dict[str, int], dict]:
     """Load an exported ``.sft``/``.pth``: returns (model in eval mode, symmap, embedded config).
 
     ``config`` overrides the embedded one (needed when the file carries none). Weights stored in
     half precision are loaded into the float32 model. The symmap is ``{}`` when the file has none.
     """
-    state, embedded, userdata, _ = read_exported(path, trust_pickle)
+    state, embedded, userdata, _ = read_exported(path, trust_pickle, option)
+    where = f"{option}={path}" if option else str(path)
     cfg = config if config is not None else embedded
     if cfg is None:
-        raise UserError(f"{path} carries no embedded config; pass config= (a preset name or the model dict)")
+        raise UserError(f"{where} carries no embedded config; pass config= (a preset name or the model dict)")
     try:
         with torch.device("meta"):
             model = ARNAR(cfg)
-    except ValueError as e:
-        raise UserError(f"{path}: cannot build a VALL-E model from its config: {e}") from e
-    check_state_dict(model, state, str(path), "the VALL-E model built from its config",  # on meta: nothing allocated
+    except (ValueError, TypeError, KeyError) as e:
+        raise UserError(f"{where}: cannot build a VALL-E model from its config ({e}); give {EXPECTED}.") from e
+    if preset is not None:
+        _check_preset(model, preset, where)
+    check_state_dict(model, state, where, "the VALL-E model built from its config",  # on meta: nothing allocated
                      "pass config= (a preset name or the model dict) that describes these weights")
     model = model.to_empty(device=device)
     model.load_state_dict(state, strict=True)  # copies: half-precision files load into the float32 model

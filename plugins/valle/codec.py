@@ -13,7 +13,6 @@ whole codebook instead of all being 0.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -40,21 +39,31 @@ def weights_file(path: Path) -> Path | None:
     return next((path / w for w in WEIGHT_FILES if (path / w).is_file()), None)
 
 
+CODEC_EXPECTED = ("a local facebook/encodec_24khz folder (config.json + model.safetensors; e.g. `huggingface-cli "
+                  "download facebook/encodec_24khz --local-dir DIR`), or use model.preset=tiny for a test run")
+
+
 def check_dir(path: str | Path) -> Path:
-    """``path`` as a Path if it holds ``config.json`` and weights, else a UserError naming ``codec.path=``."""
-    p = Path(str(path)).expanduser()
-    if not (p / "config.json").is_file() or weights_file(p) is None:
-        raise UserError(
-            f"codec.path={path} does not hold an EnCodec model (config.json + model.safetensors): download "
-            "facebook/encodec_24khz into that folder (e.g. `huggingface-cli download facebook/encodec_24khz "
-            f"--local-dir {path}`), or use model.preset=tiny for a test run.")
-    return p
+    """``path`` as a Path if it is a folder with ``config.json`` and weights, else one sentence naming ``codec.path=``."""
+    from audiotrain.hf_folder import check_folder
+
+    return check_folder(path, option="model.codec.path", expected=CODEC_EXPECTED, weights=WEIGHT_FILES)
+
+
+def read_config(p: Path) -> dict:
+    """The folder's config.json (one sentence when it is not a JSON object)."""
+    from audiotrain.safe_files import BadFileError, read_json
+
+    config = read_json(p / "config.json", option="model.codec.path", expected=CODEC_EXPECTED)
+    if not isinstance(config, dict):
+        raise BadFileError(f"model.codec.path={p}: its config.json is not a JSON object; pass {CODEC_EXPECTED}.")
+    return config
 
 
 def dir_key(path: str | Path, levels: int = LEVELS) -> str:
     """Cache key of an EnCodec folder without loading its weights (config + weights fingerprint)."""
     p = check_dir(path)
-    config = json.loads((p / "config.json").read_text(encoding="utf-8"))
+    config = read_config(p)
     config.pop("transformers_version", None)
     return stable_hash("encodec", int(levels), config, file_fingerprint(str(weights_file(p))))
 
@@ -91,13 +100,17 @@ class Codec:
         self._key = key
 
     @classmethod
-    def from_dir(cls, path: str | Path, levels: int = LEVELS) -> "Codec":
-        """Load a local ``save_pretrained`` folder (``config.json`` + weights); never downloads."""
+    def from_dir(cls, path: str | Path, levels: int = LEVELS, trust_pickle: bool = False) -> "Codec":
+        """Load a local ``save_pretrained`` folder (``config.json`` + weights) as data; never downloads, runs no
+        code from the folder; a ``pytorch_model.bin`` is read with ``weights_only=True`` unless ``trust_pickle``."""
         from transformers import EncodecModel
+
+        from audiotrain.hf_folder import load_model
 
         p = check_dir(path)
         key = dir_key(p, levels)
-        model = EncodecModel.from_pretrained(str(p), local_files_only=True)
+        model = load_model(EncodecModel, p, option="model.codec.path", expected=CODEC_EXPECTED,
+                           trust_pickle=trust_pickle)
         return cls(model, key, levels)
 
     @classmethod

@@ -1,7 +1,6 @@
 """Building VALL-E's frozen encoders (lazily: a cached dataset loads neither espeak-ng nor the codec)."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -17,14 +16,15 @@ def codec_frame_rate(cfg: Any) -> float:
     path = cfg.model.codec.get("path")
     if not path:
         return 75.0
-    conf = json.loads((codec_mod.check_dir(path) / "config.json").read_text())
+    conf = codec_mod.read_config(codec_mod.check_dir(path))
     return float(conf.get("sampling_rate", 24000)) / math.prod(conf.get("upsampling_ratios", [8, 5, 4, 2]))
 
 
 def codec_factory(cfg: Any):
     path = cfg.model.codec.get("path")
     if path:
-        return codec_mod.dir_key(path), lambda: codec_mod.Codec.from_dir(path)
+        trust = bool(cfg.get("trust_pickle", False))
+        return codec_mod.dir_key(path), lambda: codec_mod.Codec.from_dir(path, trust_pickle=trust)
     if str(cfg.model.preset) != "tiny":
         raise UserError(f"model.preset={cfg.model.preset} needs the EnCodec 24 kHz weights: pass model.codec.path=DIR "
                         "(a local facebook/encodec_24khz folder), or use model.preset=tiny for the tiny random codec.")
@@ -46,10 +46,11 @@ def build_encoders(cfg: Any, symmap=None) -> list[LazyEncoder]:
 
 
 def weights_path(cfg: Any) -> Path | None:
+    from audiotrain.safe_files import check_file
+
+    from audiotrain_valle.checkpoint import EXPECTED
+
     w = cfg.model.get("weights")
     if not w:
         return None
-    p = Path(str(w)).expanduser()
-    if not p.is_file():
-        raise UserError(f"model.weights={w} does not exist: give the exported fp32.sft or fp32.pth of a VALL-E model.")
-    return p
+    return check_file(w, option="model.weights", expected=EXPECTED)

@@ -48,7 +48,7 @@ class VALLEPlugin(Plugin):
             from audiotrain_valle.checkpoint import read_exported
             from audiotrain_valle.phonemes import Symmap
 
-            stored = (read_exported(weights_path(cfg))[2] or {}).get("symmap")
+            stored = (read_exported(weights_path(cfg), bool(cfg.get("trust_pickle", False)))[2] or {}).get("symmap")
             symmap = Symmap.from_dict(stored) if stored else None
         return build_encoders(cfg, symmap)
 
@@ -66,7 +66,8 @@ class VALLEPlugin(Plugin):
         if path is not None:
             from audiotrain_valle.checkpoint import load_exported
 
-            model, _, _ = load_exported(path)
+            model, _, _ = load_exported(path, trust_pickle=bool(cfg.get("trust_pickle", False)),
+                                        preset=str(cfg.model.preset))
             model.train()
         else:
             model = seeded(lambda: ARNAR(str(cfg.model.preset)))
@@ -126,8 +127,15 @@ class VALLEPlugin(Plugin):
         lo, hi = (float(x) for x in m.prompt_duration_range)
         if not 0 < lo <= hi:
             problems.append(f"model.prompt_duration_range=[{lo:g}, {hi:g}] must be 0 < min <= max seconds.")
-        if m.get("weights") and not Path(str(m.weights)).expanduser().is_file():
-            problems.append(f"model.weights={m.weights} does not exist: give the exported fp32.sft or fp32.pth.")
+        if m.get("weights"):
+            from audiotrain.safe_files import BadFileError, check_file
+
+            from audiotrain_valle.checkpoint import EXPECTED
+
+            try:
+                check_file(m.weights, option="model.weights", expected=EXPECTED)
+            except BadFileError as exc:
+                problems.append(str(exc))
         return problems
 
     def native_adapter_format(self):

@@ -135,14 +135,10 @@ def test_mismatched_sources_are_one_sentence(stage1, song_dir, tmp_path):
     assert str(e.value) == (f"{peft} does not match this run's LoRA adapter: 2 missing keys (e.g. "
                             f"final_layer.linear.lora_A.weight, final_layer.linear.lora_B.weight); use the earlier "
                             f"run's lora.target_modules (to_k, to_out.0, to_q, to_v) here.")
-    n_lora = len(load_file(f"{s1['adapter_dir']}/peft/adapter_model.safetensors"))
     with pytest.raises(StateDictMismatch) as e:
         built(stage2_cfg(tmp, song_dir, "model.freeze=[]", "lora.r=4"))
-    assert str(e.value) == (f"{peft} does not match this run's LoRA adapter: {n_lora} shape mismatches (file vs "
-                            f"model, e.g. transformer_blocks.0.attn.to_k.lora_A.weight [8, 32] vs [4, 32], "
-                            f"transformer_blocks.0.attn.to_k.lora_B.weight [32, 8] vs [32, 4], "
-                            f"transformer_blocks.0.attn.to_out.0.lora_A.weight [8, 32] vs [4, 32], ...); use the "
-                            f"same model.preset and lora.r as the earlier run.")
+    assert str(e.value) == (f"{peft} is a LoRA of rank 8, this run's lora.r=4: set lora.r=8 (and the lora.alpha it "
+                            f"was trained with) or pass an adapter of rank 4.")
     odd = tmp_path / "other.safetensors"
     save_file({"not_a_layer.weight": torch.zeros(2)}, str(odd))
     full, _ = built(stage2_cfg(tmp, song_dir, "lora=none", "model.freeze=[]", f"model.init_from={s1['adapter_dir']}"))
@@ -171,7 +167,8 @@ def test_bad_init_from_paths_are_one_sentence(tmp_path, tiny_cfg):
         assert "\n" not in problems[0]
     bad_ckpt = tmp_path / "pickled.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "obj": object.__new__(json.JSONDecoder)}, bad_ckpt)
-    with pytest.raises(InitFromError, match="cannot be read as a Lightning checkpoint with weights_only=True"):
+    with pytest.raises(UserError, match=r"pickled.ckpt holds pickled Python code \(json.decoder.JSONDecoder\) that "
+                                        r"loading would run, so it was not opened.*trust_pickle=true"):
         built(tiny_cfg(f"model.init_from={bad_ckpt}"))
     with pytest.raises(ConfigError, match="model.init_from=.*missing does not exist"):
         train(tiny_cfg(f"model.init_from={tmp_path / 'missing'}"))
