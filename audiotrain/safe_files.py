@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import pickle
 import struct
+import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -110,6 +111,9 @@ def load_torch(path: str | Path, *, option: str | None = None, expected: str, tr
     if kind not in ("zip", "pickle"):
         what = "a text file" if kind == "text" else "not a PyTorch file"
         raise BadFileError(f"{where} is {what}, not a PyTorch checkpoint; pass {expected}.")
+    if kind == "zip" and not zipfile.is_zipfile(path):  # torch.save's zip lost its end (the central directory)
+        raise BadFileError(f"{where} is truncated (an interrupted download or copy?) and cannot be read; "
+                           f"pass a complete copy of {expected}.")
     try:
         with torch.serialization.safe_globals(list(safe_globals)):
             return torch.load(str(path), map_location=map_location, weights_only=not trust_pickle,

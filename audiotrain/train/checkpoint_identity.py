@@ -116,17 +116,17 @@ def state_problem(state: Mapping[str, Any], model_state: Mapping[str, Any], trai
     own = identity(cfg)
     lora_file = any("lora_" in k for k in state)
     lora_model = any("lora_" in k for k in expected)
-    if not set(state) & set(model_state):
-        example = next(iter(sorted(state)), "nothing")
-        return (f"{where} holds none of the weights of this run's model ({own['plugin']}, preset {own['preset']}; "
-                f"the file has e.g. {example}): it is a checkpoint of another model: pass a checkpoint this run's "
-                f"model.name and model.preset wrote ({fresh}).")
     if lora_model and not lora_file:
         return (f"{where} holds the full model's weights (a lora=none run), this run trains a LoRA adapter: add "
                 f"lora=none ({fresh}).")
     if lora_file and not lora_model:
         return (f"{where} holds LoRA adapter weights, this run is a full fine-tune (lora=none): drop lora=none and "
                 f"add the lora settings it was trained with ({fresh}).")
+    if not set(state) & set(model_state):
+        example = next(iter(sorted(state)), "nothing")
+        return (f"{where} holds none of the weights of this run's model ({own['plugin']}, preset {own['preset']}; "
+                f"the file has e.g. {example}): it is a checkpoint of another model: pass a checkpoint this run's "
+                f"model.name and model.preset wrote ({fresh}).")
     r_file, r_model = _rank(state), _rank(expected)
     if r_file is not None and r_model is not None and r_file != r_model:
         return (f"{where} was trained with lora.r={r_file}, this run has lora.r={r_model}: add lora.r={r_file} "
