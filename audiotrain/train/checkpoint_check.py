@@ -27,7 +27,7 @@ class NotACheckpointError(BadFileError):
 def _reworded(exc: Exception, where: str, path: Path) -> Exception:
     """``exc`` with the file named as ``where`` (the option it came from) when safe_files named it by path."""
     text = str(exc)
-    if where != str(path) and text.startswith(str(path)):
+    if where != str(path) and text.startswith(str(path)) and text[len(str(path)):][:1] in (" ", ":"):
         text = where + text[len(str(path)):]
     return type(exc)(text)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from audiotrain.safe_files import BadFileError, load_torch
+from audiotrain.safe_files import BadFileError, UnsafeFileError, load_torch
 
 
 def _deepspeed_globals() -> list[Any]:
@@ -50,8 +50,11 @@ def read_client_state(folder: Path, *, option: str | None, trust_pickle: bool, i
     allowed = _deepspeed_globals()
     states: dict = {}
     for f in files:
-        loaded = load_torch(f, expected=f"a complete DeepSpeed checkpoint folder as {option or 'ckpt_path'}",
-                            trust_pickle=trust_pickle, mmap=True, safe_globals=allowed, instead=instead)
+        try:
+            loaded = load_torch(f, expected=f"a complete DeepSpeed checkpoint folder as {option or 'ckpt_path'}",
+                                trust_pickle=trust_pickle, mmap=True, safe_globals=allowed, instead=instead)
+        except (BadFileError, UnsafeFileError) as exc:
+            raise type(exc)(f"{where}: {exc}") from None
         if f == model_states[0]:
             if not isinstance(loaded, dict):
                 raise BadFileError(f"{f} is not a DeepSpeed model states file: pass a complete checkpoint folder.")

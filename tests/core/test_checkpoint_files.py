@@ -223,8 +223,9 @@ def test_without_metadata_the_weights_shapes_tell(made, name, change, extra, say
     assert "\n" not in str(err.value)
     from audiotrain.train.evaluate import load_checkpoint
 
-    with pytest.raises(checkpoint_identity.CheckpointMismatch, match=says.split(":")[0][:40]):
+    with pytest.raises(checkpoint_identity.CheckpointMismatch) as err:
         load_checkpoint(module, path)  # mode=eval's load: the same check
+    assert says in str(err.value)
 
 
 def test_the_same_checkpoint_without_metadata_still_loads(made):
@@ -360,3 +361,33 @@ def test_cli_mismatch_found_inside_fit_is_one_line_and_the_mlflow_run_failed(mad
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+# ---- backend=deepspeed: DeepSpeed opens its folder with weights_only=False, so it is checked first ----------------
+def test_a_deepspeed_checkpoint_folder_is_read_as_data_before_deepspeed_opens_it(made, tmp_path):
+    import shutil
+
+    from audiotrain.train.deepspeed_cpu import free_port
+    from tests.core.test_deepspeed_cpu import _fit
+
+    saved = dict(os.environ)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    try:
+        _, _, folder = _fit(tmp_path, 2)  # a real ZeRO-2 checkpoint folder (its optimizer file needs the allow-list)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert resolve_resume(run_cfg(made, f"ckpt_path={folder}")) == folder.resolve()
+    evil = tmp_path / "evil.ckpt"
+    shutil.copytree(folder, evil)
+    optim = next((evil / "checkpoint").glob("*optim_states.pt"))
+    torch.save({"x": Evil(tmp_path / "MARKER")}, optim)
+    with pytest.raises(UnsafeFileError) as err:
+        resolve_resume(run_cfg(made, f"ckpt_path={evil}"))
+    assert str(err.value).startswith(f"ckpt_path={evil}: {optim} holds pickled Python code (posix.system)")
+    assert not (tmp_path / "MARKER").exists()
+    for f in (evil / "checkpoint").iterdir():
+        f.unlink()
+    with pytest.raises(UserError, match=r"is a DeepSpeed checkpoint folder whose latest tag \(checkpoint\) holds no "
+                                        r"model states file \(an incomplete copy\?\)"):
+        resolve_resume(run_cfg(made, f"ckpt_path={evil}"))
