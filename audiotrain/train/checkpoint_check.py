@@ -72,7 +72,7 @@ def _not_lightning(obj: Any, where: str, path: Path) -> str:
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return (f"{where} is a plain state dict ({len(obj)} tensors, weights only), not a training checkpoint (no "
                 f"step, optimizer or adapter settings to continue): pass {EXPECTED}, or start a new run from these "
-                f"weights with model.init_from={path}.")
+                f"weights saved as .safetensors (safetensors.torch.save_file) with model.init_from=FILE.")
     what = f"a dict without state_dict (keys: {', '.join(map(str, list(obj)[:4]))})" if isinstance(obj, dict) \
         else f"a {type(obj).__name__}"
     return f"{where} is a PyTorch file holding {what}, not a Lightning checkpoint: pass {EXPECTED}."
@@ -93,7 +93,10 @@ def newest_good(candidates: Iterable[Path], cfg: Any, what: str) -> Path | None:
             raise  # a file someone put there by hand: said, not skipped
         except BadFileError as exc:  # empty, truncated, damaged: a crash mid-copy
             skipped.append(str(path))
-            console.print(f"[yellow]{what}: not resuming {path} ({exc}); taking the checkpoint before it.[/]")
+            where, _ = checkpoint_identity.source(cfg, path)
+            reason = str(exc).removeprefix(where).strip(" :").split(";")[0]
+            console.print(f"[yellow]{what}: not resuming {path}, which {reason}; taking the checkpoint before it.[/]",
+                          markup=True, highlight=False)
             continue
         return path.resolve()  # code in the file, another model: the sentence goes up
     if skipped:

@@ -261,11 +261,15 @@ def _place(made, exp: str, run: str, src: Path | bytes, age: int) -> Path:
 
 def test_resume_auto_skips_a_truncated_or_empty_newest_checkpoint(made, capsys):
     good = _place(made, "skip", "a", made["acestep"], age=300)
-    _place(made, "skip", "b", made["acestep"].read_bytes()[:1000], age=200)
-    _place(made, "skip", "c", b"", age=100)
+    cut = _place(made, "skip", "b", made["acestep"].read_bytes()[:1000], age=200)
+    empty = _place(made, "skip", "c", b"", age=100)
     assert resolve_resume(run_cfg(made, "resume=auto", exp="skip")) == good.resolve()
     err = capsys.readouterr().err
-    assert err.count("resume=auto: not resuming") == 2 and "is empty" in err and "is truncated" in err
+    assert err.count("resume=auto: not resuming") == 2
+    assert (f"resume=auto: not resuming {empty}, which is empty (0 bytes, an interrupted copy?); taking the "
+            f"checkpoint before it.") in err
+    assert (f"resume=auto: not resuming {cut}, which is truncated (an interrupted download or copy?) and cannot be "
+            f"read; taking the checkpoint before it.") in err
 
 
 def test_resume_auto_with_only_broken_checkpoints_is_one_sentence(made):
