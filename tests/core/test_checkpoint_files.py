@@ -349,6 +349,7 @@ def test_cli_truncated_ckpt_path_is_one_line(made, tmp_path):
     _one_line(_cli(made, tmp_path, f"ckpt_path={cut}"), f"ckpt_path={cut} is truncated")
 
 
+@pytest.mark.slow  # builds the whole run before fit refuses the file: ~40 s on 2 busy cores
 def test_cli_mismatch_found_inside_fit_is_one_line_and_the_mlflow_run_failed(made, tmp_path):
     """A checkpoint without metadata at another LoRA rank passes the early check; Lightning's restore
     (on_load_checkpoint, inside trainer.fit) refuses it: one line, exit 2, and the MLflow run ends FAILED."""
