@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import pickle
 import struct
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from audiotrain.errors import UserError
 
@@ -91,10 +92,15 @@ def _refused_global(exc: BaseException) -> str | None:
 
 
 def load_torch(path: str | Path, *, option: str | None = None, expected: str, trust_pickle: bool = False,
-               map_location: Any = "cpu") -> Any:
+               map_location: Any = "cpu", mmap: bool = False, safe_globals: Sequence[Any] = (),
+               instead: str | None = None) -> Any:
     """``torch.load`` as data (``weights_only=True``), every failure one sentence.
 
-    ``trust_pickle=True`` unpickles fully: only for a file you wrote yourself (it can run any code it carries)."""
+    ``trust_pickle=True`` unpickles fully: only for a file you wrote yourself (it can run any code it carries).
+    ``mmap=True`` maps the tensors of a zip-format file instead of reading them (a cheap full check of what the
+    file holds: the pickle is read, the tensor data is not); ``safe_globals`` are classes the weights-only
+    unpickler may rebuild besides tensors and containers; ``instead`` is what to pass in place of a file that
+    carries code (default: a file of tensors only)."""
     import torch
 
     path = check_file(path, option=option, expected=expected)
@@ -105,15 +111,20 @@ def load_torch(path: str | Path, *, option: str | None = None, expected: str, tr
     if kind not in ("zip", "pickle"):
         what = "a text file" if kind == "text" else "not a PyTorch file"
         raise BadFileError(f"{where} is {what}, not a PyTorch checkpoint; pass {expected}.")
+    if kind == "zip" and not zipfile.is_zipfile(path):  # torch.save's zip lost its end (the central directory)
+        raise BadFileError(f"{where} is truncated (an interrupted download or copy?) and cannot be read; "
+                           f"pass a complete copy of {expected}.")
     try:
-        return torch.load(str(path), map_location=map_location, weights_only=not trust_pickle)
+        with torch.serialization.safe_globals(list(safe_globals)):
+            return torch.load(str(path), map_location=map_location, weights_only=not trust_pickle,
+                              mmap=mmap and kind == "zip")
     except pickle.UnpicklingError as exc:
         refused = _refused_global(exc)
         if refused and not trust_pickle:
             raise UnsafeFileError(
                 f"{where} holds pickled Python code ({refused}) that loading would run, so it was not opened; "
-                f"pass a file of tensors only (safetensors, or a plain state dict), or — only for a file you made "
-                f"yourself — add {TRUST_PICKLE}.") from None
+                f"pass {instead or 'a file of tensors only (safetensors, or a plain state dict)'}, or — only for a "
+                f"file you made yourself — add {TRUST_PICKLE}.") from None
         raise BadFileError(f"{where} is damaged or not a PyTorch checkpoint ({_short(exc)}); pass {expected}.") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, ImportError) as exc:
         text = str(exc)

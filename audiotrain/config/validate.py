@@ -119,7 +119,8 @@ def validate(cfg: DictConfig, plugin: Any | None, module_names: list[str] | None
     if cfg.get("resume") not in (None, "auto"):
         p.append(f"resume={cfg.get('resume')} must be auto (or leave it unset and use ckpt_path=FILE).")
     if cfg.get("ckpt_path") and not _is_checkpoint(Path(str(cfg.ckpt_path))):
-        p.append(f"ckpt_path={cfg.ckpt_path} does not exist: give a .ckpt file from a run's checkpoints/ folder.")
+        what = "is a folder, not a checkpoint file" if Path(str(cfg.ckpt_path)).is_dir() else "does not exist"
+        p.append(f"ckpt_path={cfg.ckpt_path} {what}: give a .ckpt file from a run's checkpoints/ folder.")
     uri = cfg.tracking.get("uri")
     if cfg.tracking.get("name") == "mlflow":
         if not uri or not str(uri).startswith(("sqlite:///", "http://", "https://", "postgresql", "mysql")):

@@ -70,9 +70,11 @@ def profiler(cfg: Any, run_dir: Any) -> Any:
 
 
 def checkpoint_plugins(cfg: Any) -> list[Any]:
-    """How checkpoint files are written: straight to disk (DirectCheckpointIO); DeepSpeed writes its own."""
+    """How checkpoint files are written (straight to disk) and read (as data: ``trust_pickle``), DirectCheckpointIO;
+    DeepSpeed writes and reads its own (its folder is checked as data before ``fit``, job_setup)."""
     if cfg.backend.name == "deepspeed":
         return []
     from audiotrain.train.checkpoint_io import DirectCheckpointIO
 
-    return [DirectCheckpointIO()]
+    return [DirectCheckpointIO(trust_pickle=bool(cfg.get("trust_pickle", False)),
+                               option="ckpt_path" if cfg.get("ckpt_path") else None)]

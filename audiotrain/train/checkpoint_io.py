@@ -1,9 +1,13 @@
-"""Checkpoint files written straight to disk.
+"""Checkpoint files written straight to disk, and read as data.
 
 Lightning's default writer serialises the whole checkpoint into an in-memory buffer, copies it out and then
 writes it: a transient two to three times the checkpoint in host memory at every save (for a full fine-tune
 of a 3.3 B model, tens of GB). This one ``torch.save``s into a temporary file beside the target and renames it
 into place: as atomic (a crash never leaves a half-written ``.ckpt`` under the real name), without the copies.
+
+Reading (``ckpt_path=``, ``resume=auto``: Lightning's restore) goes through :func:`audiotrain.safe_files.load_torch`:
+``weights_only=True`` unless ``trust_pickle=true``, and a file that is truncated, not a checkpoint or carries code
+is one sentence (a UserError), never run.
 """
 from __future__ import annotations
 
@@ -14,10 +18,25 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from audiotrain.atomic_write import atomic_path
 
+EXPECTED = "a .ckpt file from a run's checkpoints/ folder"
+
 
 class DirectCheckpointIO(TorchCheckpointIO):
+    def __init__(self, trust_pickle: bool = False, option: str | None = None) -> None:
+        super().__init__()
+        self.trust_pickle = trust_pickle  # the DANGEROUS opt-in: unpickle fully (runs code a file carries)
+        self.option = option              # how sentences name the file (ckpt_path=FILE), None: by its path
+
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("DirectCheckpointIO.save_checkpoint takes no storage_options.")
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
+
+    def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
+        from audiotrain.safe_files import load_torch
+
+        # map_location: Lightning's default keeps storages where they were saved; "cpu" is where restore wants them
+        return load_torch(path, option=self.option, expected=EXPECTED, trust_pickle=self.trust_pickle,
+                          map_location="cpu" if map_location is None or callable(map_location) else map_location,
+                          instead=EXPECTED)

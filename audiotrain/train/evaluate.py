@@ -130,25 +130,22 @@ class AudioEval(Periodic):
 def load_checkpoint(module: Any, ckpt: Path) -> int:
     """Load a Lightning checkpoint's weights (adapter-only or full) into ``module``; returns its global step.
 
-    Read as data (``weights_only=True``): a checkpoint that carries code is refused, never run."""
-    import pickle
+    Read as data (``audiotrain.safe_files``: ``weights_only=True`` unless ``trust_pickle=true``; the tensors
+    memory-mapped, copied once into the model) and checked to be of this run's plugin, preset and adapter
+    (``checkpoint_check``): a checkpoint that carries code is refused, never run."""
+    from audiotrain.train.checkpoint_check import read_checkpoint
+    from audiotrain.train.checkpoint_identity import source
 
-    try:
-        state = torch.load(str(ckpt), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        raise EvalError(f"ckpt_path={ckpt} cannot be read as an audiotrain checkpoint ({type(exc).__name__}: it is "
-                        "truncated, not a checkpoint, or carries code, which is never run): give a .ckpt from a "
-                        "run's checkpoints/ folder.") from None
-    if not isinstance(state, dict) or "state_dict" not in state:
-        raise EvalError(f"{ckpt} is not a Lightning checkpoint of an audiotrain run (no state_dict).")
+    state = read_checkpoint(ckpt, module.cfg, module=module)
+    where, _ = source(module.cfg, ckpt)
     result = module.load_state_dict(state["state_dict"], strict=False)
     if result.unexpected_keys:
-        raise EvalError(f"{ckpt} holds {len(result.unexpected_keys)} weights this model lacks (first: "
+        raise EvalError(f"{where} holds {len(result.unexpected_keys)} weights this model lacks (first: "
                         f"{result.unexpected_keys[0]}): evaluate with the model and lora settings it was trained with.")
     trained = {n for n, p in module.named_parameters() if p.requires_grad}
     missing = sorted(trained & set(result.missing_keys))
     if missing:
-        raise EvalError(f"{ckpt} lacks {len(missing)} trained weights (first: {missing[0]}): evaluate with the "
+        raise EvalError(f"{where} lacks {len(missing)} trained weights (first: {missing[0]}): evaluate with the "
                         "lora settings it was trained with.")
     return int(state.get("global_step", 0))
 

@@ -68,15 +68,22 @@ def start_job(cfg: DictConfig, mode: str = "train") -> Job:
 
 
 def resolve_resume(cfg: DictConfig, job: "sweep_job.SweepJob | None" = None) -> Path | None:
+    """The checkpoint this job continues from (or evaluates), read once as data and checked to be a complete
+    checkpoint of this run's plugin, preset and adapter (:mod:`checkpoint_check`) before anything heavy starts."""
+    from audiotrain.train.checkpoint_check import newest_good, read_checkpoint
+
     if cfg.get("ckpt_path"):
-        return Path(str(cfg.ckpt_path)).resolve()
+        path = Path(str(cfg.ckpt_path)).expanduser().resolve()
+        read_checkpoint(path, cfg)
+        return path
     if job is not None:  # a sweep job continues only from its own directory (never another job's checkpoint)
-        return sweep_job.own_checkpoint(Path(str(cfg.paths.run_dir)).resolve())
+        return newest_good(rd.checkpoints_in([Path(str(cfg.paths.run_dir)).resolve() / "checkpoints"]), cfg,
+                           f"sweep job {job.num}")
     if cfg.get("resume") == "auto":
-        found = rd.find_latest_checkpoint(cfg.paths.log_dir, cfg.exp_name)
+        found = newest_good(rd.all_checkpoints(cfg.paths.log_dir, cfg.exp_name), cfg, "resume=auto")
         if found is None:
             console.print(f"[yellow]resume=auto: no checkpoint yet for exp_name={cfg.exp_name}; starting fresh.[/]")
-        return found.resolve() if found else None
+        return found
     return None
 
 

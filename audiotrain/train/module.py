@@ -17,6 +17,7 @@ from audiotrain.data.streams import encoder_input
 from audiotrain.models.backbone import Backbone
 from audiotrain.plugins.base import Plugin
 from audiotrain.encoders.base import FrozenEncoder
+from audiotrain.train import checkpoint_identity
 from audiotrain.train.optim import build_optimizer, build_scheduler
 from audiotrain.train.param_groups import torch_param_groups
 
@@ -199,10 +200,14 @@ class TrainModule(L.LightningModule):
         checkpoint["audiotrain"] = {
             "sampler": self.sampler.state_dict() if self.sampler is not None else None,
             **self.extra_state,
+            checkpoint_identity.KEY: checkpoint_identity.identity(self.cfg),  # what it is of (plugin, preset, LoRA)
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # before Lightning loads the weights: another plugin's, preset's or adapter's checkpoint is one sentence
+        trainer = getattr(self, "_trainer", None)
+        checkpoint_identity.check(checkpoint, self.cfg, trainer.ckpt_path if trainer else "the checkpoint", self)
         state = checkpoint.get("audiotrain") or {}
         if self.sampler is not None and state.get("sampler"):
             self.sampler.load_state_dict(state["sampler"])
-        self.extra_state.update({k: v for k, v in state.items() if k != "sampler"})
+        self.extra_state.update({k: v for k, v in state.items() if k not in ("sampler", checkpoint_identity.KEY)})

@@ -8,15 +8,24 @@ from pathlib import Path
 from typing import Any
 
 
-def find_latest_checkpoint(log_dir: str | Path, exp_name: str) -> Path | None:
-    """Newest ``last.ckpt`` or ``manual-step=N.ckpt`` (``save``/``quit``/SIGTERM) under
-    ``<log_dir>/<exp_name>/*/checkpoints`` (for ``resume=auto``)."""
+def checkpoints_in(dirs: list[Path]) -> list[Path]:
+    """Every ``last.ckpt`` / ``manual-step=N.ckpt`` (``save``/``quit``/SIGTERM) in the ``checkpoints`` folders
+    ``dirs``, newest first."""
+    found = [p for d in dirs for p in (*d.glob("last.ckpt"), *d.glob("manual-step=*.ckpt"))]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def all_checkpoints(log_dir: str | Path, exp_name: str) -> list[Path]:
+    """The checkpoints ``resume=auto`` may continue, ``<log_dir>/<exp_name>/*/checkpoints``, newest first."""
     root = Path(log_dir) / exp_name
-    if not root.is_dir():
-        return None
-    found = sorted([*root.glob("*/checkpoints/last.ckpt"), *root.glob("*/checkpoints/manual-step=*.ckpt")],
-                   key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
+    return checkpoints_in(sorted(root.glob("*/checkpoints"))) if root.is_dir() else []
+
+
+def find_latest_checkpoint(log_dir: str | Path, exp_name: str) -> Path | None:
+    """Newest ``last.ckpt`` or ``manual-step=N.ckpt`` under ``<log_dir>/<exp_name>/*/checkpoints`` (unchecked:
+    ``resume=auto`` takes the newest complete one, ``checkpoint_check.newest_good``)."""
+    found = all_checkpoints(log_dir, exp_name)
+    return found[0] if found else None
 
 
 def run_dir_of_checkpoint(ckpt: Path) -> Path:

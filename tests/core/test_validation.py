@@ -211,7 +211,8 @@ def test_done_message_prints_the_held_out_trend():
 def test_mode_eval_reads_checkpoints_as_data_and_refuses_others_in_one_sentence(tiny_cfg, tmp_path):
     import torch
 
-    from audiotrain.train.evaluate import EvalError, load_checkpoint
+    from audiotrain.errors import UserError
+    from audiotrain.train.checkpoint_check import read_checkpoint
 
     class Carrier:  # a pickle that would run code when unpickled without weights_only
         def __reduce__(self):
@@ -221,7 +222,11 @@ def test_mode_eval_reads_checkpoints_as_data_and_refuses_others_in_one_sentence(
     torch.save({"state_dict": {}, "payload": Carrier()}, str(crafted))
     text = tmp_path / "notes.ckpt"
     text.write_text("not a checkpoint")
-    for bad in (crafted, text):
-        with pytest.raises(EvalError, match=r"cannot be read as an audiotrain checkpoint .* never run\): give a "
-                                            r"\.ckpt from a run's checkpoints/ folder\."):
-            load_checkpoint(None, bad)
+    says = {crafted: "holds pickled Python code (print) that loading would run, so it was not opened; pass "
+                     "a .ckpt file from a run's checkpoints/ folder, or — only for a file you made yourself — add "
+                     "trust_pickle=true.",
+            text: "is a text file, not a training checkpoint: pass a .ckpt file from a run's checkpoints/ folder."}
+    for bad, sentence in says.items():  # mode=eval's load_checkpoint reads through read_checkpoint
+        with pytest.raises(UserError) as err:
+            read_checkpoint(bad, tiny_cfg("mode=eval", f"ckpt_path={bad}"))
+        assert str(err.value) == f"ckpt_path={bad} {sentence}"
