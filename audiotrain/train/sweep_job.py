@@ -108,12 +108,6 @@ def threads_per_job(job: SweepJob) -> int:
     return max(1, (os.cpu_count() or 1) // job.n_parallel)
 
 
-def own_checkpoint(run_dir: Path) -> Path | None:
-    """The newest ``last.ckpt`` / ``manual-step=N.ckpt`` of this job's own directory."""
-    ckpts = [*run_dir.glob("checkpoints/last.ckpt"), *run_dir.glob("checkpoints/manual-step=*.ckpt")]
-    return max(ckpts, key=lambda p: p.stat().st_mtime).resolve() if ckpts else None
-
-
 def _recorded_overrides(run_dir: Path) -> list[str] | None:
     p = run_dir / "command.json"
     if not p.is_file():
