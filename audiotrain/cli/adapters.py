@@ -6,9 +6,14 @@ import shutil
 import sys
 from pathlib import Path
 
+from audiotrain.atomic_write import atomic_dir, recover
+from audiotrain.errors import UserError
+
 
 def _adapter_dir(source: Path, step: str) -> Path:
-    """A run directory (→ adapters/<step>) or an adapter folder given directly."""
+    """A run directory (→ adapters/<step>) or an adapter folder given directly. A folder a killed save left
+    renamed aside is put back first (``atomic_write.recover``); temporary folders are never picked."""
+    recover(source / "adapters" / step)
     if (source / "adapters" / step).is_dir():
         return source / "adapters" / step
     if (source / "peft").is_dir() or (source / "adapter_config.json").is_file():
@@ -29,7 +34,12 @@ def export(argv: list[str]) -> int:
         print(f"audiotrain export: {exc}", file=sys.stderr)
         return 2
     out = args.out or Path(f"export_{args.run_dir.name}_{args.step}")
-    shutil.copytree(src, out, dirs_exist_ok=True)
+    try:  # the copy appears complete or not at all; an earlier export of that name is replaced, never mixed in
+        with atomic_dir(out, fix="free some space or give --out on another disk", option="--out") as tmp:
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
+    except UserError as exc:
+        print(f"audiotrain export: {exc}", file=sys.stderr)
+        return 2
     for p in sorted(out.rglob("*")):
         if p.is_file():
             print(f"  {p}")
@@ -47,7 +57,6 @@ def merge(argv: list[str]) -> int:
     from omegaconf import OmegaConf
 
     from audiotrain.config import resolvers
-    from audiotrain.errors import UserError
     from audiotrain.lora import adapter as lora
     from audiotrain.plugins import registry
 
@@ -66,7 +75,8 @@ def merge(argv: list[str]) -> int:
         lora.attach(root, settings)
         lora.load_adapter_state(root, state)
         lora.merge(root)
-        path = plugin.save_merged(backbone, cfg, args.out)
+        with atomic_dir(args.out, fix="free some space or give --out on another disk", option="--out") as tmp:
+            path = args.out / plugin.save_merged(backbone, cfg, tmp).relative_to(tmp)
     except (FileNotFoundError, UserError) as exc:
         print(f"audiotrain merge: {exc}", file=sys.stderr)
         return 2

@@ -5,6 +5,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from audiotrain.atomic_write import atomic_write_text
+
 
 @dataclass
 class Skipped:
@@ -57,6 +59,6 @@ class BadInputReport:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         txt, js = d / f"{stem}.txt", d / f"{stem}.json"
-        txt.write_text(self.render() + "\n", encoding="utf-8")
-        js.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+        atomic_write_text(txt, self.render() + "\n")
+        atomic_write_text(js, json.dumps(self.to_dict(), indent=2, ensure_ascii=False))
         return [txt, js]

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from audiotrain.atomic_write import atomic_write_text
+
 
 def find_latest_checkpoint(log_dir: str | Path, exp_name: str) -> Path | None:
     """Newest ``last.ckpt`` or ``manual-step=N.ckpt`` (``save``/``quit``/SIGTERM) under
@@ -29,7 +31,7 @@ def read_run_id(run_dir: Path) -> str | None:
 
 
 def write_run_id(run_dir: Path, run_id: str) -> None:
-    (run_dir / "mlflow_run_id").write_text(run_id + "\n")
+    atomic_write_text(run_dir / "mlflow_run_id", run_id + "\n")
 
 
 def git_sha() -> str:
@@ -43,11 +45,11 @@ def git_sha() -> str:
 
 def write_command(run_dir: Path, overrides: list[str]) -> Path:
     p = run_dir / "command.json"
-    p.write_text(json.dumps({"argv": sys.argv, "overrides": overrides, "git_sha": git_sha()}, indent=2))
+    atomic_write_text(p, json.dumps({"argv": sys.argv, "overrides": overrides, "git_sha": git_sha()}, indent=2))
     return p
 
 
 def summary_file(run_dir: Path, summary: dict[str, Any]) -> Path:
     p = run_dir / "summary.json"
-    p.write_text(json.dumps(summary, indent=2, default=str))
+    atomic_write_text(p, json.dumps(summary, indent=2, default=str))
     return p
