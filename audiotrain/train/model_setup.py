@@ -91,10 +91,9 @@ ADAPTER_DISK_FULL_FIX = ("free some space, or set paths.log_dir= to a disk with 
 
 def kept_adapter(out: Path) -> str:
     """What a failed save of the adapter folder ``out`` leaves: that folder as it was, or the newest other one."""
-    from audiotrain.atomic_write import is_temporary
+    from audiotrain.train.run_dir import saved_adapters
 
     if out.is_dir():
         return f"the previous adapter {out} is kept"
-    others = [d for d in out.parent.iterdir() if d.is_dir() and not is_temporary(d.name)] if out.parent.is_dir() else []
-    newest = max(others, key=lambda d: d.stat().st_mtime) if others else None
-    return f"the previous adapter {newest} is kept" if newest else "no earlier adapter was written"
+    others = saved_adapters(out.parent.parent) if out.parent.name == "adapters" else []
+    return f"the previous adapter {others[-1]} is kept" if others else "no earlier adapter was written"

@@ -7,18 +7,33 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from audiotrain.atomic_write import atomic_write_text
+from audiotrain.atomic_write import atomic_write_text, is_temporary, sweep
 
 
 def find_latest_checkpoint(log_dir: str | Path, exp_name: str) -> Path | None:
     """Newest ``last.ckpt`` or ``manual-step=N.ckpt`` (``save``/``quit``/SIGTERM) under
-    ``<log_dir>/<exp_name>/*/checkpoints`` (for ``resume=auto``)."""
+    ``<log_dir>/<exp_name>/*/checkpoints`` (for ``resume=auto``). Never a file a killed save left half-written:
+    those have temporary names (``atomic_write``), which are skipped, and a checkpoint folder (DeepSpeed) a kill
+    left renamed aside is put back first."""
     root = Path(log_dir) / exp_name
     if not root.is_dir():
         return None
-    found = sorted([*root.glob("*/checkpoints/last.ckpt"), *root.glob("*/checkpoints/manual-step=*.ckpt")],
-                   key=lambda p: p.stat().st_mtime)
+    for folder in root.glob("*/checkpoints"):
+        sweep(folder, force=True)
+    found = sorted((p for p in [*root.glob("*/checkpoints/last.ckpt"), *root.glob("*/checkpoints/manual-step=*.ckpt")]
+                    if not is_temporary(p.name)), key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None
+
+
+def saved_adapters(run_dir: Path) -> list[Path]:
+    """The run's complete adapter folders (``adapters/step_N``, ``manual_step_N``, ``final``), oldest first;
+    folders being written or left by a killed save (temporary names) are not among them."""
+    root = Path(run_dir) / "adapters"
+    if not root.is_dir():
+        return []
+    sweep(root, force=True)
+    return sorted((d for d in root.iterdir() if d.is_dir() and not is_temporary(d.name)),
+                  key=lambda d: d.stat().st_mtime)
 
 
 def run_dir_of_checkpoint(ckpt: Path) -> Path:
