@@ -167,6 +167,34 @@ def test_a_full_disk_is_recognised_in_the_texts_of_library_writers(text):
     assert aw.is_disk_full(wrapped) and not aw.is_disk_full(RuntimeError("file write failed: bad descriptor"))
 
 
+def test_a_deepspeed_checkpoint_folder_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    from tests.core.test_deepspeed_cpu import _fit, free_port
+
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    trainer, _, ckpt = _fit(tmp_path, 2)  # final.ckpt: a folder, written through our strategy's save_checkpoint
+    before = tree(ckpt)
+    assert "latest" in before and _names(tmp_path) == ["final.ckpt"]
+    engine = trainer.strategy.deepspeed_engine
+    real = engine.save_checkpoint
+
+    def full_halfway(save_dir, *args, **kwargs):  # every part written, then the model states cut short
+        real(save_dir, *args, **kwargs)
+        (states,) = Path(save_dir).rglob("*model_states.pt")
+        states.write_bytes(states.read_bytes()[:100])
+        raise ENOSPC
+
+    monkeypatch.setattr(engine, "save_checkpoint", full_halfway)
+    with pytest.raises(DiskFullError) as failed:
+        trainer.save_checkpoint(str(ckpt))
+    assert str(failed.value).startswith(f"Could not write {ckpt}: the disk is full (")
+    assert f"the previous checkpoint {ckpt} is kept" in str(failed.value)
+    assert tree(ckpt) == before and _names(tmp_path) == ["final.ckpt"]
+    monkeypatch.setattr(engine, "save_checkpoint", real)
+    trainer.save_checkpoint(str(ckpt))
+    assert sorted(tree(ckpt)) == sorted(before) and _names(tmp_path) == ["final.ckpt"]
+
+
 # ---- adapters ---------------------------------------------------------------------------------------------------
 
 def _toy_adapters(tmp_path: Path) -> Path:
@@ -334,3 +362,52 @@ def test_run_files_killed_mid_write_keep_their_previous_text(tmp_path, writer):
     """, tmp_path)
     assert (run / name).read_text() == before and "22222" not in before
     assert any(is_temporary(n) for n in _names(run))
+
+
+# ---- a training run --------------------------------------------------------------------------------------------
+
+@pytest.mark.slow  # ~35 s of CPU: one whole CLI training run
+def test_a_full_disk_during_training_stops_the_run_in_one_sentence_exit_2_and_mlflow_failed(tmp_path, song_dir):
+    """`audiotrain ...` whose second checkpoint save (step 4) meets a full disk halfway through the file."""
+    import subprocess
+    import sys
+
+    from tests.core.conftest import cli_env
+    from tests.core.interrupt_kit import REPO
+
+    logs = tmp_path / "logs"
+    overrides = ["model=acestep", f"data={song_dir}", "debug=smoke", "trainer.max_steps=6",
+                 "trainer.every_n_train_steps=2", "trainer.every_plot_step=0", "trainer.progress_bar=false",
+                 "trainer.stdin_control=false", "trainer.eval_audio=false", f"paths.log_dir={logs}", "exp_name=full"]
+    code = f"""
+import errno, os, sys, torch
+real = torch.save
+def save(obj, f, *a, **k):
+    if ".step=4.ckpt.tmp-" in str(getattr(f, "name", f)):
+        f.write(b"\\0" * 4096)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real(obj, f, *a, **k)
+torch.save = save
+from audiotrain.cli.main import main
+sys.exit(main({overrides!r}))
+"""
+    env = dict(cli_env(tmp_path), PYTHONPATH=str(REPO))
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=900)
+    assert p.returncode == 2, p.stderr[-4000:] + p.stdout[-2000:]
+    out = p.stdout + p.stderr
+    assert "Traceback" not in out
+    (line,) = [ln for ln in out.splitlines() if "the disk is full" in ln]
+    (run,) = [d for d in (logs / "full").iterdir() if d.is_dir()]
+    ckpts = run / "checkpoints"
+    assert line.startswith(f"audiotrain: Could not write {ckpts / 'step=4.ckpt'}: the disk is full (")
+    assert f"; the previous checkpoint {ckpts / 'last.ckpt'} is kept; free some space" in line
+    assert _names(ckpts) == ["last.ckpt", "step=2.ckpt"]  # no half file, under any name
+    assert _load(ckpts / "last.ckpt")["global_step"] == 2 and _load(ckpts / "step=2.ckpt")["global_step"] == 2
+    assert find_latest_checkpoint(logs, "full") == ckpts / "last.ckpt"
+    assert not (run / "adapters" / "final").exists() and (run / "adapters" / "step_2" / "peft").is_dir()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (mlrun,) = client.search_runs([client.get_experiment_by_name("audiotrain/acestep").experiment_id])
+    assert mlrun.info.status == "FAILED"
