@@ -225,7 +225,7 @@ def atomic_dir(target: str | Path, *, kept: str | None = None, fix: str | None =
     tmp = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        sweep(target.parent)
+        sweep(target.parent, force=True)  # folders are few and written seldom: look every time
         recover(target)
         tmp = temp_name(target)
         tmp.mkdir()
