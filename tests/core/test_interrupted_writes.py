@@ -338,6 +338,25 @@ def test_a_cache_entry_killed_mid_write_is_a_miss_and_the_others_stay(tmp_path):
     assert _names(folder) == ["new.safetensors", "old.safetensors"]
 
 
+def test_a_full_disk_while_caching_names_the_entry_and_the_cache_setting(tmp_path, monkeypatch):
+    from audiotrain.data import cache as cache_module
+
+    def full(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"\0" * 10)
+        raise RuntimeError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space '
+                           'left on device" })')
+
+    monkeypatch.setattr(cache_module, "save_file", full)
+    cache = cache_module.FeatureCache(tmp_path / "cache", "ns")
+    with pytest.raises(DiskFullError) as failed:
+        cache.save("enc", "k1", "x", {"z": torch.ones(3)})
+    msg = str(failed.value)
+    assert msg.startswith(f"Could not write {cache.path('enc', 'k1', 'x')}: the disk is full (")
+    assert msg.endswith("; the entries cached before it are kept; free some space, or set cache_dir= (or "
+                        "AUDIOTRAIN_CACHE) to a disk with room.")
+    assert not cache.has("enc", "k1", "x") and _names(cache.dir_for("enc", "k1")) == []
+
+
 @pytest.mark.parametrize("writer", ["summary", "bad-input report", "run id"])
 def test_run_files_killed_mid_write_keep_their_previous_text(tmp_path, writer):
     from audiotrain.data.report import BadInputReport
