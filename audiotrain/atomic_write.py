@@ -33,7 +33,7 @@ from audiotrain.errors import UserError
 
 TMP, OLD = ".tmp-", ".old-"
 _HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname() or "host")
-_LEFTOVER = re.compile(r"^\.(?P<name>.+)(?P<kind>\.tmp-|\.old-)(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-[0-9a-f]+$")
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)(?P<kind>\.tmp-|\.old-)(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-[0-9a-f]{8}$")
 _FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 # the same errors as texts: safetensors (Rust) and torch (C++) writers report them as RuntimeError-like messages
 _FULL_TEXT = re.compile(r"No space left on device|Disk quota exceeded|os error (28|122)\b")

@@ -215,19 +215,18 @@ def _lora_value(adapter: Path) -> float:
     return values.pop()
 
 
-@pytest.mark.parametrize("what", ["peft file", "native file"])
-def test_an_adapter_folder_killed_mid_save_is_the_previous_one_or_absent(tmp_path, what):
+def test_an_adapter_folder_killed_mid_save_is_the_previous_one_or_absent(tmp_path):
     run = _toy_adapters(tmp_path)
     final = run / "adapters" / "final"
     before = tree(final)
-    # the second file of the folder (native) dies after the first (PEFT) was written complete
-    name = "adapter_model.safetensors" if what == "peft file" else "lora.safetensors"
+    # a new folder killed in its first weights file (PEFT's); an existing one replaced, killed in its second file
+    # (the native one, after PEFT's was written complete)
     run_killed(f"""
         from pathlib import Path
         from tests.core.interrupt_kit import kill_in_save_file, toy_writer
-        kill_in_save_file(when=lambda f: f.endswith({name!r}))
+        kill_in_save_file(when=lambda f: f.endswith("adapter_model.safetensors"))
         save = toy_writer(3.0)
-        save(Path({str(run / 'adapters' / 'step_4')!r}))   # a new folder
+        save(Path({str(run / 'adapters' / 'step_4')!r}))
     """, tmp_path)
     adapters = run / "adapters"
     assert not (adapters / "step_4").exists()
@@ -235,12 +234,16 @@ def test_an_adapter_folder_killed_mid_save_is_the_previous_one_or_absent(tmp_pat
     run_killed(f"""
         from pathlib import Path
         from tests.core.interrupt_kit import kill_in_save_file, toy_writer
-        kill_in_save_file(when=lambda f: f.endswith({name!r}))
-        toy_writer(3.0)(Path({str(final)!r}))               # replacing an existing folder
+        kill_in_save_file(when=lambda f: f.endswith("lora.safetensors"))
+        toy_writer(3.0)(Path({str(final)!r}))
     """, tmp_path)
     assert tree(final) == before and _lora_value(final) == 2.0
     # the second writer swept the first one's folder; its own is left, which the lister skips (and sweeps)
-    assert [n.split(".tmp-")[0] for n in _names(adapters) if is_temporary(n)] == [".final"]
+    (left,) = [adapters / n for n in _names(adapters) if is_temporary(n)]
+    assert left.name.startswith(".final.tmp-")  # killed halfway: PEFT's file complete, the native one cut short
+    size = {f: (final / f).stat().st_size for f in ("peft/adapter_model.safetensors", "toy/lora.safetensors")}
+    assert (left / "peft/adapter_model.safetensors").stat().st_size == size["peft/adapter_model.safetensors"]
+    assert 0 < (left / "toy/lora.safetensors").stat().st_size < size["toy/lora.safetensors"]
     assert [d.name for d in saved_adapters(run)] == ["step_2", "final"]
     assert _names(adapters) == ["final", "step_2"]
     toy_writer(5.0)(final)
