@@ -21,8 +21,12 @@ TRUST_HELP = ("DANGEROUS: unpickle .pth/.pt/.bin weights fully, which runs any c
 class NoAdapterError(FileNotFoundError):
     pass
 
+from audiotrain.atomic_write import atomic_dir, recover
+from audiotrain.errors import UserError
+
 
 def _adapter_dir(source: Path, step: str) -> Path:
+<<<<<<< HEAD
     """A run directory (→ adapters/<step>) or an adapter folder given directly."""
     if not source.exists():
         raise NoAdapterError(f"{source} holds no adapter '{step}' (no such folder): give a run directory (with "
@@ -30,6 +34,11 @@ def _adapter_dir(source: Path, step: str) -> Path:
     if not source.is_dir():
         raise NoAdapterError(f"{source} holds no adapter '{step}' (it is a file, not a folder): give a run directory "
                              f"(with adapters/{step}/) or an adapter folder.")
+=======
+    """A run directory (→ adapters/<step>) or an adapter folder given directly. A folder a killed save left
+    renamed aside is put back first (``atomic_write.recover``); temporary folders are never picked."""
+    recover(source / "adapters" / step)
+>>>>>>> i13-writes
     if (source / "adapters" / step).is_dir():
         return source / "adapters" / step
     if (source / "peft").is_dir() or (source / "adapter_config.json").is_file() or (source / "model.safetensors").is_file():
@@ -116,7 +125,12 @@ def export(argv: list[str]) -> int:
         print(f"audiotrain export: {exc}", file=sys.stderr)
         return 2
     out = args.out or Path(f"export_{args.run_dir.name}_{args.step}")
-    shutil.copytree(src, out, dirs_exist_ok=True)
+    try:  # the copy appears complete or not at all; an earlier export of that name is replaced, never mixed in
+        with atomic_dir(out, fix="free some space or give --out on another disk", option="--out") as tmp:
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
+    except UserError as exc:
+        print(f"audiotrain export: {exc}", file=sys.stderr)
+        return 2
     for p in sorted(out.rglob("*")):
         if p.is_file():
             print(f"  {p}")
@@ -135,7 +149,6 @@ def merge(argv: list[str]) -> int:
     from omegaconf import OmegaConf
 
     from audiotrain.config import resolvers
-    from audiotrain.errors import UserError
     from audiotrain.lora import adapter as lora
     from audiotrain.plugins import registry
 
@@ -161,8 +174,14 @@ def merge(argv: list[str]) -> int:
         lora.load_adapter_state(root, state, str(peft), "give the adapter this run directory trained (its model "
                                                         "and model.preset)")
         lora.merge(root)
+<<<<<<< HEAD
         path = plugin.save_merged(backbone, cfg, args.out)
     except (OSError, UserError) as exc:
+=======
+        with atomic_dir(args.out, fix="free some space or give --out on another disk", option="--out") as tmp:
+            path = args.out / plugin.save_merged(backbone, cfg, tmp).relative_to(tmp)
+    except (FileNotFoundError, UserError) as exc:
+>>>>>>> i13-writes
         print(f"audiotrain merge: {exc}", file=sys.stderr)
         return 2
     print(f"Merged LoRA r={settings.r} alpha={settings.alpha:g} (scale {settings.scale:.4g}) into {cfg.model.name}; "

@@ -6,7 +6,7 @@ file bytes and the spec it is decoded to (sample rate, channels, length bounds);
 text fields. So a new file for one stream re-encodes only that stream's encoders, an edited lyric re-encodes
 no audio, and a change of encoder config/weights (its cache_key) gives a new folder. ``meta/`` keeps each
 decoded stream's duration (by stream id) and each audio file's content hash (by path, size and mtime).
-Writes are atomic (temp file + rename) and building is serialised per encoder with a file lock, so
+Writes are atomic (temp file + rename: a killed job leaves no entry, never half of one) and building is serialised per encoder with a file lock, so
 two jobs (e.g. a sweep) building the same cache at once neither corrupt it nor duplicate work.
 
 Entries are read as data (safetensors) and never trusted blindly: :meth:`FeatureCache.damage` says why an entry
@@ -23,6 +23,8 @@ from filelock import FileLock
 from safetensors.torch import load_file, save_file
 
 from audiotrain.atomic_write import atomic_path
+
+CACHE_DISK_FULL_FIX = "free some space, or set cache_dir= (or AUDIOTRAIN_CACHE) to a disk with room"
 
 
 class DamagedEntry(RuntimeError):
@@ -76,7 +78,8 @@ class FeatureCache:
         self.path(tok_name, tok_key, fingerprint).unlink(missing_ok=True)
 
     def save(self, tok_name: str, tok_key: str, fingerprint: str, tensors: Mapping[str, torch.Tensor]) -> None:
-        with atomic_path(self.path(tok_name, tok_key, fingerprint)) as tmp:
+        with atomic_path(self.path(tok_name, tok_key, fingerprint), kept="the entries cached before it are kept",
+                         fix=CACHE_DISK_FULL_FIX) as tmp:
             save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp))
 
     def lock(self, tok_name: str, tok_key: str) -> FileLock:

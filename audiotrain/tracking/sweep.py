@@ -25,6 +25,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from audiotrain.atomic_write import atomic_path, atomic_write_text
 from audiotrain.train.sweep_job import STOP_FILE, request_stop, stop_reason
 
 ENV = "AUDIOTRAIN_PARENT_RUN_ID"
@@ -65,7 +66,7 @@ class SweepTracking(Callback):
         keys = swept_keys(config)
         os.environ[SWEPT_ENV] = ",".join(keys)
         overrides = list(config.hydra.overrides.task)
-        (sweep_dir / "sweep_command.txt").write_text("audiotrain -m " + " ".join(overrides) + "\n")
+        atomic_write_text(sweep_dir / "sweep_command.txt", "audiotrain -m " + " ".join(overrides) + "\n")
         _ACTIVE.clear()
         _ACTIVE["dir"] = str(sweep_dir)
         if OmegaConf.select(config, "tracking.name") != "mlflow":
@@ -88,7 +89,7 @@ class SweepTracking(Callback):
         self.tracker.log_params(params)
         self.tracker.set_tags({"sweep.axes": ",".join(keys), "sweep.metric": str(config.get("sweep_metric"))})
         os.environ[ENV] = run_id
-        parent_file.write_text(run_id + "\n")
+        atomic_write_text(parent_file, run_id + "\n")
         _ACTIVE.update(parent=run_id, uri=self.tracker.uri)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
@@ -111,7 +112,7 @@ class SweepTracking(Callback):
             elif summary is None and stopping:
                 status = record["status"] = "NOT_STARTED"
         if out_dir.is_dir():
-            (out_dir / STATUS_FILE).write_text(json.dumps(record, indent=2))
+            atomic_write_text(out_dir / STATUS_FILE, json.dumps(record, indent=2))
         parent = os.environ.get(ENV)
         if parent and OmegaConf.select(config, "tracking.name") == "mlflow":
             _tracker(config).client.set_tag(parent, f"job.{num}.status", status)
@@ -150,7 +151,7 @@ class SweepTracking(Callback):
         out = sweep_dir / "sweep_jobs.csv"
         keys = list(dict.fromkeys(k for r in rows for k in r))
         keys.sort(key=lambda k: (k.startswith("override."), 0))
-        with out.open("w", newline="") as fh:
+        with atomic_path(out) as tmp, tmp.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=keys)
             writer.writeheader()
             writer.writerows(rows)

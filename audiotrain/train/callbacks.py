@@ -99,10 +99,14 @@ class AdapterSaver(L.Callback):
 
     def _save(self, name: str) -> Path:
         out = self.root / name
-        self.save(out)
+        self.save(out)  # complete or not at all (model_setup.adapter_writer writes it with atomic_dir)
         self.saved.append(out)
         if self.tracker is not None:
-            self.tracker.log_artifact(out, f"adapters/{name}")
+            from audiotrain.atomic_write import disk_full_guard
+
+            with disk_full_guard(f"the MLflow run's copy of {out}", kept=f"the adapter {out} is saved",
+                                 fix="free some space on the disk of the tracking store, then resume with resume=auto"):
+                self.tracker.log_artifact(out, f"adapters/{name}")
         return out
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):

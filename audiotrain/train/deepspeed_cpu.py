@@ -132,6 +132,34 @@ class CappedDeepSpeedStrategy(DeepSpeedStrategy):
         cap_loss_scale(getattr(self, "model", None), self.max_loss_scale)
         return out
 
+    def save_checkpoint(self, checkpoint: dict, filepath: Any, storage_options: Any | None = None) -> None:
+        """DeepSpeed's checkpoint folder, written by every rank into a temporary sibling and swapped into place by
+        rank 0 once all wrote their part (``atomic_write.publish_dir``): a kill or a full disk mid-save leaves the
+        previous folder of that name as it was."""
+        from pathlib import Path
+
+        from audiotrain import atomic_write as aw
+        from audiotrain.train.checkpoint_io import DISK_FULL_FIX, kept_clause, previous_checkpoint
+
+        target = Path(self.broadcast(str(filepath)))
+        tmp = Path(self.broadcast(str(aw.temp_name(target))))  # rank 0's name, for every rank
+        if self.is_global_zero:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            aw.sweep(target.parent)
+            aw.recover(target)
+        self.barrier("audiotrain_ckpt_start")
+        try:
+            with aw.disk_full_guard(target, kept=kept_clause(previous_checkpoint(target)), fix=DISK_FULL_FIX):
+                super().save_checkpoint(checkpoint, str(tmp), storage_options)
+                self.barrier("audiotrain_ckpt_written")
+                if self.is_global_zero:
+                    aw.fsync(tmp)
+                    aw.publish_dir(tmp, target)
+        finally:
+            if self.is_global_zero and os.path.lexists(tmp):
+                aw.remove(tmp)
+        self.barrier("audiotrain_ckpt_done")
+
 
 class CPUDeepSpeedStrategy(CappedDeepSpeedStrategy):
     """DeepSpeed ZeRO on CPU processes over gloo (Lightning's strategy refuses a CPU accelerator)."""

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from audiotrain.atomic_write import atomic_write_text
 from audiotrain.errors import UserError
 from audiotrain.models.backbone import Backbone
 from audiotrain.tracking.mel_distance import mel_distance, resample
@@ -96,7 +97,7 @@ def evaluate(cfg: DictConfig, module: Any, dataset: Any, tracker: Any, run_dir: 
     mean = sum(r["mel_distance"] for r in rows) / len(rows)
     result = {"step": int(step), "mel_distance": mean, "per_example": rows, "dir": str(out)}
     metrics_file = out / "metrics.json"
-    metrics_file.write_text(json.dumps(result, indent=2))
+    atomic_write_text(metrics_file, json.dumps(result, indent=2))
     files.append(metrics_file)
     if tracker is not None:
         tracker.log_metrics({METRIC: mean}, int(step))
@@ -192,7 +193,7 @@ def run_eval(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, A
                "val": val, "val_examples": len(data.val) if data.val is not None else 0,
                "mlflow_run_id": tracker.run_id if tracker else None,
                "tracking_uri": str(cfg.tracking.uri) if tracker else None}
-    (run_dir / "eval_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    atomic_write_text(run_dir / "eval_summary.json", json.dumps(summary, indent=2, default=str))
     return summary
 
 

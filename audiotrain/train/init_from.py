@@ -25,6 +25,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from audiotrain.atomic_write import recover
 from audiotrain.errors import UserError
 from audiotrain.lora import adapter as lora_adapter
 from audiotrain.lora.adapter import PEFT_PREFIX, LoRASettings
@@ -51,6 +52,8 @@ class Source:
 def locate(value: Any) -> Path:
     """The file or folder to read for ``model.init_from=VALUE``; raises one sentence when there is none."""
     path = Path(str(value)).expanduser()
+    for folder in (path, path / "adapters" / "final"):  # put back an adapter folder a killed save left aside
+        recover(folder)
     if not path.exists():
         raise InitFromError(f"model.init_from={value} does not exist: give an earlier run's directory, its "
                             f"adapters/<name> folder, or a .safetensors / .ckpt weights file.")

@@ -63,21 +63,37 @@ def describe(m: BuiltModel, name: str, preset: Any) -> str:
 
 def adapter_writer(m: BuiltModel, plugin: Any, cfg: DictConfig):
     """``save(out_dir)``: the adapter in PEFT format and the plugin's native one (a full fine-tune: every weight
-    of ``adapter_root`` as ``model.safetensors``), gathered first when ZeRO-3 partitions the weights."""
+    of ``adapter_root`` as ``model.safetensors``), gathered first when ZeRO-3 partitions the weights. The folder
+    is written beside ``out_dir`` and renamed into place when complete (``atomic_dir``): a kill or a full disk
+    leaves the previous folder of that name, and the other adapters, as they were."""
     root = m.backbone.adapter_root()
     base = f"{plugin.name}:{cfg.model.get('preset')}"
 
     def save(out: Path) -> None:
+        from audiotrain.atomic_write import atomic_dir
         from audiotrain.train.deepspeed_cpu import gathered
 
-        with gathered(root):
+        with gathered(root), atomic_dir(out, kept=kept_adapter(out), fix=ADAPTER_DISK_FULL_FIX) as tmp:
             if m.settings is None:
                 from safetensors.torch import save_file
 
-                out.mkdir(parents=True, exist_ok=True)
-                save_file({k: v.contiguous() for k, v in root.state_dict().items()}, str(out / "model.safetensors"))
+                save_file({k: v.contiguous() for k, v in root.state_dict().items()}, str(tmp / "model.safetensors"))
                 return
-            lora_adapter.save_peft(root, m.settings, out / "peft", base_model=base)
-            plugin.save_adapter_native(root, m.settings, out / plugin.name)
+            lora_adapter.save_peft(root, m.settings, tmp / "peft", base_model=base)
+            plugin.save_adapter_native(root, m.settings, tmp / plugin.name)
 
     return save
+
+
+ADAPTER_DISK_FULL_FIX = ("free some space, or set paths.log_dir= to a disk with room or a larger "
+                         "trainer.every_n_train_steps= (fewer adapters and checkpoints), then resume with resume=auto")
+
+
+def kept_adapter(out: Path) -> str:
+    """What a failed save of the adapter folder ``out`` leaves: that folder as it was, or the newest other one."""
+    from audiotrain.train.run_dir import saved_adapters
+
+    if out.is_dir():
+        return f"the previous adapter {out} is kept"
+    others = saved_adapters(out.parent.parent) if out.parent.name == "adapters" else []
+    return f"the previous adapter {others[-1]} is kept" if others else "no earlier adapter was written"

@@ -7,11 +7,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from audiotrain.atomic_write import atomic_write_text, is_temporary, sweep
+
 
 def checkpoints_in(dirs: list[Path]) -> list[Path]:
     """Every ``last.ckpt`` / ``manual-step=N.ckpt`` (``save``/``quit``/SIGTERM) in the ``checkpoints`` folders
-    ``dirs``, newest first."""
-    found = [p for d in dirs for p in (*d.glob("last.ckpt"), *d.glob("manual-step=*.ckpt"))]
+    ``dirs``, newest first. Never a file a killed save left half-written: those have temporary names
+    (``atomic_write``), which are skipped, and a checkpoint folder (DeepSpeed) a kill left renamed aside is put
+    back first."""
+    for d in dirs:
+        if d.is_dir():
+            sweep(d, force=True)
+    found = [p for d in dirs for p in (*d.glob("last.ckpt"), *d.glob("manual-step=*.ckpt")) if not is_temporary(p.name)]
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
@@ -28,6 +35,17 @@ def find_latest_checkpoint(log_dir: str | Path, exp_name: str) -> Path | None:
     return found[0] if found else None
 
 
+def saved_adapters(run_dir: Path) -> list[Path]:
+    """The run's complete adapter folders (``adapters/step_N``, ``manual_step_N``, ``final``), oldest first;
+    folders being written or left by a killed save (temporary names) are not among them."""
+    root = Path(run_dir) / "adapters"
+    if not root.is_dir():
+        return []
+    sweep(root, force=True)
+    return sorted((d for d in root.iterdir() if d.is_dir() and not is_temporary(d.name)),
+                  key=lambda d: d.stat().st_mtime)
+
+
 def run_dir_of_checkpoint(ckpt: Path) -> Path:
     return ckpt.resolve().parent.parent
 
@@ -38,7 +56,7 @@ def read_run_id(run_dir: Path) -> str | None:
 
 
 def write_run_id(run_dir: Path, run_id: str) -> None:
-    (run_dir / "mlflow_run_id").write_text(run_id + "\n")
+    atomic_write_text(run_dir / "mlflow_run_id", run_id + "\n")
 
 
 def git_sha() -> str:
@@ -52,11 +70,11 @@ def git_sha() -> str:
 
 def write_command(run_dir: Path, overrides: list[str]) -> Path:
     p = run_dir / "command.json"
-    p.write_text(json.dumps({"argv": sys.argv, "overrides": overrides, "git_sha": git_sha()}, indent=2))
+    atomic_write_text(p, json.dumps({"argv": sys.argv, "overrides": overrides, "git_sha": git_sha()}, indent=2))
     return p
 
 
 def summary_file(run_dir: Path, summary: dict[str, Any]) -> Path:
     p = run_dir / "summary.json"
-    p.write_text(json.dumps(summary, indent=2, default=str))
+    atomic_write_text(p, json.dumps(summary, indent=2, default=str))
     return p

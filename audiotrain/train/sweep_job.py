@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from audiotrain.atomic_write import atomic_write_text
 from audiotrain.errors import UserError
 
 ID_ENV = "AUDIOTRAIN_SWEEP_ID"
@@ -92,7 +93,7 @@ def request_stop(sweep_dir: Path, reason: str) -> None:
     control watches this file), jobs not started yet are not started. The launching process reports it."""
     path = sweep_dir / STOP_FILE
     if not path.exists():
-        path.write_text(reason + "\n")
+        atomic_write_text(path, reason + "\n")
 
 
 def stop_reason(sweep_dir: Path) -> str | None:

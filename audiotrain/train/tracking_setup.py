@@ -9,6 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from audiotrain.atomic_write import atomic_write_text
 from audiotrain.tracking.mlflow_store import Tracker, flatten, override_params
 from audiotrain.train import run_dir as rd
 
@@ -19,7 +20,7 @@ REPORT_FILES = ("bad_inputs.txt", "bad_inputs.json", "bad_inputs_val.txt", "bad_
 def write_run_files(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> list[Path]:
     """``config.yaml`` (the composed config, resolved) and ``command.json`` in the run directory."""
     cfg_file = run_dir / "config.yaml"
-    cfg_file.write_text(OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True)))
+    atomic_write_text(cfg_file, OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True)))
     return [cfg_file, rd.write_command(run_dir, overrides)]
 
 

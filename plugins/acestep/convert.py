@@ -5,7 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from audiotrain.atomic_write import atomic_dir
 from audiotrain.data.report import BadInputReport
+from audiotrain.errors import UserError
 
 from audiotrain_acestep.readers import RawSongFolder
 
@@ -42,6 +44,12 @@ def convert(argv: list[str]) -> int:
     features = Features({"keys": Value("string"), "filename": Value("string"), "tags": List(Value("string")),
                          "speaker_emb_path": Value("string"), "norm_lyrics": Value("string"), "recaption": {}})
     ds = Dataset.from_list(rows * args.repeat_count, features=features)
-    ds.save_to_disk(args.output_name)
+    try:  # the dataset folder appears complete or not at all; an earlier one of that name is replaced
+        with atomic_dir(Path(args.output_name), fix="free some space or give --output_name on another disk",
+                        option="--output_name") as tmp:
+            ds.save_to_disk(str(tmp))
+    except UserError as exc:
+        print(f"audiotrain convert: {exc}", file=sys.stderr)
+        return 2
     print(f"Wrote {len(ds)} rows ({len(rows)} songs × {args.repeat_count}) to {args.output_name}")
     return 0

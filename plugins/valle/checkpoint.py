@@ -148,13 +148,17 @@ def save_exported(model: ARNAR, path: str | Path, symmap: Mapping[str, int] | No
     userdata = {"symmap": dict(symmap or {})}
     stats = dict(stats or {})
     suffix = path.suffix.lower()
-    if suffix in SFT_SUFFIXES:
-        from safetensors.torch import save_file
-
-        meta = {"config": json.dumps(config), "userdata": json.dumps(userdata), "stats": json.dumps(stats)}
-        save_file({f"module.{k}": v for k, v in state.items()}, str(path), metadata=meta)
-    elif suffix in PTH_SUFFIXES:
-        torch.save({"module": state, "stats": stats, "userdata": userdata, "config": config}, str(path))
-    else:
+    if suffix not in SFT_SUFFIXES + PTH_SUFFIXES:
         raise UserError(f"{path}: unknown VALL-E weights format {suffix!r}; expected one of {SFT_SUFFIXES + PTH_SUFFIXES}")
+    from audiotrain.atomic_write import atomic_path
+
+    with atomic_path(path) as tmp:  # complete or not at all: a kill or a full disk keeps an earlier file
+        if suffix in SFT_SUFFIXES:
+            from safetensors.torch import save_file
+
+            meta = {"config": json.dumps(config), "userdata": json.dumps(userdata), "stats": json.dumps(stats)}
+            save_file({f"module.{k}": v for k, v in state.items()}, str(tmp), metadata=meta)
+        else:
+            with open(tmp, "wb") as fh:
+                torch.save({"module": state, "stats": stats, "userdata": userdata, "config": config}, fh)
     return path
