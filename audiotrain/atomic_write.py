@@ -300,8 +300,8 @@ def refuse_foreign_dir(target: Path, new: Path, option: str) -> None:
                             f"replace: give a new folder name.")
 
 
-def atomic_write_text(path: str | Path, text: str, *, encoding: str = "utf-8", **kw) -> None:
+def atomic_write_text(path: str | Path, text: str, *, encoding: str = "utf-8", errors: str = "strict", **kw) -> None:
     """``path.write_text(text)``, atomically."""
     with atomic_path(path, **kw) as tmp:
-        with open(tmp, "w", encoding=encoding) as fh:
+        with open(tmp, "w", encoding=encoding, errors=errors) as fh:
             fh.write(text)

@@ -14,6 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from audiotrain.atomic_write import atomic_dir, recover
+from audiotrain.errors import UserError
+
 TRUST_HELP = ("DANGEROUS: unpickle .pth/.pt/.bin weights fully, which runs any code they carry; only for files you "
               "made yourself (default: read them as data, torch.load(weights_only=True))")
 
@@ -21,24 +24,17 @@ TRUST_HELP = ("DANGEROUS: unpickle .pth/.pt/.bin weights fully, which runs any c
 class NoAdapterError(FileNotFoundError):
     pass
 
-from audiotrain.atomic_write import atomic_dir, recover
-from audiotrain.errors import UserError
-
 
 def _adapter_dir(source: Path, step: str) -> Path:
-<<<<<<< HEAD
-    """A run directory (→ adapters/<step>) or an adapter folder given directly."""
+    """A run directory (→ adapters/<step>) or an adapter folder given directly. A folder a killed save left
+    renamed aside is put back first (``atomic_write.recover``); temporary folders are never picked."""
     if not source.exists():
         raise NoAdapterError(f"{source} holds no adapter '{step}' (no such folder): give a run directory (with "
                              f"adapters/{step}/) or an adapter folder.")
     if not source.is_dir():
         raise NoAdapterError(f"{source} holds no adapter '{step}' (it is a file, not a folder): give a run directory "
                              f"(with adapters/{step}/) or an adapter folder.")
-=======
-    """A run directory (→ adapters/<step>) or an adapter folder given directly. A folder a killed save left
-    renamed aside is put back first (``atomic_write.recover``); temporary folders are never picked."""
     recover(source / "adapters" / step)
->>>>>>> i13-writes
     if (source / "adapters" / step).is_dir():
         return source / "adapters" / step
     if (source / "peft").is_dir() or (source / "adapter_config.json").is_file() or (source / "model.safetensors").is_file():
@@ -174,14 +170,9 @@ def merge(argv: list[str]) -> int:
         lora.load_adapter_state(root, state, str(peft), "give the adapter this run directory trained (its model "
                                                         "and model.preset)")
         lora.merge(root)
-<<<<<<< HEAD
-        path = plugin.save_merged(backbone, cfg, args.out)
-    except (OSError, UserError) as exc:
-=======
         with atomic_dir(args.out, fix="free some space or give --out on another disk", option="--out") as tmp:
             path = args.out / plugin.save_merged(backbone, cfg, tmp).relative_to(tmp)
-    except (FileNotFoundError, UserError) as exc:
->>>>>>> i13-writes
+    except (OSError, UserError) as exc:
         print(f"audiotrain merge: {exc}", file=sys.stderr)
         return 2
     print(f"Merged LoRA r={settings.r} alpha={settings.alpha:g} (scale {settings.scale:.4g}) into {cfg.model.name}; "

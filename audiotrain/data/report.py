@@ -59,12 +59,7 @@ class BadInputReport:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         txt, js = d / f"{stem}.txt", d / f"{stem}.json"
-<<<<<<< HEAD
         # a file name that is not UTF-8 (bytes from another system) is written as \udcxx escapes, not a crash
-        txt.write_bytes((self.render() + "\n").encode("utf-8", "backslashreplace"))
-        js.write_bytes(json.dumps(self.to_dict(), indent=2, ensure_ascii=False).encode("utf-8", "backslashreplace"))
-=======
-        atomic_write_text(txt, self.render() + "\n")
-        atomic_write_text(js, json.dumps(self.to_dict(), indent=2, ensure_ascii=False))
->>>>>>> i13-writes
+        atomic_write_text(txt, self.render() + "\n", errors="backslashreplace")
+        atomic_write_text(js, json.dumps(self.to_dict(), indent=2, ensure_ascii=False), errors="backslashreplace")
         return [txt, js]

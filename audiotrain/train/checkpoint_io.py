@@ -2,19 +2,14 @@
 
 Lightning's default writer serialises the whole checkpoint into an in-memory buffer, copies it out and then
 writes it: a transient two to three times the checkpoint in host memory at every save (for a full fine-tune
-<<<<<<< HEAD
-of a 3.3 B model, tens of GB). This one ``torch.save``s into a temporary file beside the target and renames it
-into place: as atomic (a crash never leaves a half-written ``.ckpt`` under the real name), without the copies.
-
-Reading (``ckpt_path=``, ``resume=auto``: Lightning's restore) goes through :func:`audiotrain.safe_files.load_torch`:
-``weights_only=True`` unless ``trust_pickle=true``, and a file that is truncated, not a checkpoint or carries code
-is one sentence (a UserError), never run.
-=======
 of a 3.3 B model, tens of GB). This one ``torch.save``s into a temporary file beside the target (through a
 Python file, so a full disk is an ``OSError`` with its errno), flushes it and renames it into place: atomic (a
 process killed at any moment leaves the previous complete ``.ckpt`` under the real name, never a half-written
 one), without the copies. A full disk is one sentence naming the file and the checkpoint that is kept.
->>>>>>> i13-writes
+
+Reading (``ckpt_path=``, ``resume=auto``: Lightning's restore) goes through :func:`audiotrain.safe_files.load_torch`:
+``weights_only=True`` unless ``trust_pickle=true``, and a file that is truncated, not a checkpoint or carries code
+is one sentence (a UserError), never run.
 """
 from __future__ import annotations
 
@@ -56,9 +51,9 @@ class DirectCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("DirectCheckpointIO.save_checkpoint takes no storage_options.")
-<<<<<<< HEAD
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+        with atomic_path(path, kept=kept_clause(previous_checkpoint(path)), fix=DISK_FULL_FIX) as tmp:
+            with open(tmp, "wb") as fh:
+                torch.save(checkpoint, fh)
 
     def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
         from audiotrain.safe_files import load_torch
@@ -67,8 +62,3 @@ class DirectCheckpointIO(TorchCheckpointIO):
         return load_torch(path, option=self.option, expected=EXPECTED, trust_pickle=self.trust_pickle,
                           map_location="cpu" if map_location is None or callable(map_location) else map_location,
                           instead=EXPECTED)
-=======
-        with atomic_path(path, kept=kept_clause(previous_checkpoint(path)), fix=DISK_FULL_FIX) as tmp:
-            with open(tmp, "wb") as fh:
-                torch.save(checkpoint, fh)
->>>>>>> i13-writes
