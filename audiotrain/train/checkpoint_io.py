@@ -13,11 +13,13 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from audiotrain.atomic_write import atomic_path
+from audiotrain.train.finite import check_finite
 
 
 class DirectCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("DirectCheckpointIO.save_checkpoint takes no storage_options.")
+        check_finite(checkpoint.get("state_dict") or {}, f"the checkpoint {path}")  # never NaN/Inf weights
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
