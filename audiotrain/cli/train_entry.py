@@ -150,6 +150,9 @@ def done_message(summary: dict) -> str:
     head = "[bold green]Done.[/]" if summary.get("completed", True) else "[bold yellow]Stopped early.[/]"
     lines = [f"\n{head} {summary['steps']} steps; training loss {summary['loss_start_mean']:.4f} → "
              f"{summary['loss_end_mean']:.4f} (mean of the first and last 10% of steps)"]
+    if summary.get("nonfinite_steps"):
+        lines.append(f"  {summary['nonfinite_steps']} step(s) had a NaN/Inf loss or gradient and were skipped "
+                     f"(train/nonfinite_steps)")
     val = summary.get("val_loss") or []
     if val:
         lines.append(f"  held-out val/loss ({summary.get('val_examples', 0)} examples, fixed noise): "

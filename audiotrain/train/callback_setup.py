@@ -30,6 +30,7 @@ class Callbacks:
     audio_eval: AudioEval | None
     adapters: cb.AdapterSaver
     control: LiveControl
+    nonfinite: NonFiniteGuard | None = None  # the skipped (NaN/Inf) steps
     all: list = field(default_factory=list)  # what the Trainer gets, in order
 
 
@@ -85,7 +86,7 @@ def build_callbacks(cfg: DictConfig, plugin: Any, model: BuiltModel, module: Any
         out.append(LossScaleGuard(float(cfg.precision.loss_scale_floor), int(cfg.precision.loss_scale_patience),
                                   run_dir / "checkpoints", tracker))
     out.append(control)
-    return Callbacks(metrics, train_fixed, val, audio_eval, adapters, control, [c for c in out if c is not None])
+    return Callbacks(metrics, train_fixed, val, audio_eval, adapters, control, guard, [c for c in out if c is not None])
 
 
 def _stdin_enabled(cfg: DictConfig) -> bool:

@@ -81,6 +81,7 @@ def summarise(cbs: Callbacks, steps: int, data: Any) -> dict[str, Any]:
         "eval_mel_distance": series["eval/mel_distance"],
         "final_metrics": cbs.metrics.history[-1] if cbs.metrics.history else {},
         "skipped": len(data.report), "usable": data.report.usable,
+        "nonfinite_steps": cbs.nonfinite.total if cbs.nonfinite is not None else 0,  # NaN/Inf steps skipped
         # False when stopped early (quit, SIGTERM, Ctrl-C): a re-run of the same sweep resumes it
         "completed": cbs.control.stopped_at is None, "stopped_at": cbs.control.stopped_at,
         "last_metrics": last,
