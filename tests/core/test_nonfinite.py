@@ -81,6 +81,39 @@ def test_diverging_run_stops_keeps_the_last_good_files_and_fails(song_dir, tmp_p
     assert all(math.isfinite(m.value) for m in client.get_metric_history(run.info.run_id, "train/loss"))
 
 
+@pytest.mark.slow  # a 2-job sweep through the CLI, then the same command again
+def test_a_diverged_sweep_job_is_a_result_and_the_sweep_goes_on(song_dir, tmp_path):
+    import json
+
+    argv = [sys.executable, "-m", "audiotrain.cli.main", "-m", "model=acestep", f"data={song_dir}", "debug=smoke",
+            "optimizer.lr=1e30,1e-4", "trainer.max_steps=6", "trainer.every_n_train_steps=2",
+            "trainer.max_nonfinite_steps=2", "trainer.every_plot_step=0", "trainer.stdin_control=false",
+            "trainer.progress_bar=false"]
+    first = subprocess.run(argv, cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True, timeout=900)
+    out = first.stdout + first.stderr
+    assert first.returncode == 2, out[-3000:]
+    assert "Traceback" not in out
+    assert re.search(r"audiotrain: sweep finished, but job\(s\) 0 diverged \(NaN/Inf losses\)", out), out[-2000:]
+    (sweep_dir,) = (tmp_path / "exps" / "logs").glob("*/sweep_*")
+    status = {n: json.loads((sweep_dir / str(n) / "job_status.json").read_text()) for n in (0, 1)}
+    assert status[0]["status"] == "DIVERGED" and status[0]["error"].startswith("Training diverged")
+    assert status[1]["status"] == "COMPLETED"
+    assert (sweep_dir / "1" / "adapters" / "final").is_dir() and not (sweep_dir / "0" / "adapters" / "final").exists()
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = {r.info.run_name: r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])}
+    assert runs["optimizer.lr=1e+30"].info.status == "FAILED" and runs["optimizer.lr=0.0001"].info.status == "FINISHED"
+    parent = next(r for r in runs.values() if r.data.tags.get("audiotrain.sweep") == "parent")
+    assert parent.info.status == "FAILED" and parent.data.tags["job.0.status"] == "DIVERGED"
+
+    again = subprocess.run(argv, cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True, timeout=900)
+    assert again.returncode == 2, (again.stdout + again.stderr)[-3000:]
+    assert "Sweep job 0 (optimizer.lr=1e+30) diverged before: skipped." in again.stderr
+    assert "Sweep job 1 (optimizer.lr=0.0001) finished before" in again.stderr
+
+
 # ---- one bad step, in process, for every plugin -------------------------------------------------------
 BAD_STEP = 2  # the optimizer step (global_step before it) whose loss is NaN
 
