@@ -12,9 +12,11 @@ step, so a skipped step counts toward ``trainer.max_steps`` and a resumed run st
 * fp16 (``GradScaler``): the gradients are still scaled when checked, and overflowing scaled gradients are the
   scaler's business (it skips the step and lowers the scale; ``loss_scale.py`` watches that), so only a
   non-finite *loss* is counted and skipped here: a step is never counted twice.
-* DeepSpeed steps inside its engine (its ZeRO optimizer skips steps whose gradients overflow, and its gradient
-  buffers must be stepped to be cleared), so under DeepSpeed the step is left to it and only a non-finite loss
-  is counted: the stop rule below holds all the same.
+* DeepSpeed steps inside its engine, whose counters and gradient buffers must see every step: its ZeRO
+  optimizers (stages 1-3, and any fp16/bf16 run) find the NaN/Inf gradients themselves and skip the update
+  ("OVERFLOW! Skipping step"); at stage 0 in fp32 it steps the plain torch optimizer, whose update is then left out
+  of the engine's step. Only a non-finite loss is counted under
+  DeepSpeed (its gradients live in its buffers); the stop rule below holds all the same.
 
 :class:`NonFiniteGuard` counts the skipped steps (``train/nonfinite_steps`` in MLflow, a console line each), holds
 back periodic saves on skipped steps (so the checkpoints and adapters from before a bad streak are not rotated
@@ -65,13 +67,23 @@ def guarded_step(module: Any, optimizer: Any, closure: Callable[[], Any]) -> Non
     trainer = module.trainer
     strategy = trainer.strategy
     module.step_grad_norm = None
-    if _is_deepspeed(strategy):  # the engine steps (and skips) itself; the loss is watched
-        optimizer.step(closure=closure)
-        loss = _window_loss(module)
-        module.step_nonfinite = _agree(strategy, loss is not None and not bool(torch.isfinite(loss)))
-        return
     result = closure()  # training_step, zero_grad (first micro-batch of the step), backward
     loss = _window_loss(module)
+    if _is_deepspeed(strategy):  # the engine steps (and skips overflowing steps) itself; the loss is watched
+        bad = _agree(strategy, loss is not None and not bool(torch.isfinite(loss)))
+        module.step_nonfinite = bad
+        inner = getattr(getattr(strategy, "deepspeed_engine", None), "optimizer", None)
+        if bad and isinstance(inner, torch.optim.Optimizer):
+            # ZeRO stage 0 without fp16/bf16 steps the plain torch optimizer, which checks nothing: the engine
+            # runs its step (counters, clipping, zero_grad) with that optimizer's update left out
+            inner.step = lambda *a, **k: None
+            try:
+                optimizer.step(closure=lambda: result)
+            finally:
+                del inner.step
+            return
+        optimizer.step(closure=lambda: result)
+        return
     flag = ~torch.isfinite(loss) if loss is not None else torch.zeros((), dtype=torch.bool)
     scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
     if scaler is None:  # unscaled gradients: a NaN/Inf value (or an overflowing norm) is a bad step

@@ -360,3 +360,57 @@ def test_advice_names_the_values_of_the_run(tiny_cfg):
         "lower optimizer.lr (now 0.03), or precision=32 (now bf16-mixed), or a smaller trainer.gradient_clip_val (now 0.5)"
     assert advice(tiny_cfg("trainer.gradient_clip_val=0", "precision=16-mixed"), "16-mixed").endswith(
         "or precision=bf16-mixed or precision=32 (now 16-mixed), or trainer.gradient_clip_val=1.0 (now off)")
+
+
+def test_step_rule_deepspeed_stage0_fp32_leaves_the_torch_update_out():
+    """At ZeRO stage 0 in fp32 DeepSpeed's engine steps the plain torch optimizer: on a bad step the engine still
+    runs its step, without that optimizer's update; the next good step updates again."""
+    from types import SimpleNamespace
+
+    from audiotrain.train.nonfinite import guarded_step
+
+    w = torch.nn.Parameter(torch.ones(2))
+    inner = torch.optim.AdamW([w], lr=0.1)
+    engine_steps = []
+
+    def engine_step(closure=None):  # what Lightning's DeepSpeed precision plugin and the engine do
+        closure()
+        engine_steps.append(1)
+        inner.step()
+        inner.zero_grad()
+
+    strategy = FakeDeepSpeedStrategy()
+    strategy.deepspeed_engine = SimpleNamespace(optimizer=inner)
+    module = SimpleNamespace(_window={}, step_grad_norm=None, step_nonfinite=None,
+                             trainer=SimpleNamespace(strategy=strategy, precision_plugin=SimpleNamespace()))
+    lightning_opt = SimpleNamespace(step=engine_step, param_groups=inner.param_groups)
+    for loss in (float("nan"), 1.0):
+        module._window = {"loss": (torch.tensor(loss), 1)}
+
+        def closure():
+            w.grad = torch.full((2,), loss)
+            return torch.tensor(loss)
+
+        before = (w.detach().clone(), copy.deepcopy(inner.state_dict()))
+        guarded_step(module, lightning_opt, closure)
+        if math.isnan(loss):
+            assert module.step_nonfinite is True and torch.equal(w, before[0]) and _same(inner.state_dict(), before[1])
+            assert "step" not in vars(inner)  # the torch optimizer's own step is back
+        else:
+            assert module.step_nonfinite is False and not torch.equal(w, before[0])
+    assert len(engine_steps) == 2  # the engine stepped both times (its counters stay Lightning's)
+
+
+@pytest.mark.slow  # DeepSpeed on CPU: two tiny runs
+@pytest.mark.parametrize("extra", [("backend.stage=2", "precision=bf16-mixed"), ("backend.stage=0", "precision=32")],
+                         ids=["zero2-bf16", "zero0-fp32"])
+def test_one_nan_step_under_deepspeed_leaves_the_weights(extra, tiny_cfg, one_nan_step):
+    from audiotrain.train.run import train
+
+    summary = train(tiny_cfg("backend=deepspeed", "trainer.max_steps=4", "trainer.every_n_train_steps=1",
+                             "scheduler=constant", "optimizer.lr=1e-3", "trainer.stdin_control=false", *extra))
+    assert summary["steps"] == 4 and summary["completed"] and summary["nonfinite_steps"] == 1
+    bad, good = one_nan_step[BAD_STEP], one_nan_step[BAD_STEP + 1]
+    assert bad["skipped"] and _same(bad["before"][0], bad["after"][0])  # the weights, bit for bit
+    assert not good["skipped"] and not _same(good["before"][0], good["after"][0])
+    assert len(_all_finite_files(Path(summary["run_dir"]) / "adapters")) > 0
