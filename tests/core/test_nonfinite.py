@@ -120,7 +120,8 @@ BAD_STEP = 2  # the optimizer step (global_step before it) whose loss is NaN
 
 def _snapshot(module: TrainModule, optimizer) -> tuple[dict, dict]:
     weights = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
-    return weights, copy.deepcopy(optimizer.state_dict())
+    inner = getattr(optimizer, "_optimizer", optimizer)  # DeepSpeed's ZeRO optimizers keep their state elsewhere
+    return weights, copy.deepcopy(inner.state_dict()) if isinstance(inner, torch.optim.Optimizer) else None
 
 
 def _same(a, b) -> bool:
@@ -412,5 +413,7 @@ def test_one_nan_step_under_deepspeed_leaves_the_weights(extra, tiny_cfg, one_na
     assert summary["steps"] == 4 and summary["completed"] and summary["nonfinite_steps"] == 1
     bad, good = one_nan_step[BAD_STEP], one_nan_step[BAD_STEP + 1]
     assert bad["skipped"] and _same(bad["before"][0], bad["after"][0])  # the weights, bit for bit
+    assert _same(bad["before"][1], bad["after"][1])  # the torch optimizer's state at stage 0 (ZeRO's: None)
+    assert (bad["before"][1] is None) == ("backend.stage=2" in extra)
     assert not good["skipped"] and not _same(good["before"][0], good["after"][0])
     assert len(_all_finite_files(Path(summary["run_dir"]) / "adapters")) > 0
