@@ -226,8 +226,8 @@ def run(argv: list[str]) -> int:
     else:
         if sweep.DIVERGED:  # the sweep went on and finished; its diverged jobs make the command fail
             sweep_dir, jobs = sweep.DIVERGED.pop()
-            print(f"\naudiotrain: sweep finished, but job(s) {', '.join(map(str, jobs))} diverged (NaN/Inf losses): see "
-                  f"their job_status.json in {sweep_dir}.", file=sys.stderr)
+            print(f"\naudiotrain: sweep finished, but job(s) {', '.join(map(str, jobs))} diverged (NaN/Inf losses): "
+                  f"see their job_status.json in {sweep_dir}.", file=sys.stderr)
             return 2
         if not sweep.STOPPED:
             return 0

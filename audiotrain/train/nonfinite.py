@@ -135,7 +135,8 @@ class NonFiniteGuard(L.Callback):
                  every: int | None = None):
         if limit < 1:
             raise ValueError(f"trainer.max_nonfinite_steps={limit} must be a positive number of optimizer steps.")
-        self.limit, self.run_dir, self.tracker, self.advice, self.every = int(limit), Path(run_dir), tracker, advice, every
+        self.limit, self.run_dir, self.tracker = int(limit), Path(run_dir), tracker
+        self.advice, self.every = advice, every
         self.total = 0          # skipped steps in all (train/nonfinite_steps)
         self.in_a_row = 0
         self.first_bad: int | None = None  # the first step of the current streak

@@ -358,7 +358,8 @@ def test_advice_names_the_values_of_the_run(tiny_cfg):
     from audiotrain.train.nonfinite import advice
 
     assert advice(tiny_cfg("optimizer.lr=0.03", "precision=bf16-mixed"), "bf16-mixed") == \
-        "lower optimizer.lr (now 0.03), or precision=32 (now bf16-mixed), or a smaller trainer.gradient_clip_val (now 0.5)"
+        "lower optimizer.lr (now 0.03), or precision=32 (now bf16-mixed), or a smaller trainer.gradient_clip_val " \
+        "(now 0.5)"
     assert advice(tiny_cfg("trainer.gradient_clip_val=0", "precision=16-mixed"), "16-mixed").endswith(
         "or precision=bf16-mixed or precision=32 (now 16-mixed), or trainer.gradient_clip_val=1.0 (now off)")
 
