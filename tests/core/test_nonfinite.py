@@ -265,3 +265,21 @@ def test_one_nan_step_under_deepspeed_leaves_the_weights(extra, tiny_cfg, one_na
     assert (bad["before"][1] is None) == ("backend.stage=2" in extra)
     assert not good["skipped"] and not _same(good["before"][0], good["after"][0])
     assert len(_all_finite_files(Path(summary["run_dir"]) / "adapters")) > 0
+
+
+@pytest.mark.slow  # three tiny runs
+def test_a_run_with_a_skipped_step_resumes_exactly(tiny_cfg, one_nan_step):
+    """Steps 0-5 with step 2 poisoned, against steps 0-2 (the last one skipped), saved at the end, resumed to 6."""
+    from audiotrain.train.run import train
+
+    common = ("trainer.every_n_train_steps=3", "dataset.repeat_count=2", "optimizer.lr=1e-3",
+              "trainer.stdin_control=false")
+    full = train(tiny_cfg("trainer.max_steps=6", *common, run="full"))
+    half = train(tiny_cfg("trainer.max_steps=3", *common, run="half"))
+    ckpt = Path(half["run_dir"]) / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == 3
+    resumed = train(tiny_cfg("trainer.max_steps=6", *common, f"ckpt_path={ckpt}", run="ignored"))
+    assert (full["nonfinite_steps"], half["nonfinite_steps"], resumed["nonfinite_steps"]) == (1, 1, 1)
+    a = load_file(f"{full['adapter_dir']}/peft/adapter_model.safetensors")
+    b = load_file(f"{resumed['adapter_dir']}/peft/adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
