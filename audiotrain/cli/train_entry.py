@@ -79,6 +79,10 @@ def _skip_finished(cfg, job) -> float | None | bool:
     done = sweep_job.finished_summary(own_dir)
     if done is None:
         return False
+    if done.get("diverged"):
+        print(f"Sweep job {job.num} ({job.label()}) diverged before: skipped. Run directory: {own_dir}",
+              file=sys.stderr)
+        return _unscored(job)
     from audiotrain.train.val_split import default_metric
 
     metric = default_metric(cfg)
@@ -116,6 +120,7 @@ def _task(cfg):
         if skipped is not False:
             return skipped
     from audiotrain.train.console import console
+    from audiotrain.train.nonfinite import TrainingDiverged
     from audiotrain.train.run import train
     from audiotrain.train.val_split import default_metric
 
@@ -126,6 +131,12 @@ def _task(cfg):
             console.print(eval_message(run_eval(cfg, overrides)))
             return None
         summary = train(cfg, overrides)
+    except TrainingDiverged as exc:
+        console.print(f"[red]audiotrain: {exc}[/]")
+        if job is None:
+            sys.exit(2)
+        # in a sweep a diverged job is one of its results (status DIVERGED): the other jobs go on
+        return _unscored(job)
     except USER_ERRORS as exc:
         console.print(f"[red]audiotrain: {exc}[/]")
         if job is not None:
@@ -150,6 +161,9 @@ def done_message(summary: dict) -> str:
     head = "[bold green]Done.[/]" if summary.get("completed", True) else "[bold yellow]Stopped early.[/]"
     lines = [f"\n{head} {summary['steps']} steps; training loss {summary['loss_start_mean']:.4f} → "
              f"{summary['loss_end_mean']:.4f} (mean of the first and last 10% of steps)"]
+    if summary.get("nonfinite_steps"):
+        lines.append(f"  {summary['nonfinite_steps']} step(s) had a NaN/Inf loss or gradient and were skipped "
+                     f"(train/nonfinite_steps)")
     val = summary.get("val_loss") or []
     if val:
         lines.append(f"  held-out val/loss ({summary.get('val_examples', 0)} examples, fixed noise): "
@@ -210,6 +224,11 @@ def run(argv: list[str]) -> int:
             raise
         stopped = (sweep_dir, "interrupted")
     else:
+        if sweep.DIVERGED:  # the sweep went on and finished; its diverged jobs make the command fail
+            sweep_dir, jobs = sweep.DIVERGED.pop()
+            print(f"\naudiotrain: sweep finished, but job(s) {', '.join(map(str, jobs))} diverged (NaN/Inf losses): "
+                  f"see their job_status.json in {sweep_dir}.", file=sys.stderr)
+            return 2
         if not sweep.STOPPED:
             return 0
         stopped = sweep.STOPPED.pop()

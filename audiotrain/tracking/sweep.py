@@ -107,7 +107,10 @@ class SweepTracking(Callback):
             except (OSError, ValueError):
                 summary = None
             stopping = stop_reason(Path(str(config.hydra.sweep.dir)).resolve()) is not None
-            if summary is not None and not summary.get("completed", True):
+            if summary is not None and summary.get("diverged"):
+                status = record["status"] = "DIVERGED"  # audiotrain.train.nonfinite stopped it
+                record["error"] = str(summary["diverged"])[:500]
+            elif summary is not None and not summary.get("completed", True):
                 status = record["status"] = "STOPPED"
             elif summary is None and stopping:
                 status = record["status"] = "NOT_STARTED"
@@ -131,6 +134,9 @@ class SweepTracking(Callback):
             if reason is not None:
                 (sweep_dir / STOP_FILE).unlink(missing_ok=True)
                 STOPPED.append((sweep_dir, reason))
+            diverged = sorted(n for n, j in job_statuses(sweep_dir).items() if j.get("status") == "DIVERGED")
+            if diverged and reason is None:
+                DIVERGED.append((sweep_dir, diverged))
 
     def _summarise(self, config: DictConfig, stopped: str | None) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
@@ -190,6 +196,7 @@ def job_statuses(sweep_dir: Path) -> dict[int, dict[str, Any]]:
 
 _ACTIVE: dict[str, str] = {}  # the running sweep of this (launching) process: dir, parent run id, tracking uri
 STOPPED: list[tuple[Path, str]] = []  # sweeps of this process that ended stopped: (sweep dir, reason)
+DIVERGED: list[tuple[Path, list[int]]] = []  # sweeps of this process with diverged jobs: (sweep dir, job numbers)
 _PREVIOUS: dict[int, Any] = {}
 
 

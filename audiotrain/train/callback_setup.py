@@ -1,6 +1,6 @@
-"""The callbacks of a training job, in the order they run each step: metrics, progress, the fixed-noise losses
-(``val/*`` on the held-out set, ``train_fixed/*`` on training examples), the audio eval, adapters, checkpoints,
-samples, the fp16 loss-scale guard and live control (typed commands, control file, signals)."""
+"""The callbacks of a training job, in the order they run each step: metrics, the non-finite step guard, progress,
+the fixed-noise losses (``val/*`` on the held-out set, ``train_fixed/*`` on training examples), the audio eval,
+adapters, checkpoints, samples, the fp16 loss-scale guard and live control (typed commands, control file, signals)."""
 from __future__ import annotations
 
 import sys
@@ -18,6 +18,7 @@ from audiotrain.train.data_setup import Data, val_every
 from audiotrain.train.evaluate import AudioEval, can_render
 from audiotrain.train.fixed_noise_loss import TRAIN_FIXED_EXAMPLES, FixedNoiseLoss
 from audiotrain.train.model_setup import BuiltModel, adapter_writer
+from audiotrain.train.nonfinite import NonFiniteGuard, advice
 from audiotrain.train.sample_render import sample_renderer
 
 
@@ -29,6 +30,7 @@ class Callbacks:
     audio_eval: AudioEval | None
     adapters: cb.AdapterSaver
     control: LiveControl
+    nonfinite: NonFiniteGuard | None = None  # the skipped (NaN/Inf) steps
     all: list = field(default_factory=list)  # what the Trainer gets, in order
 
 
@@ -59,8 +61,11 @@ def build_callbacks(cfg: DictConfig, plugin: Any, model: BuiltModel, module: Any
                                                     "eval": eval_action, "export": export_action},
                           handle_signals=bool(cfg.trainer.signal_handlers),
                           stop_file=sweep_job.stop_file(job) if job is not None else None)
+    guard = NonFiniteGuard(int(cfg.trainer.get("max_nonfinite_steps", 10)), run_dir, tracker, advice(cfg, precision),
+                           every=int(cfg.trainer.every_n_train_steps))
     out = [
         metrics,  # first: it closes the step's metrics that the others read
+        guard,  # before the savers: a skipped step saves nothing, a diverged run stops before anything is written
         # parallel sweep jobs share one terminal: no interleaved bars, their start and end lines say enough
         cb.StepProgress(int(cfg.trainer.max_steps)) if cfg.trainer.progress_bar and zero
         and (job is None or job.n_parallel == 1) else None,
@@ -81,7 +86,7 @@ def build_callbacks(cfg: DictConfig, plugin: Any, model: BuiltModel, module: Any
         out.append(LossScaleGuard(float(cfg.precision.loss_scale_floor), int(cfg.precision.loss_scale_patience),
                                   run_dir / "checkpoints", tracker))
     out.append(control)
-    return Callbacks(metrics, train_fixed, val, audio_eval, adapters, control, [c for c in out if c is not None])
+    return Callbacks(metrics, train_fixed, val, audio_eval, adapters, control, guard, [c for c in out if c is not None])
 
 
 def _stdin_enabled(cfg: DictConfig) -> bool:

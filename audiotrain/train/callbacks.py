@@ -2,6 +2,7 @@
 evaluations (``fixed_noise_loss``, ``evaluate``) and step checkpoints."""
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -42,6 +43,9 @@ class StepProgress(L.Callback):
         if self.bar is not None:
             self.bar.close()
 
+    def on_exception(self, trainer, pl_module, exception):
+        self.on_train_end(trainer, pl_module)  # the error's line is then not drawn over
+
 
 class MetricsToTracker(L.Callback):
     """Per optimizer step: every ``train/*`` metric, lr, grad_norm and it/s to MLflow."""
@@ -60,6 +64,10 @@ class MetricsToTracker(L.Callback):
         reuse = getattr(pl_module, "norm_from_clipping", None)
         if reuse is not None and reuse():  # the clipping right after this hook measures it (TrainModule)
             self._grad_norm = None
+            return
+        measured = getattr(pl_module, "step_grad_norm", None)
+        if measured is not None:  # the step's finiteness check measured it (TrainModule, nonfinite.py)
+            self._grad_norm = float(measured)
             return
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if grads:
@@ -81,8 +89,12 @@ class MetricsToTracker(L.Callback):
         if engine is not None:  # under ZeRO the gradients live in DeepSpeed's buffers, not p.grad
             norm = engine.get_global_grad_norm()
             self._grad_norm = float(norm) if norm is not None else self._grad_norm
+        if getattr(pl_module, "step_nonfinite", False):  # skipped: no optimizer step measured a norm
+            self._grad_norm = None
         if self._grad_norm is not None:
             metrics["train/grad_norm"] = self._grad_norm
+        # a skipped step's NaN/Inf loss is not a point of the curves (train/nonfinite_steps counts it)
+        metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
         metrics["train/it_per_s"] = (step - self._last_step) / max(now - self._t, 1e-9)
         self._t, self._last_step = now, step
         self.history.append({"step": step, **metrics})
@@ -111,6 +123,8 @@ class AdapterSaver(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = trainer.global_step
+        if getattr(pl_module, "step_nonfinite", False):
+            return  # a skipped step saves nothing: the adapters from before a diverging streak stay the newest
         if self.every > 0 and step > 0 and step % self.every == 0 and getattr(self, "_last", -1) != step:
             self._last = step
             self._save(f"step_{step}")
@@ -176,6 +190,8 @@ class StepCheckpoint(ModelCheckpoint):
         every = self._every_n_train_steps
         if self._train_time_interval is None and (every < 1 or trainer.global_step % every != 0):
             return  # what ModelCheckpoint itself concludes on such a step, without its other checks
+        if getattr(pl_module, "step_nonfinite", False):
+            return  # a skipped step saves nothing: the checkpoints from before a diverging streak are kept
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
 

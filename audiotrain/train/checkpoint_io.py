@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from audiotrain.atomic_write import atomic_path, is_temporary
+from audiotrain.train.finite import check_finite
 
 DISK_FULL_FIX = ("free some space, or set paths.log_dir= to a disk with room or trainer.keep_last_n= to a smaller "
                  "number, then resume with resume=auto")
@@ -39,6 +40,7 @@ def previous_checkpoint(target: str | Path) -> Path | None:
 def kept_clause(previous: Path | None, what: str = "checkpoint") -> str:
     return f"the previous {what} {previous} is kept" if previous is not None else f"no earlier {what} was written"
 
+
 EXPECTED = "a .ckpt file from a run's checkpoints/ folder"
 
 
@@ -51,6 +53,7 @@ class DirectCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("DirectCheckpointIO.save_checkpoint takes no storage_options.")
+        check_finite(checkpoint.get("state_dict") or {}, f"the checkpoint {path}")  # never NaN/Inf weights
         with atomic_path(path, kept=kept_clause(previous_checkpoint(path)), fix=DISK_FULL_FIX) as tmp:
             with open(tmp, "wb") as fh:
                 torch.save(checkpoint, fh)

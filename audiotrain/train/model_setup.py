@@ -13,6 +13,7 @@ from audiotrain.lora.adapter import LoRASettings
 from audiotrain.lora.from_config import settings_from_cfg
 from audiotrain.models.backbone import Backbone
 from audiotrain.train.console import console
+from audiotrain.train.finite import check_finite
 from audiotrain.train.trainable import TrainingPlan, apply_training_plan
 
 
@@ -74,6 +75,10 @@ def adapter_writer(m: BuiltModel, plugin: Any, cfg: DictConfig):
         from audiotrain.train.deepspeed_cpu import gathered
 
         with gathered(root), atomic_dir(out, kept=kept_adapter(out), fix=ADAPTER_DISK_FULL_FIX) as tmp:
+            # nothing with NaN/Inf values is ever written (a diverged run keeps its last good adapter); a refusal
+            # leaves the previous folder as it was
+            check_finite(root.state_dict() if m.settings is None else
+                         {n: p for n, p in root.named_parameters() if p.requires_grad}, f"the adapter {out}")
             if m.settings is None:
                 from safetensors.torch import save_file
 

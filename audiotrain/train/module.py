@@ -18,13 +18,15 @@ from audiotrain.models.backbone import Backbone
 from audiotrain.plugins.base import Plugin
 from audiotrain.encoders.base import FrozenEncoder
 from audiotrain.train import checkpoint_identity
+from audiotrain.train.nonfinite import guarded_step
 from audiotrain.train.optim import build_optimizer, build_scheduler
 from audiotrain.train.param_groups import torch_param_groups
 
 
 # Attributes Lightning sets on the module around every hook call (dozens per step): plain values, so they skip
 # nn.Module.__setattr__'s parameter/module/buffer bookkeeping (~0.7 ms a step on a small model).
-_PLAIN_ATTRS = frozenset({"_current_fx_name", "_window", "step_metrics", "clip_grad_norm"})
+_PLAIN_ATTRS = frozenset({"_current_fx_name", "_window", "step_metrics", "clip_grad_norm", "step_nonfinite",
+                          "step_grad_norm"})
 
 
 def _algorithm(value: Any) -> str:
@@ -57,6 +59,8 @@ class TrainModule(L.LightningModule):
         self._window: dict[str, tuple[Any, int]] = {}
         self.step_metrics: dict[str, float] = {}
         self.clip_grad_norm: torch.Tensor | None = None  # the total norm this step's clipping measured
+        self.step_nonfinite = False  # this optimizer step had a NaN/Inf loss or gradient and was skipped
+        self.step_grad_norm: torch.Tensor | None = None  # the total gradient norm the step's finiteness check measured
         # read every step: plain ints, not OmegaConf lookups
         self._seed = int(cfg.seed)
         self._accum = max(1, int(cfg.trainer.accumulate_grad_batches))
@@ -176,6 +180,11 @@ class TrainModule(L.LightningModule):
         sched = build_scheduler(self.cfg.scheduler, opt, total, steps_per_epoch=self.steps_per_epoch)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
+    # ---- the optimizer step ---------------------------------------------------------------
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        """Lightning's step, skipped when the loss or gradients are not finite (``audiotrain.train.nonfinite``)."""
+        guarded_step(self, optimizer, optimizer_closure)
+
     # ---- clipping -------------------------------------------------------------------------
     def norm_from_clipping(self) -> bool:
         """True when this step's clipping computes the total gradient norm anyway (clip by norm, not DeepSpeed,
@@ -188,7 +197,12 @@ class TrainModule(L.LightningModule):
         self.clip_grad_norm = None
         if gradient_clip_val and _algorithm(gradient_clip_algorithm) == "norm" and self.norm_from_clipping():
             params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-            self.clip_grad_norm = torch.nn.utils.clip_grad_norm_(params, float(gradient_clip_val))  # pre-clip norm
+            norm = self.step_grad_norm  # measured by the step's finiteness check, as clip_grad_norm_ would
+            if norm is None:
+                self.clip_grad_norm = torch.nn.utils.clip_grad_norm_(params, float(gradient_clip_val))  # pre-clip
+            else:
+                torch.nn.utils.clip_grads_with_norm_(params, float(gradient_clip_val), norm)
+                self.clip_grad_norm = norm
         else:
             super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 

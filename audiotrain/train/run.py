@@ -14,6 +14,7 @@ from audiotrain.train.data_setup import load_data
 from audiotrain.train.job_setup import start_job
 from audiotrain.train.model_setup import build_model
 from audiotrain.train.module import TrainModule
+from audiotrain.train.nonfinite import TrainingDiverged
 from audiotrain.train.tracking_setup import start_tracking, write_run_files
 from audiotrain.train.trainer_setup import build_trainer, fit
 
@@ -46,6 +47,12 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         status = "KILLED" if cbs.control.stopped_at is not None else "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
+        raise
+    except TrainingDiverged as exc:  # a result, not a crash: a re-run of the same sweep skips this job
+        if job.zero:
+            rd.summary_file(run_dir, {"run_dir": str(run_dir), "completed": True, "diverged": str(exc),
+                                      "steps": trainer.global_step, "nonfinite_steps": cbs.nonfinite.total,
+                                      "last_metrics": {}})
         raise
     finally:
         if tracker is not None:
@@ -81,6 +88,7 @@ def summarise(cbs: Callbacks, steps: int, data: Any) -> dict[str, Any]:
         "eval_mel_distance": series["eval/mel_distance"],
         "final_metrics": cbs.metrics.history[-1] if cbs.metrics.history else {},
         "skipped": len(data.report), "usable": data.report.usable,
+        "nonfinite_steps": cbs.nonfinite.total if cbs.nonfinite is not None else 0,  # NaN/Inf steps skipped
         # False when stopped early (quit, SIGTERM, Ctrl-C): a re-run of the same sweep resumes it
         "completed": cbs.control.stopped_at is None, "stopped_at": cbs.control.stopped_at,
         "last_metrics": last,

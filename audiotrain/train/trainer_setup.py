@@ -44,5 +44,7 @@ def fit(trainer: Any, module: Any, loader: Any, ckpt: Path | None) -> None:
         warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
         # TrainModule.configure_gradient_clipping defers to Lightning's default under DeepSpeed (which clips itself)
         warnings.filterwarnings("ignore", message=".*configure_gradient_clipping.*")
+        # a NaN/Inf first step is skipped (nonfinite.py) while the scheduler steps: torch's warning says only that
+        warnings.filterwarnings("ignore", message=r".*lr_scheduler\.step\(\)` before `optimizer\.step\(\)`.*")
         with long_lived_objects_frozen():  # no 0.3-0.5 s full-collection stalls inside the loop
             trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt) if ckpt else None)
