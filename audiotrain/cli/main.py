@@ -22,6 +22,8 @@ USAGE = """audiotrain — fine-tune audio generation models (LoRA, Hydra, Lightn
 Config groups: model, lora (default|none), precision (32|bf16-mixed|16-mixed), optimizer (adamw|adamw8bit),
 scheduler (constant|warmup_linear|cosine|multistep|cosine_restarts), backend (local|ddp|deepspeed), tracking (mlflow|none),
 debug (smoke|overfit), launcher (parallel|slurm|ray), hparams_search (lora_optuna). See README.md for the ACE-Step flag → override table.
+Weights and checkpoints are read as data; trust_pickle=true (--trust-pickle for export/merge) unpickles them fully,
+which runs any code a file carries: DANGEROUS, only for files you made yourself. README.md, "Safety".
 """
 
 
