@@ -8,15 +8,33 @@ from pathlib import Path
 from typing import Any
 
 
+# What a run leaves in <run_dir>/checkpoints that a resume continues from: the periodic step=N.ckpt (step=N-v1.ckpt
+# when a resumed run writes step N again), last.ckpt, and the manual-step=N.ckpt of save / quit / SIGTERM. Each
+# appears complete or not at all (written to a temporary file, then renamed). A kill between a step's step=N.ckpt
+# and its last.ckpt leaves step=N.ckpt as the only file of step N - the newest complete checkpoint.
+RESUMABLE = ("last.ckpt", "step=*.ckpt", "manual-step=*.ckpt")
+
+
+def newest_checkpoint(*ckpt_dirs: Path) -> Path | None:
+    """The most recently written resumable checkpoint in these ``checkpoints`` folders."""
+    found: list[tuple[int, Path]] = []
+    for d in ckpt_dirs:
+        for pattern in RESUMABLE:
+            for p in d.glob(pattern):
+                try:
+                    found.append((p.stat().st_mtime_ns, p))
+                except FileNotFoundError:  # removed meanwhile (keep-last-N)
+                    continue
+    return max(found)[1] if found else None
+
+
 def find_latest_checkpoint(log_dir: str | Path, exp_name: str) -> Path | None:
-    """Newest ``last.ckpt`` or ``manual-step=N.ckpt`` (``save``/``quit``/SIGTERM) under
+    """Newest resumable checkpoint (``RESUMABLE``: ``step=N.ckpt``, ``last.ckpt``, ``manual-step=N.ckpt``) under
     ``<log_dir>/<exp_name>/*/checkpoints`` (for ``resume=auto``)."""
     root = Path(log_dir) / exp_name
     if not root.is_dir():
         return None
-    found = sorted([*root.glob("*/checkpoints/last.ckpt"), *root.glob("*/checkpoints/manual-step=*.ckpt")],
-                   key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
+    return newest_checkpoint(*root.glob("*/checkpoints"))
 
 
 def run_dir_of_checkpoint(ckpt: Path) -> Path:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from audiotrain.errors import UserError
+from audiotrain.train.run_dir import newest_checkpoint
 
 ID_ENV = "AUDIOTRAIN_SWEEP_ID"
 SWEEPERS_AXES = ("hparams_search",)
@@ -109,9 +110,9 @@ def threads_per_job(job: SweepJob) -> int:
 
 
 def own_checkpoint(run_dir: Path) -> Path | None:
-    """The newest ``last.ckpt`` / ``manual-step=N.ckpt`` of this job's own directory."""
-    ckpts = [*run_dir.glob("checkpoints/last.ckpt"), *run_dir.glob("checkpoints/manual-step=*.ckpt")]
-    return max(ckpts, key=lambda p: p.stat().st_mtime).resolve() if ckpts else None
+    """The newest resumable checkpoint (``run_dir.RESUMABLE``) of this job's own directory."""
+    found = newest_checkpoint(run_dir / "checkpoints")
+    return found.resolve() if found else None
 
 
 def _recorded_overrides(run_dir: Path) -> list[str] | None:
