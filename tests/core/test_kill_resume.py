@@ -20,6 +20,8 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -205,24 +207,25 @@ def compare_runs(ref: Path, got: Path, replay: str) -> int:
     return n
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("plugin", sorted(registry.discover()))
-def test_killed_and_stopped_runs_resume_to_the_same_weights(plugin, tmp_path, capsys):
-    seed = kill_seed()
-    plan = interruptions(random.Random(f"{plugin}:{seed}"))
-    with capsys.disabled():
-        print(f"\n[kill-resume] {plugin}: {SEED_ENV}={seed} -> "
-              + ", ".join(f"{sig.name}@{s}+{f:.2f}" for s, f, sig in plan))
-    data = registry.get(plugin).example_data(tmp_path / "data", 4)
+@dataclass
+class Chain:
+    plan: list
+    driven: Driven
+    ref: Path       # the uninterrupted run's directory
+    got: Path       # the interrupted run's directory
+    seconds: float
+
+
+def run_chain(plugin: str, root: Path, seed: int) -> Chain:
+    """The uninterrupted run and, alongside it, the interrupted one (their start-ups, mostly on one core, overlap)."""
     t0 = time.perf_counter()
-    # the uninterrupted run alongside (its start-up, mostly one core, overlaps the driven run's)
-    ref_err = tmp_path / "reference.stderr"
-    ref = subprocess.Popen(command(plugin, data, tmp_path / "ref", "tracking=none"), cwd=tmp_path,
-                           env=cli_env(tmp_path), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=open(ref_err, "w"))
+    plan = interruptions(random.Random(f"{plugin}:{seed}"))
+    data = registry.get(plugin).example_data(root / "data", 4)
+    ref_err = root / "reference.stderr"
+    ref = subprocess.Popen(command(plugin, data, root / "ref", "tracking=none"), cwd=root, env=cli_env(root),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(ref_err, "w"))
     try:
-        log_dir = tmp_path / "driven"
-        driven = Driven(command(plugin, data, log_dir), tmp_path, log_dir, seed)
+        driven = Driven(command(plugin, data, root / "driven"), root, root / "driven", seed)
         for step, fraction, sig in plan:
             driven.interrupt(step, fraction, sig)
         got = driven.finish()
@@ -231,22 +234,47 @@ def test_killed_and_stopped_runs_resume_to_the_same_weights(plugin, tmp_path, ca
         if ref.poll() is None:
             ref.kill()
             ref.wait()
-    assert got == run_dir_of(log_dir)  # every attempt continued the one run directory
-    compared = compare_runs(run_dir_of(tmp_path / "ref"), got, driven.replay())
+    return Chain(plan, driven, run_dir_of(root / "ref"), got, time.perf_counter() - t0)
 
-    # every attempt continued one MLflow run, which ends FINISHED with a loss logged at the last step
+
+@pytest.fixture(scope="module")
+def chains(request, tmp_path_factory) -> dict[str, Future]:
+    """Every selected plugin's runs, all at once (threads driving subprocesses): the test of each waits for its own."""
+    wanted = sorted({item.callspec.params["plugin"] for item in request.session.items
+                     if item.originalname == "test_killed_and_stopped_runs_resume_to_the_same_weights"})
+    seed = kill_seed()
+    for p in wanted:
+        plan = interruptions(random.Random(f"{p}:{seed}"))
+        print(f"\n[kill-resume] {p}: {SEED_ENV}={seed} -> " + ", ".join(f"{sig.name}@{s}+{f:.2f}" for s, f, sig in plan),
+              file=sys.__stderr__)
+    pool = ThreadPoolExecutor(max_workers=max(1, len(wanted)))
+    futures = {p: pool.submit(run_chain, p, tmp_path_factory.mktemp(f"kill_{p}"), seed) for p in wanted}
+    yield futures
+    pool.shutdown(wait=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("plugin", sorted(registry.discover()))
+def test_killed_and_stopped_runs_resume_to_the_same_weights(plugin, chains, capsys):
+    chain = chains[plugin].result(timeout=1800)
+    driven = chain.driven
+    assert chain.got == run_dir_of(driven.log_dir)  # every attempt continued the one run directory
+    compared = compare_runs(chain.ref, chain.got, driven.replay())
+
+    # every attempt continued one MLflow run, which ends FINISHED with a loss logged at every step
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=f"sqlite:///{driven.cwd / 'mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    run_id = (got / "mlflow_run_id").read_text().strip()
+    run_id = (chain.got / "mlflow_run_id").read_text().strip()
     assert [r.info.run_id for r in runs] == [run_id], driven.replay()
     assert runs[0].info.status == "FINISHED"
     steps = {m.step for m in client.get_metric_history(run_id, "train/loss")}
     assert steps == set(range(1, MAX_STEPS + 1)), sorted(steps)
+    leftovers = len(list(chain.got.glob("checkpoints/.*.tmp")))
     with capsys.disabled():
-        print(f"[kill-resume] {plugin}: {len(plan)} interruptions survived, {compared} tensors identical, "
-              f"{time.perf_counter() - t0:.0f} s: {'; '.join(driven.events)}")
+        print(f"\n[kill-resume] {plugin}: {len(chain.plan)} interruptions survived, {compared} tensors identical, "
+              f"{chain.seconds:.0f} s, {leftovers} temporary file(s) of killed writes left: {'; '.join(driven.events)}")
 
 
 def test_resume_auto_takes_the_newest_complete_checkpoint_of_any_kind(tmp_path):
