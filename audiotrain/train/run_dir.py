@@ -12,24 +12,24 @@ from typing import Any
 # when a resumed run writes step N again), last.ckpt, and the manual-step=N.ckpt of save / quit / SIGTERM. Each
 # appears complete or not at all (written to a temporary file, then renamed). A kill between a step's step=N.ckpt
 # and its last.ckpt leaves step=N.ckpt as the only file of step N - the newest complete checkpoint.
-RESUMABLE = ("last.ckpt", "step=*.ckpt", "manual-step=*.ckpt")
+RESUMABLE = ("last.ckpt", "manual-step=*.ckpt", "step=*.ckpt")  # on equal times (coarse clocks), the first wins
 
 
 def newest_checkpoint(*ckpt_dirs: Path) -> Path | None:
     """The most recently written resumable checkpoint in these ``checkpoints`` folders."""
-    found: list[tuple[int, Path]] = []
+    found: list[tuple[int, int, Path]] = []
     for d in ckpt_dirs:
-        for pattern in RESUMABLE:
+        for rank, pattern in enumerate(reversed(RESUMABLE)):
             for p in d.glob(pattern):
                 try:
-                    found.append((p.stat().st_mtime_ns, p))
+                    found.append((p.stat().st_mtime_ns, rank, p))
                 except FileNotFoundError:  # removed meanwhile (keep-last-N)
                     continue
-    return max(found)[1] if found else None
+    return max(found)[2] if found else None
 
 
 def find_latest_checkpoint(log_dir: str | Path, exp_name: str) -> Path | None:
-    """Newest resumable checkpoint (``RESUMABLE``: ``step=N.ckpt``, ``last.ckpt``, ``manual-step=N.ckpt``) under
+    """Newest resumable checkpoint (``RESUMABLE``: ``last.ckpt``, ``manual-step=N.ckpt``, ``step=N.ckpt``) under
     ``<log_dir>/<exp_name>/*/checkpoints`` (for ``resume=auto``)."""
     root = Path(log_dir) / exp_name
     if not root.is_dir():

@@ -299,3 +299,7 @@ def test_resume_auto_takes_the_newest_complete_checkpoint_of_any_kind(tmp_path):
     assert find_latest_checkpoint(tmp_path, "exp") == manual
     os.utime(again, ns=(3 * 10**18, 3 * 10**18))
     assert find_latest_checkpoint(tmp_path, "exp") == again
+    last = ckpts / "last.ckpt"  # written in the same clock tick as step 3's file (coarse mtimes): last.ckpt wins
+    last.write_bytes(b"x")
+    os.utime(last, ns=(3 * 10**18, 3 * 10**18))
+    assert find_latest_checkpoint(tmp_path, "exp") == last
