@@ -38,6 +38,7 @@ KILLS, TERMS = 5, 2
 STEP_FILE = re.compile(r"^step=(\d+)(?:-v\d+)?\.ckpt$")
 MANUAL_FILE = re.compile(r"^manual-step=(\d+)\.ckpt$")
 EXIT_TIMEOUT = 120  # seconds a signalled process may take to end (a SIGTERM saves first)
+ATTEMPT_TIMEOUT = 900  # seconds an attempt may take to reach its step (or the last one to finish)
 
 
 def kill_seed() -> int:
@@ -62,9 +63,9 @@ def command(plugin: str, data: Path, log_dir: Path, *extra: str) -> list[str]:
             "dataset.num_workers=1", "lora.r=4", "lora.alpha=8", "cache=true", f"paths.log_dir={log_dir}", *extra]
 
 
-def step_files(log_dir: Path, since_ns: int = 0) -> dict[int, float]:
-    """Step -> mtime of the ``step=N.ckpt`` files written at or after ``since_ns``."""
-    out: dict[int, float] = {}
+def step_files(log_dir: Path, since_ns: int = 0) -> dict[int, int]:
+    """Step -> mtime (ns) of the ``step=N.ckpt`` files written at or after ``since_ns``."""
+    out: dict[int, int] = {}
     for p in log_dir.glob("*/*/checkpoints/*.ckpt"):
         m = STEP_FILE.match(p.name)
         try:
@@ -72,7 +73,7 @@ def step_files(log_dir: Path, since_ns: int = 0) -> dict[int, float]:
         except FileNotFoundError:  # kept-last-N removal
             continue
         if m and mtime >= since_ns:
-            out[int(m.group(1))] = mtime / 1e9
+            out[int(m.group(1))] = mtime
     return out
 
 
@@ -110,16 +111,17 @@ class Driven:
     def interrupt(self, step: int, fraction: float, sig: signal.Signals) -> None:
         p, err, since = self.start()
         seen: dict[int, float] = {}
+        deadline = time.monotonic() + ATTEMPT_TIMEOUT
         try:
             while not seen or max(seen) < step:
                 assert p.poll() is None, f"attempt {self.n} exited ({p.returncode}) before step {step} " \
                                          f"{self.replay()}\n{self.tail(err)}"
+                assert time.monotonic() < deadline, f"attempt {self.n} never reached step {step} {self.replay()}"
                 time.sleep(0.01)
                 seen = step_files(self.log_dir, since)
             times = sorted(seen.values())
-            per_step = times[-1] - times[-2] if len(times) > 1 else 0.3
+            per_step = (times[-1] - times[-2]) / 1e9 if len(times) > 1 else 0.3
             time.sleep(fraction * per_step)  # somewhere inside the next step: compute, checkpoint or last.ckpt write
-            at = self.done = max(step_files(self.log_dir, since))
             sent = time.time_ns()
             p.send_signal(sig)
             rc = p.wait(timeout=EXIT_TIMEOUT)
@@ -127,6 +129,8 @@ class Driven:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+        # the newest step complete when the signal was sent (its file's time, not when this thread looked)
+        at = self.done = max(s for s, t in step_files(self.log_dir, since).items() if t <= sent)
         self.events.append(f"{sig.name} at step {at}+{fraction:.2f} (attempt {self.n}, from {self.origin})")
         if sig == signal.SIGKILL:
             assert rc == -signal.SIGKILL, f"{rc} {self.replay()}"
@@ -142,7 +146,12 @@ class Driven:
 
     def finish(self) -> Path:
         p, err, _ = self.start()
-        rc = p.wait(timeout=600)
+        try:
+            rc = p.wait(timeout=ATTEMPT_TIMEOUT)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
         text = err.read_text()
         resumed = re.search(r"Resuming from (\S+\.ckpt)", text)
         assert rc == 0 and resumed, f"last attempt: exit {rc} {self.replay()}\n{self.tail(err)}"
