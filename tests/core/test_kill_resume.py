@@ -33,7 +33,8 @@ from audiotrain.train.run_dir import find_latest_checkpoint
 from tests.core.conftest import cli_env
 
 SEED_ENV = "AUDIOTRAIN_KILL_SEED"
-MAX_STEPS = 12
+MAX_STEPS = 14
+LAST_SIGNAL_STEP = MAX_STEPS - 3  # two steps to spare: a signal must land before the run ends on its own
 KILLS, TERMS = 5, 2
 STEP_FILE = re.compile(r"^step=(\d+)(?:-v\d+)?\.ckpt$")
 MANUAL_FILE = re.compile(r"^manual-step=(\d+)\.ckpt$")
@@ -48,7 +49,7 @@ def kill_seed() -> int:
 
 def interruptions(rng: random.Random) -> list[tuple[int, float, signal.Signals]]:
     """Seven (step, fraction of a step, signal): distinct increasing steps, the signals in a random order."""
-    steps = sorted(rng.sample(range(1, MAX_STEPS), KILLS + TERMS))
+    steps = sorted(rng.sample(range(1, LAST_SIGNAL_STEP + 1), KILLS + TERMS))
     sigs = [signal.SIGKILL] * KILLS + [signal.SIGTERM] * TERMS
     rng.shuffle(sigs)
     return [(s, rng.random(), sig) for s, sig in zip(steps, sigs)]
@@ -268,6 +269,9 @@ def test_killed_and_stopped_runs_resume_to_the_same_weights(plugin, chains, caps
     chain = chains[plugin].result(timeout=1800)
     driven = chain.driven
     assert chain.got == run_dir_of(driven.log_dir)  # every attempt continued the one run directory
+    # the kept-last-N bookkeeping survived the kills: no step file of a killed process is left behind
+    kept = sorted(p.name for p in (chain.got / "checkpoints").glob("step=*.ckpt"))
+    assert kept == [f"step={MAX_STEPS - 1}.ckpt", f"step={MAX_STEPS}.ckpt"], f"{kept} {driven.replay()}"
     compared = compare_runs(chain.ref, chain.got, driven.replay())
 
     # every attempt continued one MLflow run, which ends FINISHED with a loss logged at every step
@@ -312,3 +316,16 @@ def test_resume_auto_takes_the_newest_complete_checkpoint_of_any_kind(tmp_path):
     last.write_bytes(b"x")
     os.utime(last, ns=(3 * 10**18, 3 * 10**18))
     assert find_latest_checkpoint(tmp_path, "exp") == last
+
+
+def test_resuming_a_run_that_had_reached_max_steps_says_so():
+    """A kill after the last step's checkpoint (while the final adapter is written): the next resume=auto trains no
+    step, and its closing message says why instead of a TypeError traceback on the missing loss trend."""
+    from audiotrain.cli.train_entry import done_message
+
+    summary = {"steps": 14, "loss_start_mean": None, "loss_end_mean": None, "run_dir": "/r", "adapter_dir": "/r/a",
+               "val_loss": [], "train_fixed_loss": [(14, 1.04)]}
+    text = done_message(summary)
+    assert "Done.[/] 14 steps; none trained by this command (its checkpoint was already at step 14: raise " \
+           "trainer.max_steps to train further)" in text
+    assert "run directory: /r" in text
