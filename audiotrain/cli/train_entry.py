@@ -159,8 +159,12 @@ def _task(cfg):
 def done_message(summary: dict) -> str:
     """What a person reads at the end of a run: the trend, and where everything is."""
     head = "[bold green]Done.[/]" if summary.get("completed", True) else "[bold yellow]Stopped early.[/]"
-    lines = [f"\n{head} {summary['steps']} steps; training loss {summary['loss_start_mean']:.4f} → "
-             f"{summary['loss_end_mean']:.4f} (mean of the first and last 10% of steps)"]
+    if summary.get("loss_start_mean") is None:  # resumed from a checkpoint already at trainer.max_steps
+        lines = [f"\n{head} {summary['steps']} steps; none trained by this command (its checkpoint was already at "
+                 f"step {summary['steps']}: raise trainer.max_steps to train further)"]
+    else:
+        lines = [f"\n{head} {summary['steps']} steps; training loss {summary['loss_start_mean']:.4f} → "
+                 f"{summary['loss_end_mean']:.4f} (mean of the first and last 10% of steps)"]
     if summary.get("nonfinite_steps"):
         lines.append(f"  {summary['nonfinite_steps']} step(s) had a NaN/Inf loss or gradient and were skipped "
                      f"(train/nonfinite_steps)")

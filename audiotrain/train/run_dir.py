@@ -10,16 +10,31 @@ from typing import Any
 from audiotrain.atomic_write import atomic_write_text, is_temporary, sweep
 
 
+# What a run leaves in <run_dir>/checkpoints that a resume continues from: the periodic step=N.ckpt (step=N-v1.ckpt
+# when a resumed run writes step N again), last.ckpt, and the manual-step=N.ckpt of save / quit / SIGTERM. Each
+# appears complete or not at all (written to a temporary file, then renamed). A kill between a step's step=N.ckpt
+# and its last.ckpt leaves step=N.ckpt as the only file of step N - the newest complete checkpoint.
+RESUMABLE = ("last.ckpt", "manual-step=*.ckpt", "step=*.ckpt")  # on equal times (coarse clocks), the first wins
+
+
 def checkpoints_in(dirs: list[Path]) -> list[Path]:
-    """Every ``last.ckpt`` / ``manual-step=N.ckpt`` (``save``/``quit``/SIGTERM) in the ``checkpoints`` folders
-    ``dirs``, newest first. Never a file a killed save left half-written: those have temporary names
-    (``atomic_write``), which are skipped, and a checkpoint folder (DeepSpeed) a kill left renamed aside is put
-    back first."""
+    """Every resumable checkpoint (``RESUMABLE``) in the ``checkpoints`` folders ``dirs``, the most recently written
+    first. Never a file a killed save left half-written: those have temporary names (``atomic_write``), which are
+    skipped (and swept), and a checkpoint folder (DeepSpeed) a kill left renamed aside is put back first."""
+    found: list[tuple[int, int, Path]] = []
     for d in dirs:
-        if d.is_dir():
-            sweep(d, force=True)
-    found = [p for d in dirs for p in (*d.glob("last.ckpt"), *d.glob("manual-step=*.ckpt")) if not is_temporary(p.name)]
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+        if not d.is_dir():
+            continue
+        sweep(d, force=True)
+        for rank, pattern in enumerate(reversed(RESUMABLE)):
+            for p in d.glob(pattern):
+                if is_temporary(p.name):
+                    continue
+                try:
+                    found.append((p.stat().st_mtime_ns, rank, p))
+                except FileNotFoundError:  # removed meanwhile (keep-last-N)
+                    continue
+    return [p for _, _, p in sorted(found, reverse=True)]
 
 
 def all_checkpoints(log_dir: str | Path, exp_name: str) -> list[Path]:
@@ -29,8 +44,8 @@ def all_checkpoints(log_dir: str | Path, exp_name: str) -> list[Path]:
 
 
 def find_latest_checkpoint(log_dir: str | Path, exp_name: str) -> Path | None:
-    """Newest ``last.ckpt`` or ``manual-step=N.ckpt`` under ``<log_dir>/<exp_name>/*/checkpoints`` (unchecked:
-    ``resume=auto`` takes the newest complete one, ``checkpoint_check.newest_good``)."""
+    """Newest resumable checkpoint under ``<log_dir>/<exp_name>/*/checkpoints`` (unchecked: ``resume=auto`` takes
+    the newest complete one, ``checkpoint_check.newest_good``)."""
     found = all_checkpoints(log_dir, exp_name)
     return found[0] if found else None
 
