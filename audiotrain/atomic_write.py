@@ -191,26 +191,35 @@ def disk_full_guard(target: str | Path, *, kept: str | None = None, fix: str | N
 
 
 @contextmanager
+def _replacing(target: Path, kept: str | None, fix: str | None) -> Iterator[list[Path]]:
+    """The frame both writers share: the target's folder made, a full disk turned into :class:`DiskFullError`, and
+    the temporary the writer appends to the yielded list removed whatever happens."""
+    made: list[Path] = []
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        yield made
+    except BaseException as exc:
+        _raise_if_full(exc, target, kept, fix)
+        raise
+    finally:
+        if made and os.path.lexists(made[0]):
+            remove(made[0])
+
+
+@contextmanager
 def atomic_path(target: str | Path, *, kept: str | None = None, fix: str | None = None) -> Iterator[Path]:
     """A temporary path beside ``target`` to write a file to; a clean exit flushes it and renames it onto
     ``target``, an error (or a kill) leaves ``target`` as it was. A full disk raises :class:`DiskFullError`
     (``kept``: what survives, e.g. "the previous checkpoint X is kept"; ``fix``: what to do)."""
     target = Path(target)
-    tmp = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+    with _replacing(target, kept, fix) as made:
         sweep(target.parent)
         tmp = temp_name(target)
+        made.append(tmp)
         os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
         yield tmp
         fsync(tmp)
         os.replace(tmp, target)
-    except BaseException as exc:
-        _raise_if_full(exc, target, kept, fix)
-        raise
-    finally:
-        if tmp is not None and os.path.lexists(tmp):
-            remove(tmp)
 
 
 @contextmanager
@@ -222,24 +231,17 @@ def atomic_dir(target: str | Path, *, kept: str | None = None, fix: str | None =
     user's option that named ``target``, for the message), a ``target`` that is not an earlier output of the same
     kind (no name in common with the new folder) is refused instead of replaced."""
     target = Path(target)
-    tmp = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+    with _replacing(target, kept, fix) as made:
         sweep(target.parent, force=True)  # folders are few and written seldom: look every time
         recover(target)
         tmp = temp_name(target)
+        made.append(tmp)
         tmp.mkdir()
         yield tmp
         if option is not None:
             refuse_foreign_dir(target, tmp, option)
         fsync(tmp)
         publish_dir(tmp, target)
-    except BaseException as exc:
-        _raise_if_full(exc, target, kept, fix)
-        raise
-    finally:
-        if tmp is not None and os.path.lexists(tmp):
-            remove(tmp)
 
 
 def publish_dir(new: Path, target: Path) -> None:

@@ -12,29 +12,17 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from audiotrain.data.audio_io import AUDIO_EXTENSIONS, OTHER_AUDIO_EXTENSIONS, AudioSpec
 from audiotrain.data.prepare import prepare_items, resolve_manifest
-from audiotrain.data.readers.sidecar_folder import Clip, Sidecar, SidecarFolder
+from audiotrain.data.readers.sidecar_folder import SidecarFolder
 from audiotrain.data.readers.transcript_list import TranscriptList
 from audiotrain.data.report import BadInputReport
 from audiotrain.plugins import registry
 from tests import bad_corpus as bc
-
-
-class CaptionFolder(SidecarFolder):
-    """The kit's sidecar folder as a plugin uses it: ``X.wav`` + ``X_cap.txt`` [+ ``X_note.txt``]."""
-
-    description = "caption folder"
-    sidecars = (Sidecar("caption", "_cap.txt", "caption", "describe the clip in it", collapse=True, non_empty=True),
-                Sidecar("note", "_note.txt", "note", required=False, missing_note="kept without a note"))
-
-    def row(self, clip: Clip, root: Path) -> dict[str, Any]:
-        return {"key": clip.key, "audio_path": str(clip.audio), "caption": clip.texts["caption"],
-                "note": clip.texts["note"]}
+from tests.core.test_kit_readers import CaptionFolder  # the kit's sidecar folder as a plugin uses it
 
 
 KIT_SPEC = AudioSpec(sample_rate=16000, channels=1, min_duration=1.0, max_duration=30.0)
