@@ -1,7 +1,7 @@
 """A DeepSpeed checkpoint folder checked as data before DeepSpeed opens it.
 
 DeepSpeed reads its own files (``<folder>/latest`` names a tag; ``<folder>/<tag>/*model_states.pt`` and
-``*optim_states.pt``) with ``torch.load(weights_only=False)``, which would run code a crafted file carries. So
+``*optim_states.pt``) by unpickling them fully, which would run code a crafted file carries. So
 every file of the tag is first read here with ``weights_only=True`` (the tensors memory-mapped, so it costs the
 pickles), allowing only the few plain classes DeepSpeed's own files hold; a file that needs more is refused in one
 sentence before ``fit`` starts (unless ``trust_pickle=true``)."""
