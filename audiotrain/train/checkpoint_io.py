@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from audiotrain.atomic_write import atomic_path, is_temporary
+from audiotrain.train.checkpoint_check import EXPECTED
 from audiotrain.train.finite import check_finite
 
 DISK_FULL_FIX = ("free some space, or set paths.log_dir= to a disk with room or trainer.keep_last_n= to a smaller "
@@ -40,8 +41,6 @@ def previous_checkpoint(target: str | Path) -> Path | None:
 def kept_clause(previous: Path | None, what: str = "checkpoint") -> str:
     return f"the previous {what} {previous} is kept" if previous is not None else f"no earlier {what} was written"
 
-
-EXPECTED = "a .ckpt file from a run's checkpoints/ folder"
 
 
 class DirectCheckpointIO(TorchCheckpointIO):
