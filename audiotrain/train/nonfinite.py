@@ -38,6 +38,10 @@ import torch
 from audiotrain.errors import UserError
 
 
+# resuming restores the optimizer and scheduler state, so a changed optimizer.lr would not take effect
+RESUME_KEEPS_LR = "resume=auto and ckpt_path= continue with the checkpoint's optimizer state, its learning rate included"
+
+
 class TrainingDiverged(UserError):
     """The loss or gradients stayed NaN/Inf for ``trainer.max_nonfinite_steps`` optimizer steps in a row."""
 
@@ -210,4 +214,4 @@ class NonFiniteGuard(L.Callback):
         return (f"Training diverged: the loss or gradients were NaN/Inf for {self.in_a_row} optimizer steps in a row "
                 f"(trainer.max_nonfinite_steps={self.limit}), from step {first} ({loss}) to step {step}; those steps "
                 f"were skipped, so the weights are still those of step {first - 1}: {kept}; to try next: "
-                f"{self.advice}.")
+                f"{self.advice}, in a new run ({RESUME_KEEPS_LR}).")

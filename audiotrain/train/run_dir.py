@@ -14,7 +14,8 @@ from audiotrain.atomic_write import atomic_write_text, is_temporary, sweep
 # when a resumed run writes step N again), last.ckpt, and the manual-step=N.ckpt of save / quit / SIGTERM. Each
 # appears complete or not at all (written to a temporary file, then renamed). A kill between a step's step=N.ckpt
 # and its last.ckpt leaves step=N.ckpt as the only file of step N - the newest complete checkpoint.
-RESUMABLE = ("last.ckpt", "manual-step=*.ckpt", "step=*.ckpt")  # on equal times (coarse clocks), the first wins
+# Lightning names a new last.ckpt last-v1.ckpt when a resumed run's checkpoint settings differ from the old ones.
+RESUMABLE = ("last.ckpt", "last-v*.ckpt", "manual-step=*.ckpt", "step=*.ckpt")  # on equal times, the first wins
 
 
 def checkpoints_in(dirs: list[Path]) -> list[Path]:

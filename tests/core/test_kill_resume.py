@@ -319,6 +319,10 @@ def test_resume_auto_takes_the_newest_complete_checkpoint_of_any_kind(tmp_path):
     last.write_bytes(b"x")
     os.utime(last, ns=(3 * 10**18, 3 * 10**18))
     assert find_latest_checkpoint(tmp_path, "exp") == last
+    versioned = ckpts / "last-v1.ckpt"  # Lightning's name for a resumed run's last.ckpt when its settings changed
+    versioned.write_bytes(b"x")
+    os.utime(versioned, ns=(4 * 10**18, 4 * 10**18))
+    assert find_latest_checkpoint(tmp_path, "exp") == versioned
 
 
 def test_resuming_a_run_that_had_reached_max_steps_says_so():

@@ -54,7 +54,8 @@ def test_diverging_run_stops_keeps_the_last_good_files_and_fails(song_dir, tmp_p
     m = re.search(r"Training diverged: .*?for 4 optimizer steps in a row \(trainer.max_nonfinite_steps=4\), from "
                   r"step (\d+) \(loss nan\) to step (\d+); .*the last good checkpoint is (\S+) and the last good "
                   r"adapter (\S+) \(no final adapter was written\); to try next: lower optimizer.lr \(now 1e\+30\), "
-                  r"or a smaller trainer.gradient_clip_val \(now 0.5\)\.", out)
+                  r"or a smaller trainer.gradient_clip_val \(now 0.5\), in a new run \(resume=auto and ckpt_path= continue "
+                  r"with the checkpoint's optimizer state, its learning rate included\)\.", out)
     assert m, out[-3000:]
     first, last, ckpt, adapter = int(m.group(1)), int(m.group(2)), Path(m.group(3)), Path(m.group(4))
     assert last == first + 3 and first >= 1

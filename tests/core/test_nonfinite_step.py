@@ -109,7 +109,8 @@ def test_guard_counts_resumes_and_names_what_was_kept(tmp_path):
         "(trainer.max_nonfinite_steps=3), from step 10 (loss nan) to step 12; those steps were skipped, so the "
         f"weights are still those of step 9: the last good checkpoint is {tmp_path}/checkpoints/manual-step=7.ckpt "
         f"and the last good adapter {tmp_path}/adapters/step_6 (no final adapter was written); to try next: lower "
-        "optimizer.lr (now 1).")
+        "optimizer.lr (now 1), in a new run (resume=auto and ckpt_path= continue with the checkpoint's optimizer "
+        "state, its learning rate included).")
     empty = NonFiniteGuard(1, tmp_path / "none", every=5)
     empty.first_bad, empty.in_a_row = 3, 1
     assert "nothing was saved before step 3 (saves come every trainer.every_n_train_steps=5 steps)" in \
