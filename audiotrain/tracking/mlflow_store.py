@@ -65,6 +65,10 @@ class _Locked:
         return lambda *a, **k: _retry_locked(attr, *a, **k)
 
 
+FAILURE_TAG = "audiotrain.failure"  # why the run failed (a divergence), set before it ends FAILED
+EARLIER_FAILURE_TAG = "audiotrain.earlier_failure"  # the same, once a resume has continued the run
+
+
 class Tracker:
     """A thin, explicit MLflow client wrapper (no global fluent state, safe in worker processes)."""
 
@@ -98,12 +102,20 @@ class Tracker:
     def start(self, run_name: str, tags: Mapping[str, str], run_id: str | None = None) -> str:
         if run_id:
             try:
-                self.client.get_run(run_id)
+                run = self.client.get_run(run_id)
+            except Exception:
+                run = None
+            if run is not None:
                 self.run_id = run_id
                 self.client.update_run(run_id, status="RUNNING")
+                failure = run.data.tags.get(FAILURE_TAG)
+                if failure:  # a continued run is no longer the failure of its earlier attempt (kept for the record)
+                    self.client.set_tag(run_id, EARLIER_FAILURE_TAG, failure)
+                    self.client.delete_tag(run_id, FAILURE_TAG)
+                    note = tags.get("mlflow.note.content", "")
+                    self.client.set_tag(run_id, "mlflow.note.content",
+                                        f"{note}\n\nContinued after an earlier attempt failed: {failure}"[:5000])
                 return run_id
-            except Exception:
-                pass
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
         self.run_id = run.info.run_id
         return self.run_id

@@ -191,7 +191,9 @@ class NonFiniteGuard(L.Callback):
         if self.in_a_row >= self.limit:
             msg = self.diverged_message(step)
             if self.tracker is not None and trainer.is_global_zero:
-                self.tracker.set_tags({"audiotrain.failure": msg[:5000], "mlflow.note.content": msg})
+                from audiotrain.tracking.mlflow_store import FAILURE_TAG
+
+                self.tracker.set_tags({FAILURE_TAG: msg[:5000], "mlflow.note.content": msg})
             raise TrainingDiverged(msg)
 
     def last_good(self) -> tuple[Path | None, Path | None]:

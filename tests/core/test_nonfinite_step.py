@@ -164,3 +164,23 @@ def test_step_rule_deepspeed_stage0_fp32_leaves_the_torch_update_out():
         else:
             assert module.step_nonfinite is False and not torch.equal(w, before[0])
     assert len(engine_steps) == 2  # the engine stepped both times (its counters stay Lightning's)
+
+
+def test_a_resume_of_a_diverged_run_moves_its_failure_tag_aside(tmp_path):
+    """A diverged run continued with resume=auto that then finishes is not shown as the divergence any more: the
+    reason is kept as audiotrain.earlier_failure and in the run's note."""
+    from audiotrain.tracking.mlflow_store import EARLIER_FAILURE_TAG, FAILURE_TAG, Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = Tracker(uri, "audiotrain/test")
+    run_id = first.start("run", tags={"mlflow.note.content": "audiotrain model=x"})
+    first.set_tags({FAILURE_TAG: "Training diverged: ...", "mlflow.note.content": "Training diverged: ..."})
+    first.finish("FAILED")
+    again = Tracker(uri, "audiotrain/test")
+    assert again.start("run", tags={"mlflow.note.content": "audiotrain model=x resume=auto"}, run_id=run_id) == run_id
+    again.finish("FINISHED")
+    run = again.client.get_run(run_id)
+    assert run.info.status == "FINISHED" and FAILURE_TAG not in run.data.tags
+    assert run.data.tags[EARLIER_FAILURE_TAG] == "Training diverged: ..."
+    assert run.data.tags["mlflow.note.content"] == ("audiotrain model=x resume=auto\n\nContinued after an earlier "
+                                                    "attempt failed: Training diverged: ...")
