@@ -193,7 +193,9 @@ class NonFiniteGuard(L.Callback):
             if self.tracker is not None and trainer.is_global_zero:
                 from audiotrain.tracking.mlflow_store import FAILURE_TAG
 
-                self.tracker.set_tags({FAILURE_TAG: msg[:5000], "mlflow.note.content": msg})
+                # the reason first in the run's description, the command and bad-input report it had kept below
+                before = self.tracker.client.get_run(self.tracker.run_id).data.tags.get("mlflow.note.content", "")
+                self.tracker.set_tags({FAILURE_TAG: msg[:5000], "mlflow.note.content": f"{msg}\n\n{before}"[:5000]})
             raise TrainingDiverged(msg)
 
     def last_good(self) -> tuple[Path | None, Path | None]:

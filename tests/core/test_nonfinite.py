@@ -79,7 +79,9 @@ def test_diverging_run_stops_keeps_the_last_good_files_and_fails(song_dir, tmp_p
     run = runs[0]
     assert run.info.status == "FAILED"
     assert run.data.tags["audiotrain.failure"].startswith("Training diverged")
-    assert f"from step {first}" in run.data.tags["mlflow.note.content"]
+    note = run.data.tags["mlflow.note.content"]
+    assert note.startswith("Training diverged: ") and f"from step {first}" in note
+    assert "\n\naudiotrain " in note  # the command (and bad-input report) the description held before
     assert [m.value for m in client.get_metric_history(run.info.run_id, "train/nonfinite_steps")] == [1, 2, 3, 4]
     assert all(math.isfinite(m.value) for m in client.get_metric_history(run.info.run_id, "train/loss"))
 
