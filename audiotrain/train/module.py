@@ -34,6 +34,19 @@ def _algorithm(value: Any) -> str:
     return str(getattr(value, "value", value))
 
 
+LR_KEY = "optimizer_lr"
+
+
+def lr_note(saved: float | None, lr: float) -> str | None:
+    """What a resume with another ``optimizer.lr`` than its checkpoint's should say (Lightning restores the
+    optimizer and scheduler state, so the new value would not take effect), or None."""
+    if saved is None or abs(saved - lr) <= 1e-12 * max(abs(saved), abs(lr)):
+        return None
+    return (f"optimizer.lr={lr:g} differs from the checkpoint's {saved:g}: a resume continues with the checkpoint's "
+            f"optimizer and scheduler state, so training goes on at its learning rate; to train at {lr:g}, start a "
+            f"new run from its weights with model.init_from=<its run directory> instead.")
+
+
 class TrainModule(L.LightningModule):
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _PLAIN_ATTRS:
@@ -215,6 +228,7 @@ class TrainModule(L.LightningModule):
             "sampler": self.sampler.state_dict() if self.sampler is not None else None,
             **self.extra_state,
             checkpoint_identity.KEY: checkpoint_identity.identity(self.cfg),  # what it is of (plugin, preset, LoRA)
+            LR_KEY: float(self.cfg.optimizer.lr),  # the lr its optimizer state was built with (a resume keeps it)
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -224,4 +238,9 @@ class TrainModule(L.LightningModule):
         state = checkpoint.get("audiotrain") or {}
         if self.sampler is not None and state.get("sampler"):
             self.sampler.load_state_dict(state["sampler"])
-        self.extra_state.update({k: v for k, v in state.items() if k not in ("sampler", checkpoint_identity.KEY)})
+        self.extra_state.update({k: v for k, v in state.items() if k not in ("sampler", checkpoint_identity.KEY, LR_KEY)})
+        note = lr_note(state.get(LR_KEY), float(self.cfg.optimizer.lr))
+        if note:
+            from audiotrain.train.console import console
+
+            console.print(f"[yellow]{note}[/]")
