@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from audiotrain.safe_files import BadFileError, load_torch, read_json, safetensors_metadata
+from audiotrain.safe_files import BadFileError, load_torch, read_json, safetensors_metadata, where, first_line
 
 class MissingFile(BadFileError, FileNotFoundError):
     """A weights/config file that is not there: one sentence (a UserError), and a FileNotFoundError too."""
@@ -23,24 +23,20 @@ SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
 PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
-def _where(option: str | None, path: Path) -> str:
-    return f"{option}={path}" if option else str(path)
-
-
 def check_folder(path: Any, *, option: str | None, expected: str,
                  weights: Sequence[str] = SAFETENSORS + PICKLES, need: Sequence[str] = ("config.json",)) -> Path:
     """``path`` as a Path when it is a folder with every file of ``need`` and one of ``weights``, else one sentence."""
     folder = Path(str(path)).expanduser()
-    where = _where(option, folder)
+    shown = where(option, folder)
     if not folder.exists():
-        raise BadFileError(f"{where}: no such folder; pass {expected}.")
+        raise BadFileError(f"{shown}: no such folder; pass {expected}.")
     if not folder.is_dir():
-        raise BadFileError(f"{where} is a file, not a folder; pass {expected}.")
+        raise BadFileError(f"{shown} is a file, not a folder; pass {expected}.")
     lacks = [n for n in need if not (folder / n).is_file()]
     if not any((folder / w).is_file() for w in weights):
         lacks.append(" or ".join(w for w in weights if not w.endswith(".index.json")))
     if lacks:
-        raise BadFileError(f"{where} lacks {', '.join(lacks)}; pass {expected}.")
+        raise BadFileError(f"{shown} lacks {', '.join(lacks)}; pass {expected}.")
     return folder
 
 
@@ -48,7 +44,7 @@ def _shards(folder: Path, index_name: str, option: str | None, expected: str) ->
     index = read_json(folder / index_name, option=option, expected=expected)
     files = sorted(set((index.get("weight_map") or {}).values())) if isinstance(index, Mapping) else []
     if not files:
-        raise BadFileError(f"{_where(option, folder / index_name)} names no weight files; pass {expected}.")
+        raise BadFileError(f"{where(option, folder / index_name)} names no weight files; pass {expected}.")
     return [folder / f for f in files]
 
 
@@ -69,7 +65,7 @@ def read_weights(folder: Path, *, option: str | None, expected: str,
     for f in files:
         part = load_torch(f, option=option, expected=expected, trust_pickle=trust_pickle)
         if not isinstance(part, Mapping) or not part:
-            raise BadFileError(f"{_where(option, f)} holds a {type(part).__name__}, not a state dict of weights; "
+            raise BadFileError(f"{where(option, f)} holds a {type(part).__name__}, not a state dict of weights; "
                                f"pass {expected}.")
         state.update({str(k): v for k, v in part.items()})
     return state
@@ -79,12 +75,12 @@ def load_model(cls: Any, path: Any, *, option: str | None, expected: str, trust_
                **kwargs: Any) -> Any:
     """``cls.from_pretrained`` on a local folder, read as data (see the module doc); ``kwargs`` go to it."""
     folder = check_folder(path, option=option, expected=expected)
-    where = _where(option, folder)
+    shown = where(option, folder)
     config = read_json(folder / "config.json", option=option, expected=expected)
     want = getattr(cls.config_class, "model_type", "")
     got = config.get("model_type") if isinstance(config, Mapping) else None
     if want and got != want:
-        raise BadFileError(f"{where} holds a {got or 'untyped'} model (config.json model_type), not {want}; "
+        raise BadFileError(f"{shown} holds a {got or 'untyped'} model (config.json model_type), not {want}; "
                            f"pass {expected}.")
     state = read_weights(folder, option=option, expected=expected, trust_pickle=trust_pickle)
     try:
@@ -95,13 +91,12 @@ def load_model(cls: Any, path: Any, *, option: str | None, expected: str, trust_
             conf = cls.config_class.from_pretrained(str(folder), local_files_only=True)
             model, info = cls.from_pretrained(None, config=conf, state_dict=state, output_loading_info=True, **kwargs)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError) as exc:
-        text = str(exc).strip().splitlines()
-        raise BadFileError(f"{where} could not be loaded as {cls.__name__} "
-                           f"({(text[0] if text else type(exc).__name__)[:160]}); pass {expected}.") from None
+        raise BadFileError(f"{shown} could not be loaded as {cls.__name__} ({first_line(exc)}); "
+                           f"pass {expected}.") from None
     missing = sorted(info.get("missing_keys") or [])
     shapes = list(info.get("mismatched_keys") or [])
     if missing or shapes:
-        shown = ", ".join([*missing[:3], *(str(m[0]) if isinstance(m, (tuple, list)) else str(m) for m in shapes[:3])])
-        raise BadFileError(f"{where} does not fit the {cls.__name__} its config.json describes ({len(missing)} "
-                           f"missing and {len(shapes)} mis-shaped weights, e.g. {shown}); pass {expected}.")
+        examples = ", ".join([*missing[:3], *(str(m[0]) if isinstance(m, (tuple, list)) else str(m) for m in shapes[:3])])
+        raise BadFileError(f"{shown} does not fit the {cls.__name__} its config.json describes ({len(missing)} "
+                           f"missing and {len(shapes)} mis-shaped weights, e.g. {examples}); pass {expected}.")
     return model

@@ -33,7 +33,8 @@ class UnsafeFileError(UserError):
     """A file that only full unpickling (running code from it) could read."""
 
 
-def _where(option: str | None, path: Path) -> str:
+def where(option: str | None, path: Path) -> str:
+    """How a message names a file: ``option=path`` when an option gave it, else the path."""
     return f"{option}={path}" if option else str(path)
 
 
@@ -63,19 +64,20 @@ def file_kind(path: str | Path) -> str:
 def check_file(path: str | Path, *, option: str | None = None, expected: str) -> Path:
     """``path`` as a Path when it is a non-empty file, else a BadFileError naming what it is instead."""
     path = Path(path).expanduser()
-    where = _where(option, path)
+    shown = where(option, path)
     if not path.exists():
-        raise BadFileError(f"{where}: no such file; pass {expected}.")
+        raise BadFileError(f"{shown}: no such file; pass {expected}.")
     if path.is_dir():
-        raise BadFileError(f"{where} is a folder, not a file; pass {expected}.")
+        raise BadFileError(f"{shown} is a folder, not a file; pass {expected}.")
     if path.stat().st_size == 0:
-        raise BadFileError(f"{where} is empty (0 bytes, an interrupted copy?); pass {expected}.")
+        raise BadFileError(f"{shown} is empty (0 bytes, an interrupted copy?); pass {expected}.")
     return path
 
 
-def _short(exc: BaseException) -> str:
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """An exception's first line (its type's name when it has no text), at most ``limit`` characters."""
     text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:160]
+    return (text[0] if text else type(exc).__name__)[:limit]
 
 
 def _refused_global(exc: BaseException) -> str | None:
@@ -104,15 +106,15 @@ def load_torch(path: str | Path, *, option: str | None = None, expected: str, tr
     import torch
 
     path = check_file(path, option=option, expected=expected)
-    where = _where(option, path)
+    shown = where(option, path)
     kind = file_kind(path)
     if kind == "safetensors":
         return load_safetensors(path, option=option, expected=expected)
     if kind not in ("zip", "pickle"):
         what = "a text file" if kind == "text" else "not a PyTorch file"
-        raise BadFileError(f"{where} is {what}, not a PyTorch checkpoint; pass {expected}.")
+        raise BadFileError(f"{shown} is {what}, not a PyTorch checkpoint; pass {expected}.")
     if kind == "zip" and not zipfile.is_zipfile(path):  # torch.save's zip lost its end (the central directory)
-        raise BadFileError(f"{where} is truncated (an interrupted download or copy?) and cannot be read; "
+        raise BadFileError(f"{shown} is truncated (an interrupted download or copy?) and cannot be read; "
                            f"pass a complete copy of {expected}.")
     try:
         with torch.serialization.safe_globals(list(safe_globals)):
@@ -122,16 +124,16 @@ def load_torch(path: str | Path, *, option: str | None = None, expected: str, tr
         refused = _refused_global(exc)
         if refused and not trust_pickle:
             raise UnsafeFileError(
-                f"{where} holds pickled Python code ({refused}) that loading would run, so it was not opened; "
+                f"{shown} holds pickled Python code ({refused}) that loading would run, so it was not opened; "
                 f"pass {instead or 'a file of tensors only (safetensors, or a plain state dict)'}, or — only for a "
                 f"file you made yourself — add {TRUST_PICKLE}.") from None
-        raise BadFileError(f"{where} is damaged or not a PyTorch checkpoint ({_short(exc)}); pass {expected}.") from None
+        raise BadFileError(f"{shown} is damaged or not a PyTorch checkpoint ({first_line(exc)}); pass {expected}.") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, ImportError) as exc:
         text = str(exc)
         if "central directory" in text or "zip archive" in text or isinstance(exc, EOFError):
-            raise BadFileError(f"{where} is truncated (an interrupted download or copy?) and cannot be read; "
+            raise BadFileError(f"{shown} is truncated (an interrupted download or copy?) and cannot be read; "
                                f"pass a complete copy of {expected}.") from None
-        raise BadFileError(f"{where} could not be read as a PyTorch checkpoint ({_short(exc)}); "
+        raise BadFileError(f"{shown} could not be read as a PyTorch checkpoint ({first_line(exc)}); "
                            f"pass {expected}.") from None
 
 
@@ -159,15 +161,15 @@ def safetensors_metadata(path: str | Path, *, option: str | None = None, expecte
 
 
 def _not_safetensors(path: Path, option: str | None, expected: str, exc: BaseException) -> str:
-    where = _where(option, path)
+    shown = where(option, path)
     kind = file_kind(path)
     if kind in ("zip", "pickle"):
-        return (f"{where} is a PyTorch pickle (torch.save), not a safetensors file; pass {expected} "
+        return (f"{shown} is a PyTorch pickle (torch.save), not a safetensors file; pass {expected} "
                 f"(convert a trusted .pt/.pth with safetensors.torch.save_file).")
     if kind == "safetensors":
-        return f"{where} is a truncated or damaged safetensors file ({_short(exc)}); pass a complete copy of {expected}."
+        return f"{shown} is a truncated or damaged safetensors file ({first_line(exc)}); pass a complete copy of {expected}."
     what = "a text file" if kind == "text" else "not a safetensors file"
-    return f"{where} is {what}; pass {expected}."
+    return f"{shown} is {what}; pass {expected}."
 
 
 def read_json(path: str | Path, *, option: str | None = None, expected: str) -> Any:
@@ -176,4 +178,4 @@ def read_json(path: str | Path, *, option: str | None = None, expected: str) -> 
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadFileError(f"{_where(option, path)} is not valid JSON ({_short(exc)}); pass {expected}.") from None
+        raise BadFileError(f"{where(option, path)} is not valid JSON ({first_line(exc)}); pass {expected}.") from None

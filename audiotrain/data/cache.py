@@ -23,6 +23,7 @@ from filelock import FileLock
 from safetensors.torch import load_file, save_file
 
 from audiotrain.atomic_write import atomic_path
+from audiotrain.safe_files import first_line
 
 CACHE_DISK_FULL_FIX = "free some space, or set cache_dir= (or AUDIOTRAIN_CACHE) to a disk with room"
 
@@ -52,7 +53,7 @@ class FeatureCache:
         try:
             return load_file(str(path))
         except Exception as exc:  # safetensors' own error types for a bad header; OSError for a vanished file
-            raise DamagedEntry(f"{path} is {self.damage(tok_name, tok_key, fingerprint) or _short(exc)}") from None
+            raise DamagedEntry(f"{path} is {self.damage(tok_name, tok_key, fingerprint) or first_line(exc, 120)}") from None
 
     def damage(self, tok_name: str, tok_key: str, fingerprint: str) -> str | None:
         """Why the entry on disk cannot be trusted ("empty (0 bytes)", "truncated or damaged (...)"); None when
@@ -71,7 +72,7 @@ class FeatureCache:
                 if not list(fh.keys()):
                     return "without any tensors"
         except Exception as exc:  # a header that does not parse or promises more bytes than the file has
-            return f"truncated or damaged ({_short(exc)})"
+            return f"truncated or damaged ({first_line(exc, 120)})"
         return None
 
     def discard(self, tok_name: str, tok_key: str, fingerprint: str) -> None:
@@ -85,8 +86,3 @@ class FeatureCache:
     def lock(self, tok_name: str, tok_key: str) -> FileLock:
         return FileLock(str(self.dir_for(tok_name, tok_key) / ".build.lock"))
 
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:120]

@@ -131,10 +131,10 @@ class LyricTokenizer:
                 json.loads(text)
                 self._tok = HFTokenizer.from_str(text)
             except Exception as exc:  # UnicodeDecodeError, JSONDecodeError, tokenizers' own Exception type
-                from audiotrain.safe_files import BadFileError
+                from audiotrain.safe_files import BadFileError, first_line
 
                 raise BadFileError(f"The lyric vocabulary {path} is not a tokenizers vocab.json ("
-                                   f"{str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}); give "
+                                   f"{first_line(exc, 120)}); give "
                                    f"ACE-Step's acestep/models/lyrics_utils/vocab.json (model.lyric_vocab_path).") from None
             self.source = str(path)
         self._vocab_digest = hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -63,7 +63,7 @@ class TextEncoder:
         """Load ``umt5-base/`` (or any saved ``UMT5EncoderModel`` + tokenizer folder) as data, without network and
         without running code from the folder (:mod:`audiotrain.hf_folder`)."""
         from audiotrain.hf_folder import MissingFile, load_model
-        from audiotrain.safe_files import BadFileError
+        from audiotrain.safe_files import BadFileError, first_line
 
         p = Path(path)
         has_weights = any((p / f).is_file() for f in ("model.safetensors", "pytorch_model.bin",
@@ -79,7 +79,7 @@ class TextEncoder:
             tokenizer = AutoTokenizer.from_pretrained(str(p), local_files_only=True, trust_remote_code=False)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError) as exc:
             raise BadFileError(f"{p} holds no tokenizer audiotrain can read without running code from the folder "
-                               f"({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}); pass "
+                               f"({first_line(exc)}); pass "
                                f"{expected}.") from None
         return cls(model, tokenizer, max_length=max_length)
 
