@@ -27,7 +27,7 @@ import socket
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Union
 
 from audiotrain.errors import UserError
 
@@ -161,7 +161,14 @@ def _size(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def disk_full_message(target: Path, kept: str | None, fix: str | None) -> str:
+Kept = Union[str, Callable[[], str], None]  # what a failed save leaves, or how to find it out
+
+
+def disk_full_message(target: Path, kept: "Kept", fix: str | None) -> str:
+    """``kept`` is what survives, or a function that says it (worked out only when a disk is full, not at every
+    save)."""
+    if callable(kept):
+        kept = kept()
     try:
         usage = shutil.disk_usage(target.parent)
         space = f" ({_size(usage.free)} free of {_size(usage.total)})"
@@ -172,7 +179,7 @@ def disk_full_message(target: Path, kept: str | None, fix: str | None) -> str:
     return f"Could not write {target}: the disk is full{space}; {kept}; {fix}."
 
 
-def _raise_if_full(exc: BaseException, target: Path, kept: str | None, fix: str | None) -> None:
+def _raise_if_full(exc: BaseException, target: Path, kept: "Kept", fix: str | None) -> None:
     if isinstance(exc, DiskFullError):
         raise exc
     if is_disk_full(exc):
@@ -180,7 +187,7 @@ def _raise_if_full(exc: BaseException, target: Path, kept: str | None, fix: str 
 
 
 @contextmanager
-def disk_full_guard(target: str | Path, *, kept: str | None = None, fix: str | None = None) -> Iterator[None]:
+def disk_full_guard(target: str | Path, *, kept: "Kept" = None, fix: str | None = None) -> Iterator[None]:
     """A full disk inside the block (a copy, a library's own writer) becomes :class:`DiskFullError` naming
     ``target``; every other error passes unchanged."""
     try:
@@ -191,7 +198,7 @@ def disk_full_guard(target: str | Path, *, kept: str | None = None, fix: str | N
 
 
 @contextmanager
-def _replacing(target: Path, kept: str | None, fix: str | None) -> Iterator[list[Path]]:
+def _replacing(target: Path, kept: "Kept", fix: str | None) -> Iterator[list[Path]]:
     """The frame both writers share: the target's folder made, a full disk turned into :class:`DiskFullError`, and
     the temporary the writer appends to the yielded list removed whatever happens."""
     made: list[Path] = []
@@ -207,7 +214,7 @@ def _replacing(target: Path, kept: str | None, fix: str | None) -> Iterator[list
 
 
 @contextmanager
-def atomic_path(target: str | Path, *, kept: str | None = None, fix: str | None = None) -> Iterator[Path]:
+def atomic_path(target: str | Path, *, kept: "Kept" = None, fix: str | None = None) -> Iterator[Path]:
     """A temporary path beside ``target`` to write a file to; a clean exit flushes it and renames it onto
     ``target``, an error (or a kill) leaves ``target`` as it was. A full disk raises :class:`DiskFullError`
     (``kept``: what survives, e.g. "the previous checkpoint X is kept"; ``fix``: what to do)."""
@@ -223,7 +230,7 @@ def atomic_path(target: str | Path, *, kept: str | None = None, fix: str | None 
 
 
 @contextmanager
-def atomic_dir(target: str | Path, *, kept: str | None = None, fix: str | None = None,
+def atomic_dir(target: str | Path, *, kept: "Kept" = None, fix: str | None = None,
                option: str | None = None) -> Iterator[Path]:
     """A fresh temporary folder beside ``target`` to fill; a clean exit puts it in place of ``target`` (an existing
     ``target`` is replaced, never merged into) such that at every moment the old or the new complete folder is

@@ -53,7 +53,7 @@ class DirectCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError("DirectCheckpointIO.save_checkpoint takes no storage_options.")
         check_finite(checkpoint.get("state_dict") or {}, f"the checkpoint {path}")  # never NaN/Inf weights
-        with atomic_path(path, kept=kept_clause(previous_checkpoint(path)), fix=DISK_FULL_FIX) as tmp:
+        with atomic_path(path, kept=lambda: kept_clause(previous_checkpoint(path)), fix=DISK_FULL_FIX) as tmp:
             with open(tmp, "wb") as fh:
                 torch.save(checkpoint, fh)
 

@@ -149,7 +149,7 @@ class CappedDeepSpeedStrategy(DeepSpeedStrategy):
             aw.recover(target)
         self.barrier("audiotrain_ckpt_start")
         try:
-            with aw.disk_full_guard(target, kept=kept_clause(previous_checkpoint(target)), fix=DISK_FULL_FIX):
+            with aw.disk_full_guard(target, kept=lambda: kept_clause(previous_checkpoint(target)), fix=DISK_FULL_FIX):
                 super().save_checkpoint(checkpoint, str(tmp), storage_options)
                 self.barrier("audiotrain_ckpt_written")
                 if self.is_global_zero:

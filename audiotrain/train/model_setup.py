@@ -74,7 +74,7 @@ def adapter_writer(m: BuiltModel, plugin: Any, cfg: DictConfig):
         from audiotrain.atomic_write import atomic_dir
         from audiotrain.train.deepspeed_cpu import gathered
 
-        with gathered(root), atomic_dir(out, kept=kept_adapter(out), fix=ADAPTER_DISK_FULL_FIX) as tmp:
+        with gathered(root), atomic_dir(out, kept=lambda: kept_adapter(out), fix=ADAPTER_DISK_FULL_FIX) as tmp:
             # nothing with NaN/Inf values is ever written (a diverged run keeps its last good adapter); a refusal
             # leaves the previous folder as it was
             check_finite(root.state_dict() if m.settings is None else
