@@ -12,18 +12,19 @@ help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	@echo "Setting up $(VENV) with the pinned dependencies (about 2 minutes the first time; log: $(VENV)/install.log)"
+	@$(PYTHON) -m venv $(VENV)
+	@{ $(BIN)/pip install --upgrade pip && $(BIN)/pip install -e '.[dev]'; } > $(VENV)/install.log 2>&1 \
+	  || { tail -n 25 $(VENV)/install.log; echo "make: installing failed; the whole log is $(VENV)/install.log"; exit 1; }
 	@touch $(STAMP)
 
 env: $(STAMP) ## Create the virtual environment (.venv) with every pinned dependency
 
-demo: $(STAMP) ## Synthesise demo songs, train a tiny ACE-Step LoRA on CPU, record it in MLflow
-	$(BIN)/python experiments/make_demo_data.py demo_data/songs
-	$(BIN)/audiotrain model=acestep experiment=acestep_demo data=demo_data/songs
-	@echo ""
-	@echo "Open the MLflow UI with:  make ui   (or: $(BIN)/audiotrain ui) and browse to http://127.0.0.1:5000"
+demo: $(STAMP) ## Synthesise demo songs, train a tiny ACE-Step LoRA on CPU (about a minute), record it in MLflow
+	@echo "1/2 Making 12 short demo songs (synthesised; mp3 + description + lyrics) in demo_data/songs"
+	@$(BIN)/python experiments/make_demo_data.py demo_data/songs
+	@echo "2/2 Training a tiny ACE-Step LoRA on them on the CPU: $(BIN)/audiotrain model=acestep experiment=acestep_demo data=demo_data/songs"
+	@$(BIN)/audiotrain model=acestep experiment=acestep_demo data=demo_data/songs
 
 test: $(STAMP) ## Run every test but the gpu ones, slow included (under 20 minutes on 2 CPU cores; .ci/run runs it)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=10
