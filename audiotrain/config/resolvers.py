@@ -1,7 +1,10 @@
-"""OmegaConf resolvers audiotrain configs use: ``${mul:2,${lora.r}}``, ``${cwd:}``, ``${run_dir:...}``, ``${sweep_id:}``."""
+"""OmegaConf resolvers audiotrain configs use: ``${mul:2,${lora.r}}``, ``${cwd:}``, ``${run_dir:...}``, ``${sweep_id:}``,
+``${exp_name_for:acestep,${data}}``."""
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -15,6 +18,20 @@ def register() -> None:
         OmegaConf.register_new_resolver("sweep_id", _sweep_id, use_cache=True)
     if not OmegaConf.has_resolver("run_dir"):
         OmegaConf.register_new_resolver("run_dir", _run_dir, use_cache=True)
+    if not OmegaConf.has_resolver("exp_name_for"):
+        OmegaConf.register_new_resolver("exp_name_for", exp_name_for)
+
+
+def exp_name_for(plugin: str, data=None) -> str:
+    """The default experiment name: the plugin and the data folder's name (``acestep-mysongs``); a data file
+    (``mysongs/train.txt``) is named by its folder, ``data=.`` by the working directory, no data by the plugin."""
+    if not isinstance(data, str) or not data.strip():
+        return str(plugin)
+    path = Path(os.path.expanduser(data.strip()))
+    path = path.absolute() if not path.exists() else path.resolve()
+    name = (path.parent if path.is_file() else path).name
+    name = re.sub(r"[^\w.-]+", "_", name).strip("._")[:60]
+    return f"{plugin}-{name}" if name else str(plugin)
 
 
 def _run_dir(log_dir: str, exp_name: str) -> str:

@@ -30,7 +30,8 @@ SIGTERM and Ctrl-C (SIGINT) - or, in a sweep, the sweep's ``STOP`` file appearin
 train start set a flag; at the next step end the job saves a checkpoint and stops cleanly; a second Ctrl-C stops at once (KeyboardInterrupt). The
 previous handlers are restored at train end. ``handle_signals=False`` (``trainer.signal_handlers=false``, as
 in-process tests train) installs none, nor lets Lightning install its SIGTERM handler. DataLoader workers
-should use ``quiet_worker_init`` (else Ctrl-C kills them before the main process can save).
+should use ``worker_signals.quiet_worker_init`` (else a signal sent to the whole process group - Ctrl-C,
+``timeout``, SLURM - kills them before the main process can save).
 
 Every action and every rejected command is one line on the terminal, a line in
 ``<run_dir>/control.log`` and the tracker's ``control.last`` tag (plus the metric ``control/lr``
@@ -126,22 +127,6 @@ def set_lr(trainer: L.Trainer, lr: float) -> None:
     for cfg in trainer.lr_scheduler_configs:
         if hasattr(cfg.scheduler, "_last_lr"):
             cfg.scheduler._last_lr = [g["lr"] for g in cfg.scheduler.optimizer.param_groups]
-
-
-def quiet_worker_init(worker_id: int, rank: int | None = None) -> None:
-    """A DataLoader ``worker_init_fn``: workers ignore Ctrl-C, so the main process can save and stop.
-
-    Ctrl-C reaches the whole foreground process group; a worker would die of it and the next batch
-    fetch would crash before ``LiveControl`` acts. Lightning only adds its seeding ``worker_init_fn``
-    when none is set, so this one calls it too (with ``seed_everything(..., workers=True)``).
-    Use ``functools.partial(quiet_worker_init, rank=global_rank)``; only SIGINT is ignored (a worker
-    that ignored SIGTERM could not be terminated).
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if int(os.environ.get("PL_SEED_WORKERS", 0)):
-        from lightning.fabric.utilities.seed import pl_worker_init_function
-
-        pl_worker_init_function(worker_id, rank=rank)
 
 
 def checkpoint_action(ckpt_dir: str | Path, prefix: str = "manual") -> Action:

@@ -32,6 +32,11 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     module = TrainModule(model.backbone, plugin, cfg, data.encoders, sampler, adapter_only=model.adapter_only)
     module.dataset = data.train
     module.steps_per_epoch = max(1, len(loader) // max(1, int(cfg.trainer.accumulate_grad_batches)))
+    if job.zero and not (job.sweep is not None and job.sweep.num > 0):
+        from audiotrain.train.console import console
+        from audiotrain.train.run_length import length_line
+
+        console.print(length_line(cfg, len(data.train), module.steps_per_epoch, overrides), highlight=False)
 
     tracker = None
     if job.zero:
@@ -99,9 +104,13 @@ def build_loader(cfg: DictConfig, dataset: AudioDataset, acc: str):
     """The sampler and DataLoader: a shuffled example sampler, or — with ``dataset.order`` — the bucketed
     batch sampler (interleaved/duration/group/random orders, batches capped by total seconds)."""
     from audiotrain.data.batching import BucketBatchSampler
-    from audiotrain.train.control import quiet_worker_init
+    from audiotrain.train.console import console
+    from audiotrain.train.worker_signals import quiet_worker_init
+    from audiotrain.train.data_workers import data_workers, explain_once
 
-    common = dict(num_workers=int(cfg.dataset.num_workers), collate_fn=collate_passthrough,
+    workers, note = data_workers(cfg.dataset.get("num_workers"), processes=int(cfg.trainer.devices))
+    explain_once(workers, note, lambda text: console.print(f"[yellow]Note:[/] {text}"))
+    common = dict(num_workers=workers, collate_fn=collate_passthrough,
                   persistent_workers=False, pin_memory=acc == "gpu", worker_init_fn=quiet_worker_init)
     d = cfg.dataset
     if d.get("order"):

@@ -28,7 +28,7 @@ def test_acestep_defaults_come_from_the_plugin():
     assert list(cfg.optimizer.betas) == [0.8, 0.9] and cfg.optimizer.lr == 1e-4
     assert cfg.scheduler.name == "warmup_linear" and cfg.scheduler.warmup_steps == 10
     assert cfg.trainer.gradient_clip_val == 0.5 and cfg.trainer.every_n_train_steps == 2000
-    assert cfg.exp_name == "chinese_rap_lora" and cfg.model.shift == 3.0
+    assert cfg.exp_name == "acestep" and cfg.model.shift == 3.0  # no data: the plugin's name
     assert compose(["model=acestep", "optimizer.betas=[0.9,0.99]"]).optimizer.betas == [0.9, 0.99]
 
 

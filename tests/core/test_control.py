@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 import torch
 
-from audiotrain.train.control import LiveControl, _LineReader, parse_command, quiet_worker_init, set_lr
+from audiotrain.train.control import LiveControl, _LineReader, parse_command, set_lr
 
 
 class Toy(L.LightningModule):
@@ -199,13 +199,3 @@ def test_pending_commands_survive_in_the_callback_state():
     again = LiveControl()
     again.load_state_dict(control.state_dict())
     assert [(c.name, c.at) for c in again.pending] == [("save", 50), ("lr", 70)]
-
-
-def test_quiet_worker_init_ignores_ctrl_c(monkeypatch):
-    before = signal.getsignal(signal.SIGINT)
-    monkeypatch.setenv("PL_SEED_WORKERS", "1")
-    try:
-        quiet_worker_init(0, rank=0)
-        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
-    finally:
-        signal.signal(signal.SIGINT, before)
