@@ -18,6 +18,18 @@ from audiotrain.atomic_write import atomic_write_text, is_temporary, sweep
 RESUMABLE = ("last.ckpt", "last-v*.ckpt", "manual-step=*.ckpt", "step=*.ckpt")  # on equal times, the first wins
 
 
+# What shows a folder is a run directory (a job's output), so a dataset walk does not train on what a run wrote
+# there (eval samples, an adapter's files): Hydra's record of the job (``hydra.output_subdir: .hydra``, written
+# before the job starts), the bad-input report written while its data loads, the MLflow run it logs to, and the
+# record of a sweep (``multirun.yaml``, in the sweep folder above its jobs).
+RUN_DIR_MARKERS = (".hydra/config.yaml", "bad_inputs.json", "mlflow_run_id", "multirun.yaml")
+
+
+def is_run_dir(folder: Path) -> bool:
+    """Whether ``folder`` holds what audiotrain (or Hydra, for it) writes into a run or sweep directory."""
+    return any((folder / m).is_file() for m in RUN_DIR_MARKERS)
+
+
 def checkpoints_in(dirs: list[Path]) -> list[Path]:
     """Every resumable checkpoint (``RESUMABLE``) in the ``checkpoints`` folders ``dirs``, the most recently written
     first. Never a file a killed save left half-written: those have temporary names (``atomic_write``), which are
