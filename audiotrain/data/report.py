@@ -18,7 +18,8 @@ SHOWN_PER_KIND = 3
 _WHERE = re.compile(r"^(?:line \d+|row \d+(?: \(.*?\))?|\w+ stream)$")  # "line 5", "row 3 (song_01)", "mix stream"
 _IN_PARENS = re.compile(r"(?<=[\s(])/[^()]*(?=\))")  # "(paths are relative to /my data)": spaces too
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
-_PATHLIKE = re.compile(r"(?<![\w.\-])(?:[^\s/\\:;,()\[\]|]*[/\\][^\s:;,()\[\]|]*|[^\s/\\:;,()\[\]|]*\.[A-Za-z][A-Za-z0-9]{0,4})"
+_PATHLIKE = re.compile(r"(?<![\w.\-])(?:[^\s/\\:;,()\[\]|]*[/\\][^\s:;,()\[\]|]*"  # a/b, .mp3/.wav
+                       r"|[^\s/\\:;,()\[\]|]*\.[A-Za-z][A-Za-z0-9]{0,4})"         # x_cap.txt, .m4a
                        r"(?=$|[\s,;:)\]])")
 _NUMBER = re.compile(r"(?<![\w.\-])(?:0x[0-9a-fA-F]+|\d+(?:\.\d+)?)(?!\w)")
 
@@ -32,6 +33,7 @@ def reason_kind(reason: str) -> str:
         if _WHERE.match(part):
             continue
         kind = _NUMBER.sub("N", _PATHLIKE.sub("…", _QUOTED.sub("'…'", _IN_PARENS.sub("…", part)))).strip()
+        kind = kind[:-2] if kind.endswith(" …") else kind  # "no tags file …" (x_prompt.txt) → "no tags file"
         if kind.strip("… ") and kind != "…":
             return kind
     return reason

@@ -2,11 +2,11 @@
 
 ``data=.`` in a project folder must find the songs, not the project: a walk below the data folder never enters
 a hidden folder (``.git``, ``.venv``), a Python environment or package folder (one holding ``pyvenv.cfg`` or
-``conda-meta/``; ``site-packages``, ``node_modules``, ``__pycache__``), audiotrain's own outputs (``exps/``,
-``outputs/``, ``multirun/``, MLflow's ``mlruns/``/``mlartifacts/``), a cache folder (tagged with ``CACHEDIR.TAG``,
-as the feature cache is wherever ``cache_dir`` puts it) or a run directory (``run_dir.is_run_dir``). Such a
-folder is pruned before it is listed, so a large environment costs one look, and nothing about it is reported.
-The data folder itself is always walked, whatever it is: the user named it.
+``conda-meta/``; ``site-packages``, ``node_modules``, ``__pycache__``, ``*.egg-info``), audiotrain's own outputs
+(``exps/``, ``outputs/``, ``multirun/``, MLflow's ``mlruns/``/``mlartifacts/``), a cache folder (tagged with
+``CACHEDIR.TAG``, as the feature cache is wherever ``cache_dir`` puts it) or a run directory
+(``run_dir.is_run_dir``). Such a folder is pruned before it is listed, so a large environment costs one look, and
+nothing about it is reported. The data folder itself is always walked, whatever it is: the user named it.
 
 Files that are plainly not part of a dataset (cover art, notes and documents, playlists, rip logs, Thumbs.db,
 README*/LICENSE*) are passed over without a word; everything else is the reader's to use or report.
@@ -21,6 +21,7 @@ from audiotrain.data.audio_io import AUDIO_EXTENSIONS, OTHER_AUDIO_EXTENSIONS
 from audiotrain.train.run_dir import is_run_dir
 
 PACKAGE_FOLDERS = frozenset({"site-packages", "dist-packages", "node_modules", "__pycache__"})
+PACKAGE_SUFFIXES = (".egg-info", ".dist-info")  # an installed or built package's metadata
 ENVIRONMENT_MARKERS = ("pyvenv.cfg", "conda-meta")  # a virtualenv / venv, a conda environment
 OUTPUT_FOLDERS = frozenset({"exps", "outputs", "multirun", "mlruns", "mlartifacts"})
 
@@ -33,7 +34,8 @@ NOT_DATA_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ico", ".svg", ".heic",  # cover art
     ".md", ".rst", ".pdf", ".nfo", ".log", ".cue", ".m3u", ".m3u8", ".pls", ".db", ".sfv", ".accurip",
     ".html", ".htm", ".url", ".doc", ".docx", ".rtf"})
-NOT_DATA_NAMES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", "notes.txt", "todo.txt", "info.txt"})
+NOT_DATA_NAMES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", "notes.txt", "todo.txt", "info.txt",
+                            "requirements.txt", "cmakelists.txt"})
 NOT_DATA_PREFIXES = ("readme", "license", "licence", "copying", "changelog", "authors", "credits")
 AUDIO_LIKE = frozenset(AUDIO_EXTENSIONS) | frozenset(OTHER_AUDIO_EXTENSIONS)
 
@@ -45,7 +47,7 @@ def tag_cache(folder: Path) -> None:
         try:
             tag.write_bytes(CACHE_SIGNATURE + b"\n# This folder is audiotrain's feature cache: it can be deleted and "
                                               b"is rebuilt when needed.\n# See https://bford.info/cachedir/\n")
-        except OSError:  # a read-only cache is still a cache; the walk then knows it by cache_dir's default name only
+        except OSError:  # a read-only cache works without its tag (the default .audiotrain_cache is hidden anyway)
             pass
 
 
@@ -62,7 +64,8 @@ def not_entered(folder: Path) -> str | None:
     name = folder.name
     if name.startswith("."):
         return "hidden"
-    if name in PACKAGE_FOLDERS or any((folder / m).exists() for m in ENVIRONMENT_MARKERS):
+    if name in PACKAGE_FOLDERS or name.endswith(PACKAGE_SUFFIXES) \
+            or any(os.path.exists(folder / m) for m in ENVIRONMENT_MARKERS):  # os.path: never raises
         return "a Python environment or package folder"
     if name in OUTPUT_FOLDERS:
         return "audiotrain's outputs"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ RUN_DIR_MARKERS = (".hydra/config.yaml", "bad_inputs.json", "mlflow_run_id", "mu
 
 def is_run_dir(folder: Path) -> bool:
     """Whether ``folder`` holds what audiotrain (or Hydra, for it) writes into a run or sweep directory."""
-    return any((folder / m).is_file() for m in RUN_DIR_MARKERS)
+    return any(os.path.isfile(folder / m) for m in RUN_DIR_MARKERS)  # os.path: a folder we may not read is no run
 
 
 def checkpoints_in(dirs: list[Path]) -> list[Path]:

@@ -19,6 +19,14 @@ def wav(path: Path, prompt: str | None = None) -> None:
         path.with_name(f"{path.stem}_prompt.txt").write_text(prompt, encoding="utf-8")
 
 
+def train(cwd: Path, data: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", AUDIOTRAIN_CACHE=str(cwd / "cache"))
+    return subprocess.run([sys.executable, "-m", "audiotrain.cli.main", "model=acestep", "debug=smoke", f"data={data}",
+                           "trainer.max_steps=2", "trainer.every_n_train_steps=2", "trainer.every_plot_step=0",
+                           "trainer.eval_audio=false", "tracking=none", "trainer.stdin_control=false"],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
 def test_data_dot_in_a_project_trains_on_its_songs_only(tmp_path):
     from audiotrain_acestep.demo_songs import demo_specs, write_song_folder
 
@@ -28,7 +36,7 @@ def test_data_dot_in_a_project_trains_on_its_songs_only(tmp_path):
     (proj / "README.md").write_text("my project\n"), (proj / "notes.txt").write_text("todo\n")
     (proj / ".venv").mkdir()
     (proj / ".venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
-    wav(proj / ".venv" / "lib" / "python3.11" / "site-packages" / "scipy" / "io" / "tests" / "data" / "test-44100Hz.wav")
+    wav(proj / ".venv" / "lib" / "python3.11" / "site-packages" / "scipy" / "io" / "tests" / "test-44100Hz.wav")
     (proj / "venv").mkdir()
     (proj / "venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
     wav(proj / "venv" / "lib" / "python3.11" / "site-packages" / "scipy" / "io" / "tests" / "data" / "test.wav")
@@ -39,11 +47,7 @@ def test_data_dot_in_a_project_trains_on_its_songs_only(tmp_path):
     wav(old / "samples" / "target_0.wav", "a sample, not a song")
     wav(proj / "cache" / "stray.wav", "in the cache")                      # AUDIOTRAIN_CACHE=proj/cache
 
-    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", AUDIOTRAIN_CACHE=str(proj / "cache"))
-    p = subprocess.run([sys.executable, "-m", "audiotrain.cli.main", "model=acestep", "debug=smoke", "data=.",
-                        "trainer.max_steps=2", "trainer.every_n_train_steps=2", "trainer.every_plot_step=0",
-                        "trainer.eval_audio=false", "tracking=none", "trainer.stdin_control=false"],
-                       cwd=proj, env=env, capture_output=True, text=True, timeout=300)
+    p = train(proj, ".")
     assert p.returncode == 0, p.stderr[-3000:]
     out = p.stdout + p.stderr
     assert f"Data: {proj.resolve()} — 2 usable, 0 skipped" in out, out[-3000:]
@@ -53,3 +57,23 @@ def test_data_dot_in_a_project_trains_on_its_songs_only(tmp_path):
     saved = json.loads(report.read_text())
     assert saved["usable"] == 2 and saved["skipped"] == [] and saved["notes"] == []
     assert (proj / "cache" / "CACHEDIR.TAG").is_file()
+
+
+def test_many_skipped_files_are_counted_per_reason_on_the_console_and_listed_in_the_run(tmp_path):
+    from audiotrain_acestep.demo_songs import demo_specs, write_song_folder
+
+    songs = tmp_path / "songs"
+    write_song_folder(songs, demo_specs(2, seconds=3.0))
+    for i in range(50):
+        (songs / f"orphan_{i:02d}_prompt.txt").write_text("jazz", encoding="utf-8")
+    for i in range(10):
+        wav(songs / "untagged" / f"take_{i}.wav")
+    p = train(tmp_path, str(songs))
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = p.stdout + p.stderr
+    (full,) = tmp_path.glob("exps/logs/*/*/bad_inputs.txt")
+    assert f"Data: {songs.resolve()} — 2 usable, 60 skipped; the full list: {full}" in out, out[-3000:]
+    assert "  50 skipped: tags file without audio\n" in out and "  10 skipped: no tags file\n" in out
+    assert out.count("SKIPPED ") == 6 and "... and 47 more" in out and "... and 7 more" in out
+    saved = full.read_text()
+    assert saved.count("SKIPPED ") == 60 and "orphan_49_prompt.txt" in saved and "take_9.wav" in saved

@@ -10,7 +10,18 @@ from pathlib import Path
 from audiotrain.data.cache import FeatureCache
 from audiotrain.data.report import BadInputReport, reason_kind
 from audiotrain.data.walk import dataset_files, not_entered
+from audiotrain.data.readers.sidecar_folder import Clip, Sidecar, SidecarFolder
 from tests.core.test_kit_readers import CaptionFolder, relative, text, tone
+
+
+class TranscriptFolder(SidecarFolder):
+    """A test format whose text files are plain ``X.txt``, as a voice folder has them."""
+
+    description = "transcript folder"
+    sidecars = (Sidecar("text", ".txt", "transcript", "write what is said into it"),)
+
+    def row(self, clip: Clip, root: Path) -> dict:
+        return {"key": clip.key, "audio_path": str(clip.audio), "text": clip.texts["text"]}
 
 
 def clip(path: Path, caption: str = "a tone") -> None:
@@ -22,15 +33,16 @@ def project(root: Path) -> list[str]:
     data, each holding clips (audio + caption) that would be rows if the walk went in. Returns the real keys."""
     clip(root / "a.wav"), clip(root / "album" / "b.flac")
     for junk in ("cover.jpg", "notes.md", "README.txt", "LICENSE", "album/folder.png", "album/rip.log",
-                 "album/album.cue", "album/Thumbs.db", "desktop.ini", "notes.txt", "README_cap.txt"):
+                 "album/album.cue", "album/Thumbs.db", "desktop.ini", "notes.txt", "README_cap.txt",
+                 "requirements.txt"):
         text(root / junk, "not data")
     text(root / ".venv" / "pyvenv.cfg", "home = /usr/bin\n")
-    clip(root / ".venv" / "lib" / "python3.11" / "site-packages" / "scipy" / "io" / "tests" / "data" / "test.wav")
+    clip(root / ".venv" / "lib" / "python3.11" / "site-packages" / "scipy" / "io" / "tests" / "test.wav")
     text(root / "env" / "pyvenv.cfg", "home = /usr/bin\n")                         # a venv not named .venv
     clip(root / "env" / "lib" / "python3.11" / "site-packages" / "pkg" / "beep.wav")
     (root / "conda_env" / "conda-meta").mkdir(parents=True)
     clip(root / "conda_env" / "share" / "sounds" / "ding.wav")
-    for pkg in ("node_modules/player", "vendor/site-packages/lib", "tools/__pycache__"):
+    for pkg in ("node_modules/player", "vendor/site-packages/lib", "tools/__pycache__", "mypkg.egg-info"):
         clip(root / pkg / "sound.wav")
     run = root / "exps" / "logs" / "old" / "2024-05-01_10-00-00"
     text(run / ".hydra" / "config.yaml", "data: .\n")
@@ -78,13 +90,14 @@ def test_why_each_folder_is_not_entered(tmp_path):
     root = tmp_path / "proj"
     project(root)
     why = {p: not_entered(root / p) for p in (
-        ".venv", "env", "conda_env", "node_modules", "vendor/site-packages", "tools/__pycache__", "exps", "outputs",
+        ".venv", "env", "conda_env", "node_modules", "vendor/site-packages", "mypkg.egg-info", "tools/__pycache__", "exps", "outputs",
         "multirun", "mlartifacts", "features", "my_runs/first", "my_runs/second", "sweeps/sweep_abc", "album",
         "my_runs", "sweeps", "tools")}
     assert why == {
         ".venv": "hidden", "env": "a Python environment or package folder",
         "conda_env": "a Python environment or package folder", "node_modules": "a Python environment or package folder",
         "vendor/site-packages": "a Python environment or package folder",
+        "mypkg.egg-info": "a Python environment or package folder",
         "tools/__pycache__": "a Python environment or package folder", "exps": "audiotrain's outputs",
         "outputs": "audiotrain's outputs", "multirun": "audiotrain's outputs", "mlartifacts": "audiotrain's outputs",
         "features": "a cache (CACHEDIR.TAG)", "my_runs/first": "a run directory", "my_runs/second": "a run directory",
@@ -120,6 +133,18 @@ def test_a_stray_text_file_is_still_reported_unless_it_is_a_known_name(tmp_path)
     assert report.skipped[0].kind == "caption file without audio"
 
 
+def test_well_known_text_files_are_not_stray_transcripts(tmp_path):
+    tone(tmp_path / "a.wav"), text(tmp_path / "a.txt", "hello")
+    tone(tmp_path / "notes.wav"), text(tmp_path / "notes.txt", "a clip named notes keeps its transcript")
+    for name in ("README.txt", "LICENSE.txt", "requirements.txt", "todo.txt", "stray.txt"):
+        text(tmp_path / name, "x")
+    report = BadInputReport()
+    rows = TranscriptFolder().read(tmp_path, report).rows
+    assert [(r["key"], r["text"]) for r in rows] == [("a", "hello"), ("notes", "a clip named notes keeps its transcript")]
+    assert relative(report, tmp_path) == [
+        ("stray.txt", "transcript file without audio: no audio file named stray (.mp3/.wav/.flac/.ogg) beside it")]
+
+
 def test_sixty_bad_files_are_a_count_and_a_few_paths_per_reason_on_the_console(tmp_path):
     data = tmp_path / "data"
     clip(data / "good1.wav"), clip(data / "good2.wav")
@@ -140,7 +165,7 @@ def test_sixty_bad_files_are_a_count_and_a_few_paths_per_reason_on_the_console(t
     heads = [ln.strip() for ln in lines if not ln.startswith("    ")][1:]
     assert heads == ["40 skipped: caption file without audio",
                      "15 skipped: … is not an audio format audiotrain reads (…)",
-                     "5 skipped: no caption file …", "2 noted: no …, kept without a note"]
+                     "5 skipped: no caption file", "2 noted: no …, kept without a note"]
     assert sum("SKIPPED" in ln for ln in lines) == 3 + 3 + 3
     assert [ln.strip() for ln in lines if "more" in ln] == ["... and 37 more", "... and 12 more", "... and 2 more"]
     assert f"SKIPPED {data.resolve() / 'orphan_00_cap.txt'}: caption file without audio" in shown
@@ -148,7 +173,8 @@ def test_sixty_bad_files_are_a_count_and_a_few_paths_per_reason_on_the_console(t
     # the saved report keeps every one of the sixty, each with its kind
     txt, js = report.save(saved.parent)
     assert txt == saved and sum(ln.startswith("  SKIPPED ") for ln in txt.read_text().splitlines()) == 60
-    assert txt.read_text().count("SKIPPED " + str(data.resolve() / "orphan_")) == 40 and "orphan_39_cap.txt" in txt.read_text()
+    full = txt.read_text()
+    assert full.count("SKIPPED " + str(data.resolve() / "orphan_")) == 40 and "orphan_39_cap.txt" in full
     kinds = [s["kind"] for s in json.loads(js.read_text())["skipped"]]
     assert len(kinds) == 60 and kinds.count("caption file without audio") == 40
 
@@ -171,7 +197,7 @@ def test_reason_kinds_drop_what_names_one_file():
         "mix stream: audio file is empty (0 bytes)",
         "line 6: notes.mp4: .mp4 is not an audio format audiotrain reads (.mp3/.wav/.flac/.ogg): convert it",
         "tags file is not UTF-8 text (byte 0xe9 at offset 3); save it as UTF-8",
-        "speaker 'alice' has 2 usable utterance(s); VALL-E needs 3",
+        "speaker 'alice' has 2 usable utterance(s); the model needs 3",
         "4.5 s is outside model.duration_range [1, 20] s")} == {
         "line 5: audio file wavs/gone.wav not found (paths are relative to /my data/voices)":
             "audio file … not found (paths are relative to …)",
@@ -184,7 +210,8 @@ def test_reason_kinds_drop_what_names_one_file():
             "… is not an audio format audiotrain reads (…)",
         "tags file is not UTF-8 text (byte 0xe9 at offset 3); save it as UTF-8":
             "tags file is not UTF-8 text (byte N at offset N); save it as UTF-8",
-        "speaker 'alice' has 2 usable utterance(s); VALL-E needs 3": "speaker '…' has N usable utterance(s); VALL-E needs N",
+        "speaker 'alice' has 2 usable utterance(s); the model needs 3":
+            "speaker '…' has N usable utterance(s); the model needs N",
         "4.5 s is outside model.duration_range [1, 20] s": "N s is outside model.duration_range [N, N] s"}
     report = BadInputReport()
     report.add("x", "line 1: whatever x.wav", kind="my kind")  # a caller may name the kind itself
