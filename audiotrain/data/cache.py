@@ -23,6 +23,7 @@ from filelock import FileLock
 from safetensors.torch import load_file, save_file
 
 from audiotrain.atomic_write import atomic_path
+from audiotrain.data.walk import tag_cache
 from audiotrain.safe_files import first_line
 
 CACHE_DISK_FULL_FIX = "free some space, or set cache_dir= (or AUDIOTRAIN_CACHE) to a disk with room"
@@ -36,6 +37,7 @@ class FeatureCache:
     def __init__(self, root: str | Path, namespace: str):
         self.root = Path(root) / namespace
         self.root.mkdir(parents=True, exist_ok=True)
+        tag_cache(Path(root))  # CACHEDIR.TAG: `data=` walks (and backups) pass the cache by, wherever it lives
 
     def dir_for(self, tok_name: str, tok_key: str) -> Path:
         d = self.root / f"{tok_name}-{tok_key}"

@@ -27,8 +27,10 @@ class Data:
     val_report: BadInputReport | None = None  # val_data=PATH's own report (a split shares ``report``)
 
     def report_text(self) -> str:
-        text = self.report.render()
-        return text if self.val_report is None else f"{text}\nValidation {self.val_report.render()}"
+        """The reports for the MLflow run's description: a few per kind of reason, the full lists are artifacts."""
+        text = self.report.summary(full_list="the run artifact data/bad_inputs.txt")
+        return text if self.val_report is None else \
+            f"{text}\nValidation {self.val_report.summary(full_list='the run artifact data/bad_inputs_val.txt')}"
 
 
 def load_data(cfg: DictConfig, plugin: Any, run_dir: Path, acc: str, save_report: bool = True,
@@ -106,9 +108,12 @@ def _unit(ds: AudioDataset) -> str:
 
 
 def _show(rep: BadInputReport, stem: str, run_dir: Path, save: bool, brief: bool, prefix: str = "") -> None:
-    text = rep.render()
+    """The console's form of the report (a few per kind of reason when long; ``brief``: its first line), and the
+    full list saved in the run directory."""
+    full = run_dir / f"{stem}.txt"
+    text = rep.summary(full_list=full)
     if brief and len(rep):
-        text = f"{text.splitlines()[0]} (the list: {run_dir / (stem + '.txt')})"
+        text = f"{rep.render().splitlines()[0]} (the list: {full})"
     console.print(prefix + text)
     if save:
         rep.save(run_dir, stem)

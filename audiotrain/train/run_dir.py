@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,18 @@ from audiotrain.atomic_write import atomic_write_text, is_temporary, sweep
 # and its last.ckpt leaves step=N.ckpt as the only file of step N - the newest complete checkpoint.
 # Lightning names a new last.ckpt last-v1.ckpt when a resumed run's checkpoint settings differ from the old ones.
 RESUMABLE = ("last.ckpt", "last-v*.ckpt", "manual-step=*.ckpt", "step=*.ckpt")  # on equal times, the first wins
+
+
+# What shows a folder is a run directory (a job's output), so a dataset walk does not train on what a run wrote
+# there (eval samples, an adapter's files): Hydra's record of the job (``hydra.output_subdir: .hydra``, written
+# before the job starts), the bad-input report written while its data loads, the MLflow run it logs to, and the
+# record of a sweep (``multirun.yaml``, in the sweep folder above its jobs).
+RUN_DIR_MARKERS = (".hydra/config.yaml", "bad_inputs.json", "mlflow_run_id", "multirun.yaml")
+
+
+def is_run_dir(folder: Path) -> bool:
+    """Whether ``folder`` holds what audiotrain (or Hydra, for it) writes into a run or sweep directory."""
+    return any(os.path.isfile(folder / m) for m in RUN_DIR_MARKERS)  # os.path: a folder we may not read is no run
 
 
 def checkpoints_in(dirs: list[Path]) -> list[Path]:

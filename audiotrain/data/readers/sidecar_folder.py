@@ -2,7 +2,8 @@
 
 A plugin subclasses :class:`SidecarFolder`, lists its :class:`Sidecar` files and turns each usable
 :class:`Clip` into a manifest row (:meth:`SidecarFolder.row`). The base finds the audio anywhere below the
-root (hidden files and folders ignored), groups files by stem, and reports, each with its reason:
+root (``audiotrain.data.walk``: not in hidden folders, environments, outputs, caches or run directories; cover art,
+notes and READMEs passed over), groups files by stem, and reports, each with its reason:
 two audio files with one stem (the first in sorted order is used), audio in a format that is not read (.m4a, ...),
 a link that leads to no file, a clip whose required text file is
 missing, unreadable or (where it must not be) empty, and a text file with no audio beside it.
@@ -19,6 +20,7 @@ from audiotrain.data.audio_io import AUDIO_EXTENSIONS, OTHER_AUDIO_EXTENSIONS, f
 from audiotrain.data.manifest import Manifest
 from audiotrain.data.report import BadInputReport
 from audiotrain.data.text_files import read_sidecar
+from audiotrain.data.walk import dataset_files, walk_files
 from audiotrain.plugins.base import DataReader
 
 EXTS = "/".join(AUDIO_EXTENSIONS)
@@ -53,13 +55,6 @@ class Clip:
     texts: dict[str, str]
 
 
-def visible_files(root: Path) -> list[Path]:
-    """Files below ``root``, sorted, none in or named like a hidden (``.``) entry; links that lead to no file
-    (dangling, or a loop) and special files (a named pipe) are listed too, so they are reported rather than missed."""
-    return sorted(p for p in root.rglob("*") if not p.is_dir()
-                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
-
-
 class SidecarFolder(DataReader):
     sidecars: Sequence[Sidecar] = ()
 
@@ -71,12 +66,12 @@ class SidecarFolder(DataReader):
         if not path.is_dir():
             return False
         suffixes = tuple(s.suffix for s in self.sidecars if s.required)
-        return any(p.suffix.lower() in AUDIO_EXTENSIONS or p.name.endswith(suffixes) for p in path.rglob("*"))
+        return any(p.suffix.lower() in AUDIO_EXTENSIONS or p.name.endswith(suffixes) for p in walk_files(path))
 
     def read(self, path: Path, report: BadInputReport) -> Manifest:
         """Rows of every usable clip below ``path``, sorted by key."""
         root = path.resolve()
-        files = visible_files(root)
+        files = dataset_files(root)
         audio: dict[str, Path] = {}
         for p in files:
             if p.suffix.lower() not in AUDIO_EXTENSIONS:
