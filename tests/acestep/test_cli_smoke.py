@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from audiotrain.config.resolvers import exp_name_for
+
 AUDIOTRAIN = [sys.executable, "-m", "audiotrain.cli.main"]
 
 
@@ -27,7 +29,8 @@ def test_smoke_run_with_broken_files_records_mlflow_and_adapter(broken_song_dir,
     assert "Done." in err and "adapter:" in err.split("Done.")[1]
     # what a person reads ends with the result: no tracebacks, no warnings from our own hooks
     assert "Traceback" not in err and "Callback" not in err and "UserWarning" not in err, err[-3000:]
-    run_dirs = list((tmp_path / "exps" / "logs" / "chinese_rap_lora").iterdir())
+    assert "Training for 24 optimizer steps (debug=smoke), about 12 epochs of 2 examples." in err
+    run_dirs = list((tmp_path / "exps" / "logs" / exp_name_for("acestep", str(broken_song_dir))).iterdir())
     run_dir = [d for d in run_dirs if (d / "summary.json").is_file()][0]
     assert (run_dir / "adapters" / "final" / "acestep" / "pytorch_lora_weights.safetensors").is_file()
     assert (run_dir / "adapters" / "final" / "peft" / "adapter_model.safetensors").is_file()

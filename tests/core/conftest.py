@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from audiotrain.train.sweep_job import sweep_id
+from audiotrain.config.resolvers import exp_name_for
 
 SWEEP_ARGS = ["-m", "model=acestep", "debug=smoke", "trainer.max_steps=6", "trainer.every_n_train_steps=3",
               "trainer.every_plot_step=6", "model.sample_steps=2", "trainer.sample_prompts=1",
@@ -64,7 +65,8 @@ def sweep4(song_dir, tmp_path_factory) -> Sweep:
     cwd = tmp_path_factory.mktemp("sweep4")
     argv = [*SWEEP_ARGS, f"data={song_dir}"]
     sweep = Sweep(cwd, argv)
-    sweep.sweep_dir = cwd / "exps" / "logs" / "chinese_rap_lora" / f"sweep_{sweep_id([a for a in argv if '=' in a])}"
+    name = exp_name_for("acestep", str(song_dir))
+    sweep.sweep_dir = cwd / "exps" / "logs" / name / f"sweep_{sweep_id([a for a in argv if '=' in a])}"
     (sweep.sweep_dir / "2").mkdir(parents=True)
     (sweep.sweep_dir / "2" / "control").write_text("quit@3\n")  # as if typed while job 2 ran
     sweep.runs.append(sweep.run(*argv))

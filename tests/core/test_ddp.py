@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from audiotrain.config.resolvers import exp_name_for
 
 VOICES = {"alice": ("en-us", ["The quick brown fox jumps over the lazy dog.", "She sells sea shells by the sea shore.",
                               "A stitch in time saves nine."]),
@@ -53,7 +54,7 @@ def test_ddp_two_cpu_processes_one_run(voices, tmp_path):
     assert p.returncode == 0, out[-4000:]
     # one job: one report, one final message, one run directory shared by both ranks
     assert out.count("Done.") == 1 and out.count("6 usable, 0 skipped") == 1, out[-4000:]
-    (run_dir,) = list((tmp_path / "exps" / "logs" / "valle").iterdir())
+    (run_dir,) = list((tmp_path / "exps" / "logs" / exp_name_for("valle", str(voices))).iterdir())
     assert (run_dir / "config.yaml").is_file() and (run_dir / "summary.json").is_file()
     assert not list(run_dir.glob(".pl_hydra*"))
     # the adapter, written once (by rank 0), and the checkpoints

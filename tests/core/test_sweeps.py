@@ -11,6 +11,7 @@ import yaml
 
 from audiotrain.train.sweep_job import sweep_id
 from tests.core.conftest import Sweep, parent_and_children, steps_of
+from audiotrain.config.resolvers import exp_name_for
 
 
 @pytest.mark.slow  # the sweep4 fixture: a 4-job sweep run twice by the CLI, ~45 s on 2 idle cores
@@ -110,7 +111,7 @@ def test_optuna_search_on_the_parallel_launcher(song_dir, tmp_path):
     for c in children:
         assert int(c.data.params["lora.r"]) in (4, 8, 16, 32, 64)
         assert 1e-5 <= float(c.data.params["optimizer.lr"]) <= 1e-3
-    (sweep_dir,) = (tmp_path / "exps" / "logs" / "chinese_rap_lora").glob("sweep_lora_optuna-*")
+    (sweep_dir,) = (tmp_path / "exps" / "logs" / exp_name_for("acestep", str(song_dir))).glob("sweep_lora_optuna-*")
     result = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     best = min(c.data.metrics["train_fixed/loss"] for c in children)
     assert result["best_value"] == pytest.approx(best)

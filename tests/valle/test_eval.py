@@ -12,6 +12,7 @@ import sys
 import torch
 
 from audiotrain.tracking.mel_distance import mel_distance
+from audiotrain.config.resolvers import exp_name_for
 
 SR = 24000
 
@@ -69,7 +70,7 @@ def test_periodic_eval_then_mode_eval_logs_mel_distance(valle_cfg, voice_dir, tm
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
     assert "eval/mel_distance" in p.stderr and "Eval done." in p.stderr
     assert "train:" not in p.stderr  # evaluation only: no training steps
-    (eval_run,) = list((tmp_path / "evals" / "valle").iterdir())
+    (eval_run,) = list((tmp_path / "evals" / exp_name_for("valle", str(voice_dir))).iterdir())
     summary = json.loads((eval_run / "eval_summary.json").read_text())
     assert summary["step"] == 2 and summary["checkpoint"] == str(ckpt.resolve())
     out = eval_run / "eval" / "step_2"

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from audiotrain.train.run import train
+from audiotrain.config.resolvers import exp_name_for
 
 
 @pytest.mark.slow  # over 20 s on 2 cores: make test runs it, make test-fast leaves it out
@@ -23,7 +24,7 @@ def test_cli_lora_run_on_voices_with_a_broken_clip(voice_dir, tmp_path):
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "6 usable, 1 skipped" in p.stderr and "broken.wav" in p.stderr
-    run_dir = next((tmp_path / "exps" / "logs" / "valle").iterdir())
+    run_dir = next((tmp_path / "exps" / "logs" / exp_name_for("valle", str(voice_dir))).iterdir())
     final = run_dir / "adapters" / "final"
     from audiotrain_valle import adapter_format
 
