@@ -6,7 +6,8 @@ a hidden folder (``.git``, ``.venv``), a Python environment or package folder (o
 (``exps/``, ``outputs/``, ``multirun/``, MLflow's ``mlruns/``/``mlartifacts/``), a cache folder (tagged with
 ``CACHEDIR.TAG``, as the feature cache is wherever ``cache_dir`` puts it) or a run directory
 (``run_dir.is_run_dir``). Such a folder is pruned before it is listed, so a large environment costs one look, and
-nothing about it is reported. The data folder itself is always walked, whatever it is: the user named it.
+outputs and run directories are named in one note line (the rest, never a user's data, in none). The data
+folder itself is always walked, whatever it is: the user named it.
 
 Files that are plainly not part of a dataset (cover art, notes and documents, playlists, rip logs, Thumbs.db,
 README*/LICENSE*) are passed over without a word; everything else is the reader's to use or report.
@@ -38,6 +39,11 @@ NOT_DATA_NAMES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", "notes.tx
                             "requirements.txt", "cmakelists.txt"})
 NOT_DATA_PREFIXES = ("readme", "license", "licence", "copying", "changelog", "authors", "credits")
 AUDIO_LIKE = frozenset(AUDIO_EXTENSIONS) | frozenset(OTHER_AUDIO_EXTENSIONS)
+
+
+#: folders not entered that are named in the note line: recognised by name or by a file audiotrain writes, so a
+#: user's own folder could be one (hidden folders, environments, package folders and tagged caches never are)
+TOLD = ("audiotrain's outputs", "a run directory")
 
 
 def tag_cache(folder: Path) -> None:
@@ -85,18 +91,37 @@ def not_data(name: str) -> bool:
     return ext in NOT_DATA_EXTENSIONS or low in NOT_DATA_NAMES or low.startswith(NOT_DATA_PREFIXES)
 
 
-def walk_files(root: Path) -> Iterator[Path]:
+def walk_files(root: Path, passed: list[tuple[Path, str]] | None = None) -> Iterator[Path]:
     """The files a reader looks at below ``root``, folder by folder: none in a folder :func:`not_entered` names,
     none hidden or :func:`not_data`. Links that lead to no file (dangling, a loop) and special files (a named
-    pipe) are among them, so they are reported rather than missed; links to folders are not followed."""
+    pipe) are among them, so they are reported rather than missed; links to folders are not followed.
+    ``passed`` collects ``(folder, why)`` for every folder not entered for a reason in :data:`TOLD`."""
     for top, dirs, files in os.walk(root):
         here = Path(top)
-        dirs[:] = sorted(d for d in dirs if not_entered(here / d) is None)
+        kept = []
+        for d in sorted(dirs):
+            why = not_entered(here / d)
+            if why is None:
+                kept.append(d)
+            elif passed is not None and why in TOLD:
+                passed.append((here / d, why))
+        dirs[:] = kept
         for name in sorted(files):
             if not name.startswith(".") and not not_data(name):
                 yield here / name
 
 
-def dataset_files(root: Path) -> list[Path]:
+def dataset_files(root: Path, passed: list[tuple[Path, str]] | None = None) -> list[Path]:
     """:func:`walk_files`, sorted as paths are (a folder's files and sub-folders by name)."""
-    return sorted(walk_files(root))
+    return sorted(walk_files(root, passed))
+
+
+def passed_note(root: Path, passed: list[tuple[Path, str]]) -> str | None:
+    """One line naming the folders a walk below ``root`` did not enter as outputs or run directories, so data in a
+    folder named like an output is never lost without a word: ``not searched: exps/ (audiotrain's outputs), ...``."""
+    if not passed:
+        return None
+    shown = [f"{f.relative_to(root).as_posix()}/ ({why})" for f, why in passed[:5]]
+    more = f" and {len(passed) - 5} more" if len(passed) > 5 else ""
+    return (f"not searched: {', '.join(shown)}{more}; to use audio in one of them, name that folder in data= "
+            f"(or move it)")

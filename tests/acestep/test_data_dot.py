@@ -1,5 +1,6 @@
 """``audiotrain data=.`` from a project folder trains on its songs only: not on a virtual environment's test wavs,
-an earlier run's outputs, the feature cache or a run directory kept elsewhere, and says nothing about them."""
+an earlier run's outputs, the feature cache or a run directory kept elsewhere; the outputs and run directories it
+passed over are named in one line."""
 from __future__ import annotations
 
 import json
@@ -51,11 +52,15 @@ def test_data_dot_in_a_project_trains_on_its_songs_only(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     out = p.stdout + p.stderr
     assert f"Data: {proj.resolve()} — 2 usable, 0 skipped" in out, out[-3000:]
-    for word in ("venv", "scipy", "exps/logs/old", "old_runs", "stray", "cover.jpg", "README", "notes.txt"):
+    for word in ("venv", "scipy", "exps/logs/old", "stray", "cover.jpg", "README", "notes.txt"):
         assert word not in out, (word, out[-3000:])
+    # the folders passed over by a name or a file a user's own folder could have are named in one line
+    told = (f"{proj.name}: not searched: exps/ (audiotrain's outputs), old_runs/2024-05-01_11-00-00/ (a run "
+            "directory); to use audio in one of them, name that folder in data= (or move it)")
+    assert out.count("not searched:") == 1 and told in out, out[-3000:]
     (report,) = proj.glob("exps/logs/*/*/bad_inputs.json")
     saved = json.loads(report.read_text())
-    assert saved["usable"] == 2 and saved["skipped"] == [] and saved["notes"] == []
+    assert saved["usable"] == 2 and saved["skipped"] == [] and saved["notes"] == [told]
     assert (proj / "cache" / "CACHEDIR.TAG").is_file()
 
 

@@ -80,8 +80,11 @@ def test_a_project_folder_gives_only_its_clips_and_says_nothing_of_the_rest(tmp_
     rows = reader.read(root, report).rows
     assert [r["key"] for r in rows] == keys
     assert report.skipped == []
-    assert report.live_notes() == ["a.wav: no a_note.txt, kept without a note",
-                                   "b.flac: no b_note.txt, kept without a note"]
+    assert report.live_notes() == [
+        "proj: not searched: exps/ (audiotrain's outputs), mlartifacts/ (audiotrain's outputs), multirun/ "
+        "(audiotrain's outputs), outputs/ (audiotrain's outputs), my_runs/first/ (a run directory) and 2 more; "
+        "to use audio in one of them, name that folder in data= (or move it)",
+        "a.wav: no a_note.txt, kept without a note", "b.flac: no b_note.txt, kept without a note"]
     # listed: the data and the ordinary folders around it, never a pruned one (its name or marker is looked at)
     assert sorted(set(listed)) == [".", "album", "my_runs", "sweeps", "tools", "vendor"]
 

@@ -20,7 +20,7 @@ from audiotrain.data.audio_io import AUDIO_EXTENSIONS, OTHER_AUDIO_EXTENSIONS, f
 from audiotrain.data.manifest import Manifest
 from audiotrain.data.report import BadInputReport
 from audiotrain.data.text_files import read_sidecar
-from audiotrain.data.walk import dataset_files, walk_files
+from audiotrain.data.walk import dataset_files, passed_note, walk_files
 from audiotrain.plugins.base import DataReader
 
 EXTS = "/".join(AUDIO_EXTENSIONS)
@@ -71,7 +71,11 @@ class SidecarFolder(DataReader):
     def read(self, path: Path, report: BadInputReport) -> Manifest:
         """Rows of every usable clip below ``path``, sorted by key."""
         root = path.resolve()
-        files = dataset_files(root)
+        passed: list[tuple[Path, str]] = []
+        files = dataset_files(root, passed)
+        note = passed_note(root, passed)
+        if note is not None:
+            report.note(root, note)
         audio: dict[str, Path] = {}
         for p in files:
             if p.suffix.lower() not in AUDIO_EXTENSIONS:
