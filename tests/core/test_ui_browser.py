@@ -188,8 +188,9 @@ def _runs_table(driver, want_rows: int):
                          ".forEach(e => e.scrollLeft = 0)")
         cols = {h.get_attribute("col-id"): h.text for h in d.find_elements(By.CSS_SELECTOR, ".ag-header-cell")}
         # a cell's last line is its value (the run name cell starts with the run's colour, "#5f7281")
-        out = {name: [(c.text.strip().splitlines() or [""])[-1] for c in
-                      d.find_elements(By.CSS_SELECTOR, f".ag-cell[col-id='{cid}']")] for cid, name in cols.items() if name}
+        cells = lambda cid: d.find_elements(By.CSS_SELECTOR, f".ag-cell[col-id='{cid}']")  # noqa: E731
+        out = {name: [(c.text.strip().splitlines() or [""])[-1] for c in cells(cid)]
+               for cid, name in cols.items() if name}
         names = out.get("Run Name", [])
         return out if len([n for n in names if n.strip()]) == want_rows else None
 
@@ -206,7 +207,8 @@ def test_the_printed_urls_open_the_runs_with_their_losses_and_swept_keys(ui_serv
     client = sweep4.client()
     parent = client.get_run((sweep4.sweep_dir / "mlflow_parent_run_id").read_text().strip())
     exp_id = parent.info.experiment_id
-    jobs = {r.info.run_name: r for r in client.search_runs([exp_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")}
+    children = client.search_runs([exp_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    jobs = {r.info.run_name: r for r in children}
     assert len(jobs) == 4
     printed = sweep4.runs[1].stdout + sweep4.runs[1].stderr  # the command that finished the sweep
     urls = {"ui": ui_server.printed_url("viewStateShareKey=audiotrain"),
