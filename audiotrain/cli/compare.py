@@ -13,13 +13,16 @@ from pathlib import Path
 
 
 def _runs(client, target: str):
-    """(experiment id, parent run id or None, runs) for a sweep dir, a parent run id or an experiment name."""
+    """(experiment id, parent run id or None, runs) for a sweep dir, a parent run id or an experiment name (then
+    every run but sweep parents)."""
+    from audiotrain.tracking.ui_views import TRAINING_RUNS
+
     p = Path(target)
     if (p / "mlflow_parent_run_id").is_file():
         target = (p / "mlflow_parent_run_id").read_text().strip()
     exp = client.get_experiment_by_name(target)
     if exp is not None:
-        return exp.experiment_id, None, client.search_runs([exp.experiment_id], "tags.`audiotrain.sweep` != 'parent'")
+        return exp.experiment_id, None, client.search_runs([exp.experiment_id], TRAINING_RUNS)
     try:
         parent = client.get_run(target)
     except Exception:
@@ -45,6 +48,7 @@ def compare(argv: list[str]) -> int:
     from rich.table import Table
 
     from audiotrain.tracking.mlflow_store import default_uri
+    from audiotrain.tracking.ui_views import swept_params
 
     client = MlflowClient(tracking_uri=args.uri or default_uri())
     exp_id, parent_id, runs = _runs(client, args.target)
@@ -54,8 +58,7 @@ def compare(argv: list[str]) -> int:
         return 2
     if args.metric is None:
         args.metric = "val/loss" if any("val/loss" in r.data.metrics for r in runs) else "train_fixed/loss"
-    axes = sorted({k for r in runs for k in r.data.params if k.startswith("override.")
-                   and len({x.data.params.get(k) for x in runs}) > 1})
+    axes = swept_params(runs)
     table = Table(title=f"{len(runs)} runs — {args.metric}, best first")
     # with swept axes, a job is named by its values (the axis columns) and its number; else by its run name
     first = "job" if axes else "run"
@@ -75,7 +78,26 @@ def compare(argv: list[str]) -> int:
     print(f"Wrote {out}")
     if parent_id:
         client.log_artifact(parent_id, str(out))
+    print(_ui_lines(client, args.uri or default_uri(), exp_id, parent_id, axes, args.metric))
     return 0
+
+
+def _ui_lines(client, uri: str, exp_id: str, parent_id: str | None, axes: list[str], metric: str) -> str:
+    """The same runs in the MLflow UI: the sweep's jobs (or the experiment's runs) with these axes as columns."""
+    from audiotrain.tracking.ui_urls import base_url, experiment_url, ui_command
+    from audiotrain.tracking.ui_views import save_experiment_view, save_sweep_view
+
+    try:
+        if parent_id:
+            name = client.get_run(parent_id).info.run_name
+            view = save_sweep_view(client, exp_id, parent_id, name, axes, metric)
+        else:
+            view = save_experiment_view(client, exp_id)
+    except Exception:  # a read-only store: the plain runs page
+        view = None
+    line = f"In the MLflow UI: {experiment_url(base_url(uri), exp_id, view)}"
+    cmd = ui_command(uri)
+    return line + (f"\n                  (start the UI first: {cmd})" if cmd else "")
 
 
 def _plot(client, runs, axes, metric: str, curve: str, out: Path) -> None:

@@ -186,8 +186,10 @@ def done_message(summary: dict) -> str:
     lines.append(f"  adapter:       {summary['adapter_dir']}" + ("" if summary.get("completed", True) else
                                                                     f" (as of step {summary['steps']})"))
     if summary.get("mlflow_run_id"):
+        from audiotrain.tracking.ui_urls import run_lines
+
         lines.append(f"  MLflow run:    {summary['mlflow_run_id']} in {summary['tracking_uri']}")
-        lines.append("  open the UI:   audiotrain ui   (then http://127.0.0.1:5000)")
+        lines += run_lines(summary["tracking_uri"], summary["mlflow_run_id"], summary.get("experiment_id"))
     return "\n".join(lines)
 
 

@@ -90,6 +90,7 @@ class SweepTracking(Callback):
         self.tracker.set_tags({"sweep.axes": ",".join(keys), "sweep.metric": str(config.get("sweep_metric"))})
         os.environ[ENV] = run_id
         atomic_write_text(parent_file, run_id + "\n")
+        self._save_views(config)  # the UI's page of this sweep's jobs works while they run
         _ACTIVE.update(parent=run_id, uri=self.tracker.uri)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
@@ -165,6 +166,7 @@ class SweepTracking(Callback):
         self.tracker.log_artifact(sweep_dir / "multirun.yaml")  # the sweep's full spec, as Hydra composed it
         self.tracker.set_tags({f"job.{num}.status": job["status"] for num, job in jobs.items()})
         scored = [r for r in rows if r.get(metric) is not None]
+        self._report(config, jobs, min(scored, key=lambda r: r[metric]) if scored else None, metric, stopped)
         if scored:
             best = min(scored, key=lambda r: r[metric])
             axes = [f"override.{k}" for k in swept_keys(config)]
@@ -180,6 +182,45 @@ class SweepTracking(Callback):
             self.tracker.client.delete_tag(self.tracker.run_id, "sweep.stopped")
         failed = [j for j in jobs.values() if j["status"] != "COMPLETED"]
         self.tracker.finish("FAILED" if failed else "FINISHED")
+
+
+    def _save_views(self, config: DictConfig) -> str | None:
+        """The UI's saved views of this sweep's jobs and of its experiment (``audiotrain.tracking.ui_views``);
+        returns the sweep's view key, None when the store refused them (the URLs then open the plain runs page)."""
+        from audiotrain.tracking.ui_views import save_experiment_view, save_sweep_view
+        from audiotrain.train.val_split import default_metric
+
+        t = self.tracker
+        try:
+            name = t.client.get_run(t.run_id).info.run_name
+            axes = [f"override.{k.lstrip('+~')}" for k in swept_keys(config)]
+            key = save_sweep_view(t.client, t.experiment_id, t.run_id, name, axes, default_metric(config))
+            save_experiment_view(t.client, t.experiment_id)
+            return key
+        except Exception as exc:  # never fail a sweep over its UI view
+            print(f"audiotrain: the MLflow UI view of this sweep was not saved ({type(exc).__name__}: {exc})")
+            return None
+
+    def _report(self, config: DictConfig, jobs: dict, best: dict | None, metric: str, stopped: str | None) -> None:
+        """The sweep's closing lines: how its jobs ended, the best one, and its pages in the MLflow UI."""
+        from collections import Counter
+
+        from audiotrain.tracking.ui_urls import base_url, experiment_url, run_url, ui_command
+
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(Counter(j["status"] for j in jobs.values()).items()))
+        head = f"stopped ({stopped})" if stopped is not None else "finished"
+        lines = [f"\nSweep {head}: {len(jobs)} job{'s' * (len(jobs) != 1)} ({counts})"]
+        if best is not None:
+            lines.append(f"  best {metric}: {best[metric]:.4f}, job {best['job']} ({best['run_name']})")
+        key = self._save_views(config)
+        t = self.tracker
+        base = base_url(t.uri)
+        lines.append(f"  its jobs side by side: {experiment_url(base, t.experiment_id, key)}")
+        lines.append(f"  the sweep's own run:   {run_url(base, t.experiment_id, t.run_id)}")
+        cmd = ui_command(t.uri)
+        if cmd:
+            lines.append(f"                         (start the UI first: {cmd})")
+        print("\n".join(lines), flush=True)
 
 
 def job_statuses(sweep_dir: Path) -> dict[int, dict[str, Any]]:
