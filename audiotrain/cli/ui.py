@@ -15,6 +15,8 @@ import sys
 from audiotrain.tracking.mlflow_store import artifact_root_for, default_uri
 from audiotrain.tracking.ui_urls import HOST, PORT, base_url, experiment_url
 
+APP_NAME = "audiotrain"  # the mlflow.app entry point of audiotrain.tracking.ui_app (pyproject.toml)
+
 
 def ui(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="audiotrain ui", description="Open the MLflow UI for audiotrain runs.")
@@ -28,6 +30,11 @@ def ui(argv: list[str]) -> int:
         return 2
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", args.host,
            "--port", str(args.port), "--workers", "1"]
+    if _app_installed():
+        cmd += ["--app-name", APP_NAME]  # MLflow's server; its page opens new browsers on the runs (ui_app.py)
+    else:
+        print("audiotrain ui: the audiotrain UI defaults are not installed (reinstall with `make env` or "
+              "`pip install -e .`): a browser new to MLflow opens in its GenAI view.", file=sys.stderr)
     root = artifact_root_for(uri)
     if root:
         cmd += ["--default-artifact-root", root]
@@ -57,6 +64,12 @@ def ui(argv: list[str]) -> int:
                 server.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
+
+
+def _app_installed() -> bool:
+    from importlib.metadata import entry_points
+
+    return any(e.name == APP_NAME for e in entry_points(group="mlflow.app"))
 
 
 def runs_pages(uri: str, base: str) -> list[str]:

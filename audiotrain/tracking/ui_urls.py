@@ -1,8 +1,9 @@
 """The MLflow UI addresses audiotrain prints: an experiment's runs page, a run's page, and the command serving them.
 
 MLflow 3.17's UI opens an experiment on its GenAI view (traces, "Detect Issues") unless the URL carries
-``workflowType=machine_learning`` after the hash route, and it keeps that choice only while the page stays on URLs
-that carry it; so every URL here carries it. An embedded store (``sqlite:///...``) is served by ``audiotrain ui``
+``workflowType=machine_learning`` after the hash route (else the browser's stored choice, which the page
+``audiotrain ui`` serves sets to model training for a browser that has none: ``audiotrain.tracking.ui_app``); every
+URL here carries it, so it opens on the runs on any MLflow server. An embedded store (``sqlite:///...``) is served by ``audiotrain ui``
 (127.0.0.1:5000 unless ``--host``/``--port`` say otherwise); a tracking server (``tracking.uri=http://...``) serves
 its own UI at its own address. A runs page can open one of the views of ``audiotrain.tracking.ui_views`` (which
 runs, which columns) through ``viewStateShareKey``.

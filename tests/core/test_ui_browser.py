@@ -250,3 +250,29 @@ def test_the_printed_urls_open_the_runs_with_their_losses_and_swept_keys(ui_serv
         assert not _genai_view_shown(body())
     finally:
         driver.quit()
+
+
+@needs_chromium
+def test_a_new_browser_opens_any_experiment_page_on_its_runs_and_a_choice_made_is_kept(ui_server, sweep4: Sweep,
+                                                                                       tmp_path):
+    """The page `audiotrain ui` serves sets MLflow's model-training view (and "assistant already shown") for a browser
+    that has not chosen: a bare experiment URL, typed or clicked with no workflowType, shows the runs. A person who
+    picks GenAI keeps it."""
+    from selenium.webdriver.common.by import By
+
+    parent = sweep4.client().get_run((sweep4.sweep_dir / "mlflow_parent_run_id").read_text().strip())
+    driver = _chromium(tmp_path / "profile_bare")
+    try:
+        driver.get(f"{ui_server.base}/")
+        driver.get(f"{ui_server.base}/#/experiments/{parent.info.experiment_id}")
+        table = _runs_table(driver, 1)  # the sweep's parent run (its jobs folded under it), in the runs table
+        assert parent.info.run_name in table["Run Name"]
+        assert not _genai_view_shown(driver.find_element(By.TAG_NAME, "body").text)
+        stored = driver.execute_script("return [localStorage.getItem('mlflow.workflowType_v1'),"
+                                       " localStorage.getItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1')]")
+        assert stored == ['"machine_learning"', "true"]
+        driver.execute_script("localStorage.setItem('mlflow.workflowType_v1', JSON.stringify('genai'))")
+        driver.get(f"{ui_server.base}/")
+        assert driver.execute_script("return localStorage.getItem('mlflow.workflowType_v1')") == '"genai"'
+    finally:
+        driver.quit()

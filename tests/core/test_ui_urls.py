@@ -107,3 +107,17 @@ def test_the_end_of_run_message_gives_the_run_page_and_the_command(tmp_path, mon
     # a run on a tracking server: its own page there, nothing to start
     assert run_lines("http://mlflow:5000", "abc", "7") == \
         ["  in the UI:     http://mlflow:5000/#/experiments/7/runs/abc?workflowType=machine_learning"]
+
+
+def test_the_served_page_sets_the_model_training_defaults_before_the_ui_script():
+    from audiotrain.tracking.ui_app import DEFAULTS, with_defaults
+
+    page = with_defaults('<!doctype html><html><head><meta charset="utf-8"/><script defer src="main.js"></script>'
+                         '</head><body></body></html>')
+    script = page[page.index("<head>") + 6:page.index("<meta")]
+    assert script.startswith("<script>") and script.endswith("</script>")
+    assert page.index(script) < page.index("main.js")  # before the UI reads its choices
+    assert '"mlflow.workflowType_v1": "\\"machine_learning\\""' in script
+    assert "getItem(k)===null" in script  # only where the browser holds no choice of its own
+    assert DEFAULTS == {"mlflow.workflowType_v1": "machine_learning",
+                        "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": True}
