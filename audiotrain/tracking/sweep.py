@@ -183,7 +183,6 @@ class SweepTracking(Callback):
         failed = [j for j in jobs.values() if j["status"] != "COMPLETED"]
         self.tracker.finish("FAILED" if failed else "FINISHED")
 
-
     def _save_views(self, config: DictConfig) -> str | None:
         """The UI's saved views of this sweep's jobs and of its experiment (``audiotrain.tracking.ui_views``);
         returns the sweep's view key, None when the store refused them (the URLs then open the plain runs page)."""
