@@ -40,7 +40,23 @@ def pytest_runtest_makereport(item, call):
         reason = reason.removeprefix("Skipped: ")
         report.outcome = "failed"
         report.longrepr = f"skipped ({reason}), but {NO_SKIP}=1: install what the test needs (see .ci/run)"
+    seconds = getattr(report, "duration", 0.0)
+    if seconds > SLOW_SECONDS and item.get_closest_marker("slow") is None:
+        _UNMARKED_SLOW.append((seconds, f"{item.nodeid} ({report.when})"))
     return report
+
+
+SLOW_SECONDS = 20.0  # `make test-fast` leaves out what takes longer (pyproject.toml's `slow` marker)
+_UNMARKED_SLOW: list[tuple[float, str]] = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Name every test that took over SLOW_SECONDS without the ``slow`` mark, so the edit loop stays fast. Only a
+    note (timings never decide a test's result: this machine's speed varies); mark it or make it faster."""
+    if _UNMARKED_SLOW:
+        terminalreporter.section("tests over 20 s without @pytest.mark.slow")
+        for seconds, name in sorted(_UNMARKED_SLOW, reverse=True):
+            terminalreporter.write_line(f"{seconds:6.1f} s  {name}")
 
 
 @pytest.fixture(scope="session")
