@@ -20,16 +20,17 @@ $(STAMP): pyproject.toml
 
 env: $(STAMP) ## Create the virtual environment (.venv) with every pinned dependency
 
-demo: $(STAMP) ## Synthesise demo songs, train a tiny ACE-Step LoRA on CPU (about a minute), record it in MLflow
+demo: $(STAMP) ## Synthesise demo songs, train a tiny ACE-Step LoRA on CPU (about 30 s after set-up), record it in MLflow
 	@echo "1/2 Making 12 short demo songs (synthesised; mp3 + description + lyrics) in demo_data/songs"
 	@$(BIN)/python experiments/make_demo_data.py demo_data/songs
-	@echo "2/2 Training a tiny ACE-Step LoRA on them on the CPU: $(BIN)/audiotrain model=acestep experiment=acestep_demo data=demo_data/songs"
+	@echo "2/2 Training a tiny ACE-Step LoRA on them on the CPU (about 30 s on 2 cores): $(BIN)/audiotrain model=acestep experiment=acestep_demo data=demo_data/songs"
 	@$(BIN)/audiotrain model=acestep experiment=acestep_demo data=demo_data/songs
+	@echo "To look at it: make ui (MLflow on 127.0.0.1:5000; Ctrl-C stops it), then open the \"in the UI\" address above."
 
-test: $(STAMP) ## Run every test but the gpu ones, slow included (under 20 minutes on 2 CPU cores; .ci/run runs it)
+test: $(STAMP) ## Run every test but the gpu ones, slow included (about 12 minutes on 2 CPU cores; .ci/run runs it)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=10
 
-test-fast: $(STAMP) ## The edit loop: every test but the slow and gpu ones (under 5 minutes on 2 CPU cores)
+test-fast: $(STAMP) ## The edit loop: every test but the slow and gpu ones (about 4 minutes on 2 CPU cores)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not gpu"
 
 bench: $(STAMP) ## Print speed/memory ratios measured side by side (framework overhead, feature cache)

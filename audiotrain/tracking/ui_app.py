@@ -11,11 +11,15 @@ Everything else — the API, the static files, the artifact proxy — is MLflow'
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 from flask import Response
 from mlflow.server import app as flask_app
-from mlflow.server.fastapi_app import app  # noqa: F401  the ASGI app uvicorn serves under this entry point
+
+with warnings.catch_warnings():  # MLflow's own import, said twice at every start otherwise: nothing a user can do
+    warnings.filterwarnings("ignore", message="starlette.middleware.wsgi is deprecated")
+    from mlflow.server.fastapi_app import app  # noqa: F401  the ASGI app uvicorn serves under this entry point
 
 #: localStorage defaults (MLflow 3.17's keys): open experiments on their runs; do not pop the assistant open
 DEFAULTS = {"mlflow.workflowType_v1": "machine_learning", "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": True}
