@@ -65,6 +65,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     summary = summarise(cbs, trainer.global_step, data)
     summary.update({"run_dir": str(run_dir), "adapter_dir": str(run_dir / "adapters" / "final"),
                     "mlflow_run_id": tracker.run_id if tracker else None,
+                    "experiment_id": getattr(tracker, "experiment_id", None),  # its page in the UI (done_message)
                     "tracking_uri": str(cfg.tracking.uri) if tracker else None,
                     "global_rank": job.rank, "trainable_params": model.trainable})
     if job.zero:
