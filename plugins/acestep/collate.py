@@ -10,8 +10,10 @@ from audiotrain.data.padding import lengths_mask, pad_stack
 
 def collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     latents = pad_stack([it["latents"] for it in items], dim=-1)
-    lengths = torch.cat([it["latent_length"].view(1) for it in items]).long()
-    lengths = torch.minimum(lengths.clamp_min(1), torch.tensor(latents.shape[-1]))
+    # every frame a song's encoding has is trained on, its last one too: the DC-AE right-pads the audio to whole
+    # frames, so the last frame holds the song's final samples (ACE-Step's trainer trains on it: its mask is all
+    # ones); only the batch's padding is masked. ("latent_length", floor(samples / frame), leaves that frame out.)
+    lengths = torch.tensor([max(1, int(it["latents"].shape[-1])) for it in items], dtype=torch.long)
     frame_mask = lengths_mask(lengths, latents.shape[-1])
     batch = {
         "latents": latents,
