@@ -124,6 +124,13 @@ class VALLEPlugin(Plugin):
         if not problems and str(m.get("preset")) != "tiny" and not m.codec.get("path"):
             problems.append(f"model.preset={m.get('preset')} needs the EnCodec 24 kHz weights: pass model.codec.path=DIR "
                             "(a local facebook/encodec_24khz folder), or use model.preset=tiny.")
+        if not problems:
+            from audiotrain_valle.collate import lang_problem
+            from audiotrain_valle.presets import resolve_config
+
+            lang = lang_problem(str(m.get("language")), int(resolve_config(str(m.preset))["langs"]))
+            if lang is not None:
+                problems.append(lang)
         lo, hi = (float(x) for x in m.prompt_duration_range)
         if not 0 < lo <= hi:
             problems.append(f"model.prompt_duration_range=[{lo:g}, {hi:g}] must be 0 < min <= max seconds.")
