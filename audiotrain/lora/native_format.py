@@ -5,11 +5,20 @@ the original project's names — PEFT's (``<module>.lora_A.weight``) with ``drop
 config as JSON under ``metadata_key`` in the header (``encode``/``decode`` translate it). On reading, a file
 without that config falls back to the ``sidecar`` JSON beside it, then to ``infer(tensors)``, then to
 ``decode({})`` (the codec's defaults).
+
+``fold_scale``: for an ecosystem whose loader ignores the config (it rebuilds the LoRA with alpha = r and no
+rsLoRA, so it plays every adapter at scale 1), the file holds ``lora_B × scale`` and its config says alpha = r,
+no rsLoRA — that loader then plays the adapter at the strength it was trained at. The real config and the
+scale folded in go under ``fold_key``; reading divides ``lora_B`` by that scale again and returns the real
+config. The round trip is bit for bit whenever the scale is a power of two (alpha/r = 2, rsLoRA r=256 alpha=32,
+…): multiplying a float by 2^k and dividing again is exact. Any other scale leaves ``lora_B`` within one unit
+in the last place (no single float32 tensor can hold both ``B × s`` and every bit of ``B`` for such ``s``).
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -34,6 +43,10 @@ class NativeFormat:
     infer: Callable[[Mapping[str, torch.Tensor]], LoRASettings] | None = None
     #: keys of a ``.pth`` dict that may hold the tensors, first found wins
     pth_state_keys: tuple[str, ...] = ("module",)
+    #: write lora_B × scale and a config of alpha = r, no rsLoRA (see the module's text); read it back exactly
+    fold_scale: bool = False
+    #: the header key that holds {"scale_folded_into_lora_B": s, "config": the real config} in a folded file
+    fold_key: str = "audiotrain_lora"
 
     def to_native(self, key: str) -> str:
         s = self.drop_suffix
@@ -48,10 +61,19 @@ class NativeFormat:
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {self.to_native(k): v.contiguous() for k, v in adapter_state(root).items()}
-        config = self.encode(settings)
+        state = adapter_state(root)
+        metadata = {"format": "pt"}
+        written = settings
+        if self.fold_scale:
+            scale = float(settings.scale)
+            state = {k: v * scale if _is_lora_b(k) else v for k, v in state.items()}
+            written = replace(settings, alpha=settings.r, use_rslora=False)
+            metadata[self.fold_key] = json.dumps({"scale_folded_into_lora_B": scale, "config": self.encode(settings)})
+        state = {self.to_native(k): v.contiguous() for k, v in state.items()}
+        config = self.encode(written)
+        metadata[self.metadata_key] = json.dumps(config)
         out = directory / self.filename
-        save_file(state, str(out), metadata={"format": "pt", self.metadata_key: json.dumps(config)})
+        save_file(state, str(out), metadata=metadata)
         if self.sidecar:
             (directory / self.sidecar).write_text(json.dumps({**config, **self.sidecar_extra}, indent=2))
         return out
@@ -75,11 +97,16 @@ class NativeFormat:
             state = next((data[k] for k in self.pth_state_keys if isinstance(data.get(k), Mapping) and data.get(k)), {})
             config = data.get(self.metadata_key)
             config = _config_json(config, where, self.expected) if isinstance(config, str) else config
+            folded = data.get(self.fold_key) if self.fold_scale else None
         else:
-            meta = safetensors_metadata(path, option=option, expected=self.expected).get(self.metadata_key)
+            header = safetensors_metadata(path, option=option, expected=self.expected)
             state = load_safetensors(path, option=option, expected=self.expected)
-            config = _config_json(meta, where, self.expected)
+            config = _config_json(header.get(self.metadata_key), where, self.expected)
+            folded = header.get(self.fold_key) if self.fold_scale else None
         state = {self.to_peft(str(k)): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+        if folded:
+            config, scale = _folded(folded, where, self.expected)
+            state = {k: v / scale if _is_lora_b(k) else v for k, v in state.items()}
         if not any(".lora_" in k for k in state):
             raise BadFileError(f"{where} holds no LoRA weights (no lora_A / lora_B tensors); give {self.expected}.")
         if config is not None and not isinstance(config, Mapping):
@@ -96,6 +123,25 @@ class NativeFormat:
             return self.decode(config or {}), state
         except (TypeError, ValueError) as exc:
             raise BadFileError(f"{where} has a LoRA config audiotrain cannot read ({exc}); give {self.expected}.") from None
+
+
+def _is_lora_b(key: str) -> bool:
+    """PEFT's up-projection (``lora_B``, ``lora_embedding_B``): the factor a folded scale multiplies."""
+    return any(part in ("lora_B", "lora_embedding_B") for part in key.split("."))
+
+
+def _folded(text: Any, where: str, expected: str) -> tuple[Mapping[str, Any], float]:
+    """(the real config, the scale folded into lora_B) from a folded file's ``fold_key`` entry."""
+    from audiotrain.safe_files import BadFileError
+
+    data = _config_json(text, where, expected) if isinstance(text, str) else text
+    scale = data.get("scale_folded_into_lora_B") if isinstance(data, Mapping) else None
+    config = data.get("config") if isinstance(data, Mapping) else None
+    if (not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale) or scale == 0
+            or not isinstance(config, Mapping)):
+        raise BadFileError(f"{where} says its LoRA scale is folded into lora_B but does not say which scale "
+                           f"(a nonzero number) and config; give {expected}.")
+    return config, float(scale)
 
 
 def _config_json(text: Any, where: str, expected: str) -> Any:
