@@ -3,8 +3,13 @@
 Layout: ``{"module": state dict, "stats": {...}, "userdata": {"symmap": {phoneme: id}}, "config": Model dict}``.
 
 - ``.pth``: that dict as written by ``torch.save``.
-- ``.sft`` (safetensors): the tensors, named ``module.<key>`` (plain ``<key>`` is accepted too);
-  the non-tensor entries ``config``, ``userdata`` and ``stats`` are JSON strings in the header metadata.
+- ``.sft`` (safetensors): the tensors under their plain state-dict names (``classifiers.proj.0.weight``, as
+  the original writes and reads them); the non-tensor entries ``config``, ``userdata`` and ``stats`` are each
+  one JSON string in the header metadata (the original ``json.loads`` each and puts the tensors under
+  ``module``). Files audiotrain wrote before, with every tensor named ``module.<key>``, are read too.
+
+:func:`export_blob` is the one place the written layout is decided: the ``.pth`` dict, whose ``module`` keys
+and ``config`` are also what the ``.sft`` holds.
 
 The model is built from the embedded config (see :func:`audiotrain_valle.presets.resolve_config`)
 and loaded strictly: any missing, unexpected or mis-shaped key is a
@@ -39,6 +44,7 @@ def _json(value: Any) -> Any:
 
 
 def _strip_module(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Plain keys: audiotrain's exports before issue 15 named every ``.sft`` tensor ``module.<key>``."""
     if any(k.startswith("module.") for k in state):
         return {k[len("module."):]: v for k, v in state.items() if k.startswith("module.")}
     return dict(state)
@@ -132,33 +138,62 @@ def load_exported(path: str | Path, config: Mapping[str, Any] | str | None = Non
     return model.eval(), dict(symmap), dict(embedded if isinstance(embedded, Mapping) else model.config)
 
 
+def export_blob(model: ARNAR, symmap: Mapping[str, int] | None = None, config: Mapping[str, Any] | None = None,
+                stats: Mapping[str, Any] | None = None, dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """The original export dict of ``model``: ``{"module": state dict (plain keys), "stats", "userdata": {"symmap"},
+    "config": Model dict}``. Works on a meta-device model too (the names and shapes, nothing allocated)."""
+    def tensor(v: torch.Tensor) -> torch.Tensor:
+        v = v.detach()
+        v = v.to(dtype) if dtype is not None and v.is_floating_point() else v
+        return v if v.device.type == "meta" else v.cpu().contiguous()
+
+    return {"module": {k: tensor(v) for k, v in model.state_dict().items()},
+            "stats": dict(stats or {}), "userdata": {"symmap": dict(symmap or {})},
+            "config": dict(config) if config is not None else to_original_config(model.config)}
+
+
+def sft_metadata(blob: Mapping[str, Any]) -> dict[str, str]:
+    """The safetensors header metadata of an export dict: each non-tensor entry as one JSON string."""
+    return {k: json.dumps(v) for k, v in blob.items() if k != "module"}
+
+
 def save_exported(model: ARNAR, path: str | Path, symmap: Mapping[str, int] | None = None,
                   config: Mapping[str, Any] | None = None, stats: Mapping[str, Any] | None = None,
                   dtype: torch.dtype | None = None) -> Path:
-    """Write ``model`` (a plain ARNAR: merge any LoRA first) in the original export layout.
+    """Write ``model`` (a plain ARNAR: merge any LoRA first) in the original export layout (:func:`export_blob`).
 
     The suffix picks the format (``.sft``/``.safetensors`` or ``.pth``/``.pt``). ``config``
     defaults to the original-style dict of ``model.config``; ``dtype`` casts floating tensors.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
-             for k, v in model.state_dict().items()}
-    config = dict(config) if config is not None else to_original_config(model.config)
-    userdata = {"symmap": dict(symmap or {})}
-    stats = dict(stats or {})
     suffix = path.suffix.lower()
     if suffix not in SFT_SUFFIXES + PTH_SUFFIXES:
-        raise UserError(f"{path}: unknown VALL-E weights format {suffix!r}; expected one of {SFT_SUFFIXES + PTH_SUFFIXES}")
+        raise UserError(f"{path}: unknown VALL-E weights format {suffix!r}; give a path ending in one of "
+                        f"{', '.join(SFT_SUFFIXES + PTH_SUFFIXES)}.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = export_blob(model, symmap, config, stats, dtype)
     from audiotrain.atomic_write import atomic_path
 
     with atomic_path(path) as tmp:  # complete or not at all: a kill or a full disk keeps an earlier file
         if suffix in SFT_SUFFIXES:
             from safetensors.torch import save_file
 
-            meta = {"config": json.dumps(config), "userdata": json.dumps(userdata), "stats": json.dumps(stats)}
-            save_file({f"module.{k}": v for k, v in state.items()}, str(tmp), metadata=meta)
+            save_file(blob["module"], str(tmp), metadata=sft_metadata(blob))
         else:
             with open(tmp, "wb") as fh:
-                torch.save({"module": state, "stats": stats, "userdata": userdata, "config": config}, fh)
+                torch.save(blob, fh)
     return path
+
+
+def save_merged(backbone: Any, cfg: Any, directory: str | Path) -> Path:
+    """``audiotrain merge``'s output for VALL-E: ``<directory>/fp32.sft`` in the original layout, with the
+    run's phoneme symmap (that of ``model.weights`` when the run fine-tuned a released model, else the
+    built-in one), so ``vall_e --model fp32.sft`` loads it with every weight."""
+    from .phonemes import Symmap
+
+    symmap = None
+    weights = cfg.model.get("weights")
+    if weights:
+        symmap = read_exported(weights, bool(cfg.get("trust_pickle", False)))[2].get("symmap")
+    symmap = _json(symmap) if symmap else Symmap.builtin().to_dict()
+    return save_exported(backbone.adapter_root(), Path(directory) / "fp32.sft", symmap)

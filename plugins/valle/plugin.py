@@ -150,5 +150,10 @@ class VALLEPlugin(Plugin):
 
         return FORMAT
 
+    def save_merged(self, backbone, cfg, directory):
+        from audiotrain_valle.checkpoint import save_merged
+
+        return save_merged(backbone, cfg, directory)
+
 
 PLUGIN = VALLEPlugin()
