@@ -31,13 +31,59 @@ def codec_factory(cfg: Any):
     return codec_mod.tiny_key(0), lambda: codec_mod.Codec.tiny(seed=0)
 
 
-def build_encoders(cfg: Any, symmap=None) -> list[LazyEncoder]:
+BESIDE_WEIGHTS = "tokenizer.json"
+
+
+def tokenizer_problems(cfg: Any) -> list[str]:
+    """``model.tokenizer_path`` checked before anything is built: each problem one sentence."""
+    path = cfg.model.get("tokenizer_path")
+    if not path:
+        return []
+    from audiotrain_valle.phonemes import PhonemeBPE
+
+    try:
+        PhonemeBPE(path)
+    except UserError as exc:
+        return [str(exc)]
+    return []
+
+
+def phoneme_ids(cfg: Any, symmap=None, say=None):
+    """What turns IPA into ids: ``model.tokenizer_path`` (the original's BPE tokenizer.json); else, when
+    fine-tuning ``model.weights``, a tokenizer.json beside them; else the checkpoint's symmap or the built-in one.
+
+    Fine-tuning weights with a greedy symmap says in one sentence (through ``say``) that ids may differ."""
+    from audiotrain_valle.phonemes import PhonemeBPE, Symmap
+
+    if say is None:
+        from audiotrain.train.console import console
+
+        def say(text: str) -> None:
+            console.print(f"[yellow]{text}[/]", highlight=False)
+
+    path = cfg.model.get("tokenizer_path")
+    if path:
+        return PhonemeBPE(path)
+    weights = weights_path(cfg)
+    if weights is not None:
+        beside = weights.parent / BESIDE_WEIGHTS
+        if beside.is_file():
+            say(f"Phoneme ids come from {beside}, the tokenizer.json beside model.weights "
+                "(set model.tokenizer_path=FILE to use another).")
+            return PhonemeBPE(beside, option=None)
+        say(f"model.weights={weights} is being fine-tuned with phoneme ids from audiotrain's greedy symbol match, "
+            "which may differ from the ids the original vall-e trained it with: pass "
+            "model.tokenizer_path=.../tokenizer.json (the BPE file shipped beside the original's config) to encode "
+            "exactly as it does.")
+    return symmap or Symmap.builtin()
+
+
+def build_encoders(cfg: Any, symmap=None, say=None) -> list[LazyEncoder]:
     from audiotrain_valle.features import CodecFeature, PhonemeFeature
-    from audiotrain_valle.phonemes import Phonemizer, Symmap
+    from audiotrain_valle.phonemes import Phonemizer
 
     language = str(cfg.model.language)
-    symmap = symmap or Symmap.builtin()
-    phonemes = PhonemeFeature(Phonemizer(language), symmap, language)
+    phonemes = PhonemeFeature(Phonemizer(language), phoneme_ids(cfg, symmap, say), language)
     codec_key, make_codec = codec_factory(cfg)
     return [
         CodecFeature.lazy(CodecFeature.__name__ + codec_key, lambda: CodecFeature(make_codec())),

@@ -1,6 +1,7 @@
 """VALL-E's frozen encoders as core FrozenEncoders: phoneme ids from the transcript, EnCodec codes from the audio.
 
-Both are cheap to key: the phoneme key is the phonemizer settings plus the symmap, the codec key is
+Both are cheap to key: the phoneme key is the phonemizer settings plus the symmap (or the content of the
+BPE tokenizer.json, ``model.tokenizer_path``), the codec key is
 the codec config plus a weights fingerprint, so a cached dataset needs neither espeak-ng nor the codec.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from audiotrain.encoders.base import FrozenEncoder, stable_hash
 from audiotrain.encoders.frozen import FrozenFeature
 
 from audiotrain_valle.codec import Codec
-from audiotrain_valle.phonemes import Phonemizer, Symmap
+from audiotrain_valle.phonemes import PhonemeBPE, Phonemizer, Symmap
 
 INT16_MAX = 32767
 
@@ -22,12 +23,13 @@ INT16_MAX = 32767
 class PhonemeFeature(FrozenEncoder):
     """``example["text"]`` (in ``example["language"]`` or the default) → ``{"phns": LongTensor(L)}``.
 
-    ``phns`` is ``[<bos>=1, …, </eos>=2]``; the IPA string itself is not cached.
+    ``phns`` is ``[<bos>=1, …, </eos>=2]``; the IPA string itself is not cached. ``symmap`` is anything with
+    ``encode(ipa) -> ids`` and ``cache_key()``: a :class:`Symmap` or a :class:`PhonemeBPE`.
     """
 
     name = "phonemes"
 
-    def __init__(self, phonemizer: Phonemizer | None = None, symmap: Symmap | None = None,
+    def __init__(self, phonemizer: Phonemizer | None = None, symmap: Symmap | PhonemeBPE | None = None,
                  language: str = "en-us"):
         self.phonemizer = phonemizer or Phonemizer(language)
         self.symmap = symmap or Symmap.builtin()

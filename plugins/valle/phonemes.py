@@ -7,6 +7,8 @@ VALL-E conditions on phonemes, not letters. Text goes through phonemizer's espea
 The built-in symmap is generated from a fixed IPA inventory (:data:`IPA_INVENTORY`) in a fixed order,
 so ids never depend on the dataset. A symmap stored with a checkpoint (a ``{symbol: id}`` dict, whose
 symbols may be several characters long) can replace it; encoding is a greedy longest match either way.
+The original itself encodes with a BPE ``tokenizer.json``; :class:`PhonemeBPE` reads that file
+(``model.tokenizer_path``) and gives exactly its ids, which a greedy match can miss.
 
 espeak-ng is a system package, not a Python one; when it is missing we say how to install it
 instead of showing a traceback. Language ids (``en`` 0, ``ja`` 1, ``de`` 2, ``fr`` 3, ``zh`` 4,
@@ -18,6 +20,7 @@ import json
 import logging
 import warnings
 from collections import Counter
+from pathlib import Path
 from typing import Any, Mapping
 
 from audiotrain.errors import UserError
@@ -56,6 +59,9 @@ _COERCE = {"en": "en-us", "fr": "fr-fr"}
 _TONES = str.maketrans({"1": "ˉ", "2": "ˊ", "3": "ˇ", "4": "ˋ", "5": "_"})
 _PUNCT_OPTIONS = {"preserve_punctuation": True, "with_stress": True, "strip": True,
                   "language_switch": "remove-flags"}
+
+TOKENIZER_EXPECTED = ("the original vall-e's phoneme tokenizer.json (a HF `tokenizers` BPE file, shipped beside its "
+                      "config), or leave model.tokenizer_path unset for the built-in symmap")
 
 ESPEAK_MISSING = (
     "espeak-ng was not found, and VALL-E needs it to turn transcripts into phonemes: install it with "
@@ -235,3 +241,85 @@ class Symmap:
         return "".join(self._inverse.get(int(i), "?") if int(i) != self.unk_id else "?"
                        for i in ids if int(i) not in skip)
 
+
+
+class PhonemeBPE:
+    """Phoneme ids from a HF ``tokenizers`` BPE ``tokenizer.json`` (the original's ``tokenizer_path``).
+
+    The original vall-e encodes the whole IPA string with ``tokenizer.encode(ipa)``: no normalizer, no
+    pre-tokenizer, its BPE merges applied in rank order, and the file's post-processor wrapping the ids as
+    ``[<bos>, …, </eos>]``. :meth:`encode` returns those ids unchanged. A greedy longest match over the same
+    vocabulary can disagree with BPE (the merge ranks, not the symbol lengths, decide), so fine-tuning a
+    released checkpoint needs this file to see the ids it was trained on. A file without a post-processor is
+    wrapped in ``<bos>``/``</eos>`` here, as the released file's post-processor does.
+
+    The file is read as data (JSON), never run. :meth:`cache_key` hashes its content, so another file
+    re-encodes the phoneme cache.
+    """
+
+    def __init__(self, path: str | Path, option: str | None = "model.tokenizer_path"):
+        from audiotrain.safe_files import BadFileError, read_json, where
+
+        self.path = Path(path).expanduser()
+        data = read_json(self.path, option=option, expected=TOKENIZER_EXPECTED)
+        if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+            raise BadFileError(f"{where(option, self.path)} is JSON but not a `tokenizers` tokenizer.json "
+                               f"(no \"model\" section); pass {TOKENIZER_EXPECTED}.")
+        try:
+            from tokenizers import Tokenizer
+
+            self.tokenizer = Tokenizer.from_str(json.dumps(data))
+        except Exception as exc:  # the Rust side's parse error: one line of it
+            from audiotrain.safe_files import first_line
+
+            raise BadFileError(f"{where(option, self.path)} is not a tokenizer `tokenizers` can read "
+                               f"({first_line(exc)}); pass {TOKENIZER_EXPECTED}.") from None
+        ids = {name: next((self.tokenizer.token_to_id(a) for a in alts if self.tokenizer.token_to_id(a) is not None),
+                          None) for name, alts in Symmap.ALIASES.items()}
+        missing = [name for name in (BOS, EOS) if ids[name] is None]
+        if missing:
+            raise BadFileError(f"{where(option, self.path)} has no {' or '.join(missing)} token; pass "
+                               f"{TOKENIZER_EXPECTED}.")
+        self.bos_id, self.eos_id = int(ids[BOS]), int(ids[EOS])
+        self.unk_id = 0 if ids[UNK] is None else int(ids[UNK])
+        self.mask_id = 3 if ids[MASK] is None else int(ids[MASK])
+        self._wraps = data.get("post_processor") is not None
+        self._key = stable_hash("phoneme-bpe", json.dumps(data, sort_keys=True, ensure_ascii=False))
+        self.unknown: Counter[str] = Counter()
+
+    def cache_key(self) -> str:
+        return self._key
+
+    def __len__(self) -> int:
+        return int(self.tokenizer.get_vocab_size(with_added_tokens=True))
+
+    @property
+    def size(self) -> int:
+        """Embedding rows the ids need (largest id + 1)."""
+        return max(self.tokenizer.get_vocab(with_added_tokens=True).values()) + 1
+
+    def to_dict(self) -> dict[str, int]:
+        """The vocabulary ``{token: id}`` (what a checkpoint's symmap holds)."""
+        return dict(self.tokenizer.get_vocab(with_added_tokens=True))
+
+    def encode(self, ipa: str) -> list[int]:
+        """``tokenizers``' own ids for ``ipa`` (``[<bos>, …, </eos>]``); unknown symbols → ``<unk>`` with a warning."""
+        enc = self.tokenizer.encode(ipa)
+        ids = [int(i) for i in enc.ids]
+        if not self._wraps:
+            ids = [self.bos_id, *ids, self.eos_id]
+        missing: Counter[str] = Counter(
+            ipa[a:b] for i, (a, b) in zip(enc.ids, enc.offsets) if i == self.unk_id and b > a)
+        if missing:
+            self.unknown.update(missing)
+            listed = ", ".join(f"{s!r}×{c}" for s, c in missing.most_common())
+            warnings.warn(UnknownPhonemeWarning(
+                f"{sum(missing.values())} phoneme symbol(s) not in {self.path.name} were encoded as <unk>: "
+                f"{listed} (in {ipa!r})"), stacklevel=2)
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        """Ids back to the IPA string (specials dropped) — for logs and samples."""
+        skip = {self.bos_id, self.eos_id, self.mask_id}
+        return "".join("?" if int(i) == self.unk_id else (self.tokenizer.id_to_token(int(i)) or "?")
+                       for i in ids if int(i) not in skip)

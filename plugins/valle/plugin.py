@@ -143,7 +143,8 @@ class VALLEPlugin(Plugin):
                 check_file(m.weights, option="model.weights", expected=EXPECTED)
             except BadFileError as exc:
                 problems.append(str(exc))
-        return problems
+        from audiotrain_valle.encoders import tokenizer_problems
+        return problems + tokenizer_problems(cfg)
 
     def native_adapter_format(self):
         from audiotrain_valle.adapter_format import FORMAT
