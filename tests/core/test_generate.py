@@ -157,3 +157,73 @@ def test_a_plugin_without_the_hooks_is_told_so(monkeypatch):
     monkeypatch.setattr(gs, "find_source", lambda path, step="final": gs.Source(Path(path), None, Silent(), None))
     with pytest.raises(UserError, match="The silent plugin cannot generate audio"):
         _parse(["somewhere"])
+
+
+# ---- VALL-E -------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def valle_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny VALL-E LoRA run trained by the CLI (4 steps) and one of its voice clips."""
+    from audiotrain.plugins import registry
+
+    work = tmp_path_factory.mktemp("gen_valle")
+    data = registry.get("valle").example_data(work / "voices", 4)
+    p = run(["model=valle", f"data={data}", "debug=smoke", "trainer.max_steps=4", "trainer.every_plot_step=0"], work)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (run_dir,) = [d for d in (work / "exps" / "logs").glob("*/*") if (d / "summary.json").is_file()]
+    clip = sorted(Path(data).rglob("*.wav"))[0]
+    return run_dir, clip
+
+
+@pytest.mark.slow  # a 4-step training run, two renders as subprocesses: ~90 s on a busy machine
+def test_valle_speaks_the_same_wav_for_the_same_seed_24k_mono(valle_run, tmp_path):
+    import soundfile as sf
+
+    run_dir, clip = valle_run
+    wavs = []
+    for name in ("a", "b"):
+        p = run(["generate", run_dir, "--text", "hello", "--reference", clip, "--max-seconds", "0.5", "--seed", "1",
+                 "--out", tmp_path / name], tmp_path)
+        assert p.returncode == 0, p.stderr[-3000:]
+        wavs.append(tmp_path / name / "0_hello.wav")
+    assert digest(wavs[0]) == digest(wavs[1])
+    info = sf.info(str(wavs[0]))
+    assert (info.samplerate, info.channels) == (24000, 1) and 0 < info.frames <= 12000 + 320
+    assert wavs[0].with_suffix(".png").is_file()
+    meta = json.loads(wavs[0].with_suffix(".json").read_text())
+    assert meta["request"]["reference"] == str(clip) and meta["model"] == "valle"
+
+
+@pytest.mark.slow  # uses the trained run; in process: ~20 s
+def test_valle_lora_scale_zero_is_the_base_model(valle_run):
+    import torch
+
+    from audiotrain.cli.generate_source import find_source, load_model
+
+    run_dir, clip = valle_run
+    request = {"text": "hello", "reference": str(clip), "prompt_seconds": 1.0, "max_seconds": 0.3,
+               "ar_temperature": 0.0, "nar_temperature": 0.0}  # greedy: every step's choice is the model's own
+
+    def render(scale, adapter=True):
+        src = find_source(run_dir)
+        if not adapter:
+            src.adapter = None
+        audio, sr = src.plugin.generate(load_model(src, scale), src.cfg, request, 3)
+        assert sr == 24000 and audio.shape[0] == 1
+        return audio
+
+    assert torch.equal(render(0.0), render(1.0, adapter=False))
+
+
+@pytest.mark.slow  # uses the trained run
+def test_valle_bad_reference_clip_is_one_sentence_exit_2(valle_run, tmp_path):
+    run_dir, _ = valle_run
+    bad = tmp_path / "voice.wav"
+    bad.write_bytes(b"RIFF\x00\x00not really a wav")
+    p = run(["generate", run_dir, "--text", "hi", "--reference", bad], tmp_path)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.startswith(f"audiotrain generate: --reference {bad} is not a usable voice clip")
+    assert len(p.stderr.strip().splitlines()) == 1
+    p = run(["generate", run_dir, "--text", "hi"], tmp_path)
+    assert p.returncode == 2 and "--reference is missing" in p.stderr
+    p = run(["generate", run_dir, "--help"], tmp_path)
+    assert p.returncode == 0 and "--reference WAV" in p.stdout and "--text" in p.stdout and "--tags" not in p.stdout
