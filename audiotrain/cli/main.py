@@ -1,4 +1,4 @@
-"""``audiotrain``: train (Hydra overrides), plus subcommands ``ui``, ``export``, ``merge`` and plugin ones.
+"""``audiotrain``: train (Hydra overrides), plus subcommands ``ui``, ``export``, ``merge``, ``compare``, ``generate`` and plugin ones.
 
 Heavy libraries are imported only by the command that needs them, so ``audiotrain --help`` is fast.
 """
@@ -18,6 +18,8 @@ USAGE = """audiotrain — fine-tune audio generation models (LoRA, Hydra, Lightn
   audiotrain export RUN_DIR [--out DIR]                  copy a run's adapter (PEFT + native formats)
   audiotrain merge RUN_DIR --out DIR                     merge the adapter into the base weights
   audiotrain compare SWEEP_DIR|EXPERIMENT               table + PNG of runs (curves, metric per swept axis)
+  audiotrain generate SOURCE [--seed N] [--lora-scale X] [--prompts FILE] [--out DIR]   audio from a run, an
+                                                         adapter or merged weights (SOURCE --help: its inputs)
 {plugin_cmds}
 Config groups: model, lora (default|none), precision (32|bf16-mixed|16-mixed), optimizer (adamw|adamw8bit),
 scheduler (constant|warmup_linear|cosine|multistep|cosine_restarts), backend (local|ddp|deepspeed), tracking (mlflow|none),
@@ -51,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         from audiotrain.cli.compare import compare
 
         return compare(argv[1:])
+    if argv and argv[0] == "generate":
+        from audiotrain.cli.generate import generate
+
+        return generate(argv[1:])
     if argv and argv[0] in ("export", "merge"):
         from audiotrain.cli import adapters
 

@@ -154,6 +154,27 @@ class Plugin(ABC):
         fmt = self.native_adapter_format()
         return fmt.save(root, settings, directory) if fmt is not None else None
 
+    # ---- audiotrain generate (optional: a plugin without these hooks cannot generate) ---------------------
+    #: the input a line of a plain-text ``--prompts`` file fills (an option ``generate_options`` adds)
+    generate_text_field: str = "text"
+
+    def generate_options(self, parser: Any) -> None:
+        """Add this system's own ``audiotrain generate`` inputs to ``parser`` (an argparse group), each with a default
+        and a help line; their dest names are the keys of a request and of a ``.jsonl`` prompts line."""
+        raise NotImplementedError(f"the {self.name} plugin has no generate_options hook")
+
+    def generate_check(self, cfg: "DictConfig", request: Mapping[str, Any]) -> None:
+        """Check one request before any model is built; raise a ``UserError`` (one sentence) for a bad input."""
+
+    def generate(self, model: Any, cfg: "DictConfig", request: Mapping[str, Any], seed: int, *,
+                 progress: Callable[[int, int], None] | None = None) -> tuple[Any, int]:
+        """Render one request: ``(audio (channels, samples) float tensor in [-1, 1], sample_rate)``.
+
+        ``model`` is ``audiotrain.cli.generate_source.GenerationModel`` (``.backbone`` with the adapter attached
+        and scaled, in eval mode; ``.encoders`` from ``build_encoders``). The same ``seed`` must give the same
+        audio. ``progress(done, total)``, when given, is called as the steps go."""
+        raise NotImplementedError(f"the {self.name} plugin has no generate hook")
+
     def save_merged(self, backbone: "Backbone", cfg: "DictConfig", directory: Path) -> Path:
         """Write a merged (adapter-free) backbone; plugins override this to use the original layout."""
         from safetensors.torch import save_file

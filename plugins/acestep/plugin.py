@@ -132,6 +132,74 @@ class ACEStepPlugin(Plugin):
                                                        **transformer_config(cfg)}, indent=2))
         return folder
 
+    # ---- audiotrain generate ------------------------------------------------------------------
+    generate_text_field = "tags"
+
+    def generate_options(self, parser):
+        parser.add_argument("--tags", default="pop, piano, female vocal, 120 bpm",
+                            help="the song's tags / prompt, comma-separated (default: %(default)s)")
+        parser.add_argument("--lyrics", default="", help="the lyrics ([verse]/[chorus] lines; default: none)")
+        parser.add_argument("--duration", type=float, default=30.0, help="seconds of audio, 0.5-240 (default 30)")
+        parser.add_argument("--steps", type=int, default=60, help="flow-matching Euler steps (default 60)")
+        parser.add_argument("--guidance", type=float, default=15.0,
+                            help="classifier-free guidance scale; 1 turns it off (default 15, as ACE-Step)")
+
+    def generate_check(self, cfg, request):
+        from audiotrain.errors import UserError
+
+        duration, steps, guidance = request.get("duration"), request.get("steps"), request.get("guidance")
+        if not isinstance(duration, (int, float)) or not 0.5 <= float(duration) <= 240:
+            raise UserError(f"--duration {duration} is not between 0.5 and 240 seconds: pass e.g. --duration 30.")
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise UserError(f"--steps {steps} is not a positive whole number: pass e.g. --steps 60.")
+        if not isinstance(guidance, (int, float)) or guidance <= 0:
+            raise UserError(f"--guidance {guidance} is not a positive number: pass e.g. --guidance 15 (1 = off).")
+        if not isinstance(request.get("tags"), str) or not isinstance(request.get("lyrics") or "", str):
+            raise UserError("--tags and --lyrics take text: pass e.g. --tags \"pop, piano\".")
+
+    def generate(self, model, cfg, request, seed, *, progress=None):
+        """A song: the tags (UMT5), lyrics (lyric tokenizer) and a zero speaker embedding condition ``steps``
+        Euler steps of the flow from seeded noise of ``duration`` seconds of latents, decoded by the DCAE."""
+        import math
+
+        import torch
+
+        backbone = model.backbone
+        example = {"key": "generate", "prompt": str(request["tags"]), "lyrics": str(request.get("lyrics") or ""),
+                   "speaker_emb_path": ""}
+        feats: dict = {}
+        for enc in model.encoders:
+            if enc.name in ("text", "lyrics", "speaker"):
+                feats.update(enc.encode(example))
+        dec = backbone.decoder()
+        samples = round(float(request["duration"]) * dec.source_sample_rate)
+        length = max(1, math.ceil(float(request["duration"]) * dec.latent_rate))  # then cut to the exact duration
+        height = dec.vocoder.mel_transform.n_mels // dec.time_multiple
+        feats["latents"] = torch.zeros(int(dec.dcae_config["latent_channels"]), height, length)
+        feats["latent_length"] = torch.tensor([length])
+        conditions = self.collate([feats])
+        steps, guidance = int(request["steps"]), float(request["guidance"])
+        tr = backbone.transformer
+        calls = [0]
+        per_step = 1 if guidance == 1.0 else 2
+
+        def counted(*args, **kwargs):  # one call per step (two with guidance): the progress bar
+            out = type(tr).decode(tr, *args, **kwargs)
+            calls[0] += 1
+            if progress is not None and calls[0] % per_step == 0:
+                progress(calls[0] // per_step, steps)
+            return out
+
+        kept = backbone.guidance_scale
+        backbone.guidance_scale, tr.decode = guidance, counted
+        try:
+            latents = backbone.sample_latents(conditions, seed=int(seed), steps=steps)
+        finally:
+            backbone.guidance_scale = kept
+            del tr.decode
+        wavs, sr = backbone._decode(latents, conditions["latent_lengths"])
+        return wavs[0, :, :samples], int(sr)
+
 
 PLUGIN = ACEStepPlugin()
 

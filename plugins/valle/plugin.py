@@ -144,6 +144,7 @@ class VALLEPlugin(Plugin):
             except BadFileError as exc:
                 problems.append(str(exc))
         from audiotrain_valle.encoders import tokenizer_problems
+
         return problems + tokenizer_problems(cfg)
 
     def native_adapter_format(self):
@@ -155,6 +156,95 @@ class VALLEPlugin(Plugin):
         from audiotrain_valle.checkpoint import save_merged
 
         return save_merged(backbone, cfg, directory)
+
+    # ---- audiotrain generate ------------------------------------------------------------------
+    generate_text_field = "text"
+
+    def generate_options(self, parser):
+        parser.add_argument("--text", default="Hello, this is my voice.", help="what to say (default: %(default)s)")
+        parser.add_argument("--reference", default=None, metavar="WAV",
+                            help="a clip of the voice to speak in (wav/flac/mp3; its first --prompt-seconds are used)")
+        parser.add_argument("--prompt-seconds", type=float, default=None,
+                            help="seconds of the reference used as the acoustic prompt (default: the longest of "
+                                 "model.prompt_duration_range, as in training)")
+        parser.add_argument("--max-seconds", type=float, default=10.0,
+                            help="the longest speech the AR stage may make (default 10)")
+        parser.add_argument("--ar-temperature", type=float, default=None,
+                            help="sampling temperature of the AR stage (default: model.eval_ar_temperature)")
+        parser.add_argument("--nar-temperature", type=float, default=None,
+                            help="sampling temperature of the NAR stage (default: model.eval_nar_temperature)")
+
+    def _reference(self, cfg, request):
+        """The reference clip, mono at 24 kHz, cut to the prompt length (one sentence when it is unusable)."""
+        from audiotrain.data.audio_io import AudioError, AudioSpec, load_audio
+        from audiotrain.errors import UserError
+
+        ref = request.get("reference")
+        if not ref:
+            raise UserError("--reference is missing: give a clip of the voice to speak in, e.g. --reference me.wav.")
+        seconds = request.get("prompt_seconds") or max(float(x) for x in cfg.model.prompt_duration_range)
+        spec = AudioSpec(sample_rate=self.sample_rate, channels=1, min_duration=0.0, max_duration=float(seconds))
+        try:
+            audio, length = load_audio(ref, spec)
+        except (AudioError, OSError, RuntimeError) as exc:
+            raise UserError(f"--reference {ref} is not a usable voice clip ({str(exc).splitlines()[0][:120]}): give "
+                            f"a wav, flac or mp3 of someone speaking, a few seconds long.") from None
+        return audio[:, :length]
+
+    def generate_check(self, cfg, request):
+        from audiotrain.errors import UserError
+
+        if not str(request.get("text") or "").strip():
+            raise UserError("--text is empty: give the words to speak, e.g. --text \"Hello there.\".")
+        for key in ("max_seconds", "prompt_seconds", "ar_temperature", "nar_temperature"):
+            v = request.get(key)
+            if v is not None and (not isinstance(v, (int, float)) or v < 0 or (key.endswith("seconds") and v == 0)):
+                raise UserError(f"--{key.replace('_', '-')} {v} is not a positive number: pass e.g. 10 or 0.5.")
+        self._reference(cfg, request)
+
+    def generate(self, model, cfg, request, seed, *, progress=None):
+        """Speech: the text's phonemes and the reference clip's codes (the acoustic prompt) → AR level 0 until the
+        stop token (at most ``max_seconds``), the NAR levels, decoded by the codec (24 kHz mono)."""
+        import torch
+
+        backbone = model.backbone
+        self._remember(cfg)
+        example = {"text": str(request["text"]), "language": None}
+        codec_enc, phon_enc = (next(e for e in model.encoders if e.name == n) for n in ("codes", "phonemes"))
+        phns = phon_enc.encode(example)["phns"]
+        audio = self._reference(cfg, request)
+        prom = codec_enc.encode({"audio": torch.from_numpy(audio)})["codes"].long()
+        codec = backbone.codec()
+        max_steps = max(1, round(float(request.get("max_seconds") or 10.0) * codec.frame_rate))
+        arnar = backbone.model
+        total = max_steps + arnar.n_levels - 1
+        calls = [0]
+
+        def counted(*args, **kwargs):  # one call per AR step and per NAR level: the progress bar
+            calls[0] += 1
+            if progress is not None:
+                progress(min(calls[0], total), total)
+            return type(arnar)._logits(arnar, *args, **kwargs)
+
+        ar_t = request.get("ar_temperature")
+        nar_t = request.get("nar_temperature")
+        arnar._logits = counted
+        try:
+            codes = arnar.generate(phns, prom, lang=self._lang, max_ar_steps=max_steps,
+                                   ar_temperature=backbone.ar_temperature if ar_t is None else float(ar_t),
+                                   nar_temperature=backbone.nar_temperature if nar_t is None else float(nar_t),
+                                   generator=torch.Generator().manual_seed(int(seed)))
+        finally:
+            del arnar._logits
+        if progress is not None:
+            progress(total, total)
+        if codes.shape[0] == 0:
+            from audiotrain.errors import UserError
+
+            raise UserError(f"The model stopped before saying anything for --text {request['text']!r} (seed {seed}): "
+                            f"try another --seed or a longer-trained adapter.")
+        wav = codec.decode(codes.cpu())
+        return wav.reshape(1, -1), int(codec.sample_rate)
 
 
 PLUGIN = VALLEPlugin()
