@@ -86,7 +86,9 @@ def test_lora_scale_zero_is_the_base_model_and_merged_weights_equal_the_adapter(
     tuned = render(acestep_run, 1.0)
     assert not torch.equal(tuned, base)
     assert merge([str(acestep_run), "--out", str(acestep_run / "merged")]) == 0
-    assert torch.equal(render(acestep_run / "merged", 1.0), tuned)
+    merged = render(acestep_run / "merged", 1.0)
+    # W + s·BA folded into one matrix rounds differently from W x + s·B(A x): equal to float32 precision, not bits
+    assert (merged - tuned).abs().max() < 1e-4 * tuned.abs().max(), (merged - tuned).abs().max()
 
 
 @pytest.mark.slow  # two prompts in one call, an exported adapter folder: ~20 s
