@@ -70,5 +70,7 @@ def test_shielded_workers_outlive_a_group_signal_and_obey_their_parent(sig):
 def test_without_the_shield_a_group_sigterm_kills_the_workers():
     """The failure the shield prevents (torch's own worker handler dies of a SIGTERM from anyone but the parent)."""
     out = _run("plain", "SIGTERM")
-    assert out.returncode != 0
-    assert "is killed by signal: Terminated" in out.stderr
+    assert out.returncode != 0 and "items 40" not in out.stdout
+    # how the loader notices depends on timing: torch's SIGCHLD check, or the dead worker's closed queue
+    assert any(s in out.stderr for s in ("is killed by signal: Terminated", "exited unexpectedly", "EOFError")), \
+        out.stderr[-1500:]
