@@ -106,7 +106,7 @@ def build_loader(cfg: DictConfig, dataset: AudioDataset, acc: str):
     batch sampler (interleaved/duration/group/random orders, batches capped by total seconds)."""
     from audiotrain.data.batching import BucketBatchSampler
     from audiotrain.train.console import console
-    from audiotrain.train.worker_signals import quiet_worker_init
+    from audiotrain.train.worker_signals import ShieldedLoader, quiet_worker_init
     from audiotrain.train.data_workers import data_workers, explain_once
 
     workers, note = data_workers(cfg.dataset.get("num_workers"), processes=int(cfg.trainer.devices))
@@ -119,9 +119,9 @@ def build_loader(cfg: DictConfig, dataset: AudioDataset, acc: str):
                                      max_batch_seconds=d.get("max_batch_seconds"), batch_size=int(d.batch_size),
                                      seed=int(cfg.seed), shuffle_batches=bool(d.get("shuffle_batches", False)),
                                      drop_last=bool(d.get("drop_last", False)), shuffle=bool(d.shuffle))
-        return sampler, torch.utils.data.DataLoader(dataset, batch_sampler=sampler, **common)
+        return sampler, ShieldedLoader(dataset, batch_sampler=sampler, **common)
     sampler = ResumableSampler(len(dataset), seed=int(cfg.seed), shuffle=bool(d.shuffle))
-    return sampler, torch.utils.data.DataLoader(dataset, batch_size=int(d.batch_size), sampler=sampler, **common)
+    return sampler, ShieldedLoader(dataset, batch_size=int(d.batch_size), sampler=sampler, **common)
 
 
 def _window_mean(values: list[float], first: bool) -> float | None:

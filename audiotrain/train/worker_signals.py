@@ -14,6 +14,8 @@ import os
 import signal
 import threading
 
+from torch.utils.data import DataLoader
+
 
 def _wait_for_parent_sigterm(parent: int) -> None:
     while True:
@@ -31,8 +33,20 @@ def shield_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the training process's handler, copied by fork
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked at birth (shielded_start); ignored now
     threading.Thread(target=_wait_for_parent_sigterm, args=(os.getppid(),), name="sigterm-from-parent",
                      daemon=True).start()
+
+
+def shielded_start(start):
+    """Run ``start`` (what forks a loader's workers) with SIGTERM and SIGINT blocked in this thread, so a worker is
+    born with them blocked: a group signal arriving before :func:`shield_worker` runs in it (torch's own worker
+    handler would die of it) waits, and is then read and ignored. This process gets any such signal once unblocked."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        return start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def quiet_worker_init(worker_id: int, rank: int | None = None) -> None:
@@ -44,3 +58,12 @@ def quiet_worker_init(worker_id: int, rank: int | None = None) -> None:
         from lightning.fabric.utilities.seed import pl_worker_init_function
 
         pl_worker_init_function(worker_id, rank=rank)
+
+
+class ShieldedLoader(DataLoader):
+    """A DataLoader whose worker processes start with the stop signals blocked (:func:`shielded_start`)."""
+
+    def _get_iterator(self):
+        if self.num_workers == 0:
+            return super()._get_iterator()
+        return shielded_start(super()._get_iterator)

@@ -184,6 +184,14 @@ def _runs_table(driver, want_rows: int):
     from selenium.webdriver.support.ui import WebDriverWait
 
     def table(d):
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        try:
+            return _table(d)
+        except StaleElementReferenceException:  # the grid re-rendered while it was read: read it again
+            return None
+
+    def _table(d):
         d.execute_script("document.querySelectorAll('.ag-body-horizontal-scroll-viewport, .ag-center-cols-viewport')"
                          ".forEach(e => e.scrollLeft = 0)")
         cols = {h.get_attribute("col-id"): h.text for h in d.find_elements(By.CSS_SELECTOR, ".ag-header-cell")}
