@@ -27,8 +27,9 @@ accumulation). In DDP only global rank 0 reads; the lines are broadcast to every
 checkpoint (``state_dict``) and survive a resume.
 
 SIGTERM and Ctrl-C (SIGINT) - or, in a sweep, the sweep's ``STOP`` file appearing - : handlers installed at
-train start set a flag; at the next step end the job saves a checkpoint and stops cleanly; a second Ctrl-C stops at once (KeyboardInterrupt). The
-previous handlers are restored at train end. ``handle_signals=False`` (``trainer.signal_handlers=false``, as
+train start set a flag; at the next step end the job saves a checkpoint and stops cleanly; a second Ctrl-C stops at once (KeyboardInterrupt). Once
+training has ended, a signal waits until the run's last files (final adapter, samples, tracker status, summary) are
+written (``finishing``); the previous handlers are restored after them. ``handle_signals=False`` (``trainer.signal_handlers=false``, as
 in-process tests train) installs none, nor lets Lightning install its SIGTERM handler. DataLoader workers
 should use ``worker_signals.quiet_worker_init`` (else a signal sent to the whole process group - Ctrl-C,
 ``timeout``, SLURM - kills them before the main process can save).
@@ -46,6 +47,7 @@ import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -225,6 +227,8 @@ class LiveControl(L.Callback):
         self._saved_at = -1
         self._previous: dict[int, Any] = {}
         self.stopped_at: int | None = None  # the step at which quit or a signal stopped training early
+        self._finishing = False  # training ended; the run's last files are being written
+        self.late_signal: str | None = None  # a SIGTERM/Ctrl-C that arrived while they were
 
     # ---- Lightning hooks --------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -272,7 +276,9 @@ class LiveControl(L.Callback):
             self._save_and_stop(trainer, pl_module, step)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._cleanup()
+        # the handlers stay while the final adapter, samples and summary are written (``finishing``)
+        self._finishing = True
+        self._close_readers()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._cleanup()
@@ -370,6 +376,12 @@ class LiveControl(L.Callback):
 
     # ---- signals ----------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._finishing:  # nothing left to stop: the last files are written, then the run exits
+            if self.late_signal is None:
+                self.late_signal = signal.Signals(signum).name
+                sys.stderr.write(f"[control] {self.late_signal} received after training ended: the run's last "
+                                 f"files are written first, then it exits\n")
+            return
         if self._signal is not None and signum == signal.SIGINT:
             self._restore_signals()
             raise KeyboardInterrupt  # second Ctrl-C: stop now
@@ -390,8 +402,32 @@ class LiveControl(L.Callback):
                 pass
         self._previous = {}
 
+    @contextmanager
+    def finishing(self):
+        """Around what a run writes after ``fit`` returns (the tracker's end, the summary): a SIGTERM or Ctrl-C
+        then waits until they are written (Lightning's teardown has put the pre-fit handlers back, so they are
+        taken again here). On leaving, the previous handlers return; a signal that arrived is passed on to a
+        previous handler of Python's own (a sweep's stop request) - with none, the run has ended anyway."""
+        self._finishing = True
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            if sig in self._previous and signal.getsignal(sig) != self._on_signal:
+                del self._previous[sig]  # Lightning's teardown put the pre-fit handler back: take it again
+            self._install(sig)
+        try:
+            yield
+        finally:
+            previous = dict(self._previous)
+            self._restore_signals()
+            late = self.late_signal
+            handler = previous.get(signal.Signals[late]) if late else None
+            if callable(handler):
+                handler(signal.Signals[late], None)
+
     def _cleanup(self) -> None:
         self._restore_signals()
+        self._close_readers()
+
+    def _close_readers(self) -> None:
         if self._reader is not None:
             self._reader.close()
             self._reader = None

@@ -48,28 +48,33 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     trainer = build_trainer(cfg, job.accelerator, job.precision, cbs.all, run_dir)
     status = "FAILED"
     try:
-        fit(trainer, module, loader, job.ckpt)
-        status = "KILLED" if cbs.control.stopped_at is not None else "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    except TrainingDiverged as exc:  # a result, not a crash: a re-run of the same sweep skips this job
-        if job.zero:
-            rd.summary_file(run_dir, {"run_dir": str(run_dir), "completed": True, "diverged": str(exc),
-                                      "steps": trainer.global_step, "nonfinite_steps": cbs.nonfinite.total,
-                                      "last_metrics": {}})
-        raise
-    finally:
+        try:
+            fit(trainer, module, loader, job.ckpt)
+            status = "KILLED" if cbs.control.stopped_at is not None else "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        except TrainingDiverged as exc:  # a result, not a crash: a re-run of the same sweep skips this job
+            if job.zero:
+                rd.summary_file(run_dir, {"run_dir": str(run_dir), "completed": True, "diverged": str(exc),
+                                          "steps": trainer.global_step, "nonfinite_steps": cbs.nonfinite.total,
+                                          "last_metrics": {}})
+            raise
+    except BaseException:
         if tracker is not None:
             tracker.finish(status)
-    summary = summarise(cbs, trainer.global_step, data)
-    summary.update({"run_dir": str(run_dir), "adapter_dir": str(run_dir / "adapters" / "final"),
-                    "mlflow_run_id": tracker.run_id if tracker else None,
-                    "experiment_id": getattr(tracker, "experiment_id", None),  # its page in the UI (done_message)
-                    "tracking_uri": str(cfg.tracking.uri) if tracker else None,
-                    "global_rank": job.rank, "trainable_params": model.trainable})
-    if job.zero:
-        rd.summary_file(run_dir, summary)
+        raise
+    with cbs.control.finishing():  # a SIGTERM now waits until the tracker's status and the summary are written
+        if tracker is not None:
+            tracker.finish(status)
+        summary = summarise(cbs, trainer.global_step, data)
+        summary.update({"run_dir": str(run_dir), "adapter_dir": str(run_dir / "adapters" / "final"),
+                        "mlflow_run_id": tracker.run_id if tracker else None,
+                        "experiment_id": getattr(tracker, "experiment_id", None),  # its page in the UI
+                        "tracking_uri": str(cfg.tracking.uri) if tracker else None,
+                        "global_rank": job.rank, "trainable_params": model.trainable})
+        if job.zero:
+            rd.summary_file(run_dir, summary)
     return summary
 
 

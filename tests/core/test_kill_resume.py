@@ -13,6 +13,7 @@ checkpoint write or of ``last.ckpt``'s.
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -146,6 +147,12 @@ class Driven:
         self.events.append(f"{sig.name} at step {at}+{fraction:.2f} (attempt {self.n}, from {self.origin})")
         if sig == signal.SIGKILL:
             assert rc == -signal.SIGKILL, f"{rc} {self.replay()}"
+            return
+        if at >= MAX_STEPS:  # a loaded machine let the signal land after the last step: the run's files come first
+            summary = json.loads(next(self.log_dir.glob("*/*/summary.json")).read_text())
+            assert rc in (0, -signal.SIGTERM) and summary["steps"] == MAX_STEPS and summary["completed"], \
+                f"SIGTERM after the last step: exit {rc} {self.replay()}\n{self.tail(err)}"
+            self.events[-1] += " (after the last step: the run had finished)"
             return
         # SIGTERM: a checkpoint of the step it arrived in (or the next one), then a clean exit
         manual = [int(m.group(1)) for q in self.log_dir.glob("*/*/checkpoints/manual-step=*.ckpt")

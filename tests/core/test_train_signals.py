@@ -62,3 +62,34 @@ def test_a_value_that_is_not_a_bool_is_one_sentence(tiny_cfg):
     with pytest.raises(ConfigError) as e:
         validate(cfg, registry.get("acestep"))
     assert e.value.problems == ["trainer.signal_handlers=sometimes must be true or false."]
+
+
+def test_a_signal_after_training_waits_for_the_last_files_and_reaches_a_previous_handler(tmp_path, capfd):
+    """Once training has ended (a `timeout` or SLURM limit landing as the final adapter and summary are written),
+    SIGTERM no longer ends the process mid-write: it is noted, the block finishes, the handlers return, and a
+    previous Python handler (a sweep's stop request) receives it."""
+    import os
+
+    received: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        control = LiveControl(run_dir=tmp_path, handle_signals=True)
+        written = []
+        with control.finishing():
+            assert signal.getsignal(signal.SIGTERM) == control._on_signal
+            os.kill(os.getpid(), signal.SIGTERM)
+            written.append("summary.json")  # still runs: the signal did not end the block
+        assert written == ["summary.json"] and control.late_signal == "SIGTERM"
+        assert received == [signal.SIGTERM]  # passed on once, after the block
+        assert "SIGTERM received after training ended" in capfd.readouterr().err
+        assert signal.getsignal(signal.SIGTERM) is not control._on_signal
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_finishing_touches_nothing_with_signal_handling_off(tmp_path):
+    before = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    control = LiveControl(run_dir=tmp_path, handle_signals=False)
+    with control.finishing():
+        assert {sig: signal.getsignal(sig) for sig in SIGNALS} == before
+    assert {sig: signal.getsignal(sig) for sig in SIGNALS} == before and control.late_signal is None
