@@ -94,7 +94,7 @@ class Classifiers(nn.Module):
 
 
 class ARNAR(nn.Module):
-    """The v5 AR+NAR model; ``config`` is anything :func:`resolve_config` accepts (e.g. "tiny").
+    """The v5 (and v6: one more head, ``raw_text``, ``classifiers.proj.{last}``) AR+NAR model; ``config`` is anything :func:`resolve_config` accepts (e.g. "tiny").
 
     Parameters and their state-dict names match the released ``ar+nar-llama-8`` (155 keys for
     "full"): ``sep``, ``dropout_token``, ``text_emb``, ``proms_emb.embeddings.{k}``,
@@ -130,6 +130,9 @@ class ARNAR(nn.Module):
         if "len" in cfg["capabilities"]:
             names.append("len")
             sizes.append(cfg["len_tokens"])
+        if int(cfg.get("version", 5)) >= 6:  # version 6 adds a text output head (phonemes -> text), after the others
+            names.append("raw_text")
+            sizes.append(cfg["text_tokens"])
         self.classifiers = Classifiers(names, sizes, d, cfg["classifiers_bias"])
         self._init_stack()
 

@@ -122,7 +122,7 @@ def load_exported(path: str | Path, config: Mapping[str, Any] | str | None = Non
     where = f"{option}={path}" if option else str(path)
     cfg = config if config is not None else embedded
     if cfg is None:
-        raise UserError(f"{where} carries no embedded config; pass config= (a preset name or the model dict)")
+        raise UserError(f"{where} carries no embedded config: pass model.config=<the vall-e YAML it was trained with, its data/config.yaml> (config= in Python).")
     try:
         with torch.device("meta"):
             model = ARNAR(cfg)

@@ -66,13 +66,22 @@ class VALLEPlugin(Plugin):
         if path is not None:
             from audiotrain_valle.checkpoint import load_exported
 
-            model, _, _ = load_exported(path, trust_pickle=bool(cfg.get("trust_pickle", False)),
-                                        preset=str(cfg.model.preset))
+            model, _, _ = load_exported(path, config=self._original_config(cfg),
+                                        trust_pickle=bool(cfg.get("trust_pickle", False)), preset=str(cfg.model.preset))
             model.train()
         else:
-            model = seeded(lambda: ARNAR(str(cfg.model.preset)))
+            model = seeded(lambda: ARNAR(self._original_config(cfg) or str(cfg.model.preset)))
         _, make_codec = codec_factory(cfg)
         return VALLEBackbone(model, settings, codec_factory=make_codec)
+
+    @staticmethod
+    def _original_config(cfg):
+        """``model.config=`` (a vall-e YAML) read as the model's config, or None."""
+        if not cfg.model.get("config"):
+            return None
+        from audiotrain_valle.original_config import read_original_config
+
+        return read_original_config(cfg.model.config)
 
     def collate(self, items: Sequence[Mapping[str, Any]]):
         from audiotrain_valle.collate import collate
@@ -124,11 +133,20 @@ class VALLEPlugin(Plugin):
         if not problems and str(m.get("preset")) != "tiny" and not m.codec.get("path"):
             problems.append(f"model.preset={m.get('preset')} needs the EnCodec 24 kHz weights: pass model.codec.path=DIR "
                             "(a local facebook/encodec_24khz folder), or use model.preset=tiny.")
+        original = None
+        if m.get("config"):
+            from audiotrain.errors import UserError
+
+            try:
+                original = self._original_config(cfg)
+            except UserError as exc:
+                problems.append(str(exc))
         if not problems:
             from audiotrain_valle.collate import lang_problem
             from audiotrain_valle.presets import resolve_config
 
-            lang = lang_problem(str(m.get("language")), int(resolve_config(str(m.preset))["langs"]))
+            langs = int(resolve_config(original if original is not None else str(m.preset))["langs"])
+            lang = lang_problem(str(m.get("language")), langs)
             if lang is not None:
                 problems.append(lang)
         lo, hi = (float(x) for x in m.prompt_duration_range)

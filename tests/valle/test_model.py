@@ -43,6 +43,28 @@ def test_full_preset_matches_release_keys():
     assert {k: PRESETS[k]["dim"] for k in PRESETS} == {"tiny": 32, "quarter": 256, "half": 512, "full": 1024}
 
 
+def test_version_6_checkpoint_has_the_text_head_and_loads_and_trains():
+    """Version 6 adds one output head over the raw-text vocabulary, ``classifiers.proj.10`` at full size: a v6
+    state dict (the v5 release keys plus that head) builds on the meta device with exactly those keys, and a
+    v6 checkpoint at tiny size loads strictly and trains (the head is held, as the stt head is)."""
+    ref = ref_keys("valle_ar_nar_full")
+    v6 = {**ref["config"], "version": 6}
+    with torch.device("meta"):
+        model = ARNAR(v6)
+    sd = {k: list(v.shape) for k, v in model.state_dict().items()}
+    extra = {k: sd[k] for k in set(sd) - set(ref["keys"])}
+    assert extra == {"classifiers.proj.10.weight": [8575, 1024], "classifiers.proj.10.bias": [8575]}
+    assert {k: sd[k] for k in ref["keys"]} == ref["keys"] and len(sd) == 157
+    src, dst = _tiny(0, version=6), _tiny(1, version=6)
+    dst.load_state_dict(src.state_dict(), strict=True)
+    assert dst.classifiers.proj[-1].weight.shape[0] == dst.config["text_tokens"]
+    phns, proms, resps, langs = _batch()
+    loss = dst(phns, proms, resps, langs, levels=[0, 1])["loss"]
+    loss.backward()
+    assert torch.isfinite(loss) and dst.classifiers.proj[-1].weight.grad is None
+    assert dst.classifiers.proj[0].weight.grad.abs().sum() > 0
+
+
 def test_forward_scores_resp_segment_only_and_levels_distribution():
     model = _tiny()
     phns, proms, resps, langs = _batch()
