@@ -134,6 +134,9 @@ class ARNAR(nn.Module):
             names.append("raw_text")
             sizes.append(cfg["text_tokens"])
         self.classifiers = Classifiers(names, sizes, d, cfg["classifiers_bias"])
+        #: the AR's targets: "sequence" (the sep before the resp predicts its first code) or "segment" (the shift
+        #: inside the resp segment, as vall-e's per-segment loss under ``loss_factors``: the first code is no target)
+        self.ar_loss = "sequence"
         self._init_stack()
 
     def _init_stack(self) -> None:
@@ -180,7 +183,9 @@ class ARNAR(nn.Module):
                                                  self.sep, self.config["unified_position_ids"])
             tgt = torch.full((emb.shape[0],), IGNORE_INDEX, dtype=torch.long, device=emb.device)
             r0 = seg_starts[-1]
-            if level == 0:  # causal shift: position t predicts token t + 1
+            if level == 0 and self.ar_loss == "segment":  # shift inside the resp segment: resp[0] is no target
+                tgt[r0: r0 + seq.shape[0] - 1] = seq[1:]
+            elif level == 0:  # causal shift: position t predicts token t + 1
                 tgt[r0 - 1: r0 - 1 + seq.shape[0]] = seq
             else:
                 tgt[r0: r0 + seq.shape[0]] = seq

@@ -17,6 +17,7 @@ class VALLEBackbone(Backbone):
     def __init__(self, model: ARNAR, settings: Mapping[str, Any], codec_factory: Callable[[], Any] | None = None):
         super().__init__()
         self.model = model
+        model.ar_loss = str(settings.get("ar_loss", "sequence"))  # model.ar_loss: sequence | segment
         self.max_ar_steps = int(settings.get("eval_max_ar_steps", 500))  # the most AR frames of a sample
         self.ar_temperature = float(settings.get("eval_ar_temperature", 0.95))
         self.nar_temperature = float(settings.get("eval_nar_temperature", 0.25))

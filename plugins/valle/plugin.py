@@ -66,9 +66,15 @@ class VALLEPlugin(Plugin):
         if path is not None:
             from audiotrain_valle.checkpoint import load_exported
 
-            model, _, _ = load_exported(path, config=self._original_config(cfg),
-                                        trust_pickle=bool(cfg.get("trust_pickle", False)), preset=str(cfg.model.preset))
+            model, _, embedded = load_exported(path, config=self._original_config(cfg),
+                                               trust_pickle=bool(cfg.get("trust_pickle", False)),
+                                               preset=str(cfg.model.preset))
             model.train()
+            if (embedded or {}).get("loss_factors") and str(cfg.model.get("ar_loss", "sequence")) == "sequence":
+                from audiotrain.train.console import console
+
+                console.print(f"[yellow]Note:[/] {path.name} was trained with vall-e's per-segment loss "
+                              f"(loss_factors): add model.ar_loss=segment to continue with it.", highlight=False)
         else:
             model = seeded(lambda: ARNAR(self._original_config(cfg) or str(cfg.model.preset)))
         _, make_codec = codec_factory(cfg)
@@ -149,6 +155,10 @@ class VALLEPlugin(Plugin):
             lang = lang_problem(str(m.get("language")), langs)
             if lang is not None:
                 problems.append(lang)
+        if str(m.get("ar_loss", "sequence")) not in ("sequence", "segment"):
+            problems.append(f"model.ar_loss={m.get('ar_loss')} must be sequence (the default: the AR also predicts "
+                            f"the first code from the sep before it) or segment (vall-e's per-segment loss, as its "
+                            f"released config trains with loss_factors).")
         lo, hi = (float(x) for x in m.prompt_duration_range)
         if not 0 < lo <= hi:
             problems.append(f"model.prompt_duration_range=[{lo:g}, {hi:g}] must be 0 < min <= max seconds.")

@@ -184,6 +184,41 @@ def test_ar_shift_with_oracle_heads():
         assert float(wrong["nll"].detach()) > 5.0
 
 
+def test_ar_segment_loss_drops_only_the_first_code_as_target():
+    """model.ar_loss=segment (vall-e's per-segment loss): the AR targets are the resp segment shifted inside
+    itself - resp[1:] + stop at the resp positions, so the sep no longer predicts resp[0]; the NAR is unchanged."""
+    model = _tiny()
+    phns, proms, resps, langs = _batch()
+    seq_ar = model.build_inputs(phns, proms, resps, langs, [0, 1])
+    model.ar_loss = "segment"
+    seg_ar = model.build_inputs(phns, proms, resps, langs, [0, 1])
+    for b, level in enumerate((0, 1)):
+        r0, codes = seg_ar.resp_start[b], resps[b]
+        scored = (seg_ar.targets[b] != IGNORE_INDEX).nonzero().flatten().tolist()
+        if level == 0:
+            want = torch.cat([codes[1:, 0], torch.tensor([A])])  # c1 .. c_{T-1}, stop
+            assert scored == list(range(r0, r0 + codes.shape[0]))
+            assert torch.equal(seg_ar.targets[b, scored], want)
+            before = (seq_ar.targets[b] != IGNORE_INDEX).nonzero().flatten().tolist()
+            assert before == list(range(r0 - 1, r0 + codes.shape[0]))  # one more: the sep predicts c0
+        else:
+            assert torch.equal(seg_ar.targets[b], seq_ar.targets[b])
+    loss = model(phns, proms, resps, langs, levels=[0, 0])["loss"]
+    assert torch.isfinite(loss)
+
+
+def test_ar_loss_is_set_from_the_config_and_checked():
+    from audiotrain.plugins import registry
+    from tests.conftest import compose
+
+    plugin = registry.get("valle")
+    cfg = compose(["model=valle", "model.preset=tiny", "model.ar_loss=segment"])
+    assert plugin.validate(cfg) == [] and plugin.build_backbone(cfg).model.ar_loss == "segment"
+    assert registry.get("valle").build_backbone(compose(["model=valle", "model.preset=tiny"])).model.ar_loss == "sequence"
+    problems = plugin.validate(compose(["model=valle", "model.preset=tiny", "model.ar_loss=shifted"]))
+    assert len(problems) == 1 and problems[0].startswith("model.ar_loss=shifted must be sequence")
+
+
 @pytest.mark.slow  # over 20 s on 2 cores: make test runs it, make test-fast leaves it out
 def test_overfit_one_utterance_top10_accuracy():
     """The "Try Me" check: memorise one utterance, then greedy AR+NAR decoding gives it back."""
