@@ -66,6 +66,28 @@ def with_extra(settings: LoRASettings, extra: Mapping[str, Any]) -> LoRASettings
     return dataclasses.replace(settings, **fields)
 
 
+_NOTED: set[tuple[str, ...]] = set()
+
+
+def targets_note(settings: LoRASettings) -> str | None:
+    """One sentence when the adapter's targets are not vall-e's own policy (q, v, o, gate, up, down): its
+    ``--lora`` loader wraps only its policy's layers and loads non-strictly, so the rest is silently dropped."""
+    from audiotrain_valle.ar_nar import LORA_TARGETS
+
+    own = {t.rsplit(".", 1)[-1] for t in LORA_TARGETS}
+    got = {str(t).rsplit(".", 1)[-1] for t in settings.target_modules}
+    if got == own:
+        return None
+    parts = []
+    if got - own:
+        parts.append(f"its weights for {', '.join(sorted(got - own))} are ignored there")
+    if own - got:
+        parts.append(f"{', '.join(sorted(own - got))} get a LoRA that starts at zero")
+    return (f"lora.target_modules ({', '.join(sorted(got))}) differs from vall-e's own LoRA policy "
+            f"({', '.join(sorted(own))}): in vall-e's --lora path {' and '.join(parts)}; audiotrain reads the file "
+            f"back in full.")
+
+
 @dataclasses.dataclass(frozen=True)
 class VALLELoRAFormat(NativeFormat):
     """:class:`NativeFormat` plus the ``audiotrain`` entry beside the original's ``config``."""
@@ -82,6 +104,12 @@ class VALLELoRAFormat(NativeFormat):
                 EXTRA_KEY: json.dumps(audiotrain_extra(settings))}
         out = directory / self.filename
         save_file(state, str(out), metadata=meta)
+        note = targets_note(settings)
+        if note is not None and tuple(settings.target_modules) not in _NOTED:  # once per run, not every save
+            from audiotrain.train.console import console
+
+            _NOTED.add(tuple(settings.target_modules))
+            console.print(f"[yellow]Note:[/] {note}", highlight=False)
         return out
 
     def load(self, path: str | Path, option: str | None = None,

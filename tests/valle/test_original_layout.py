@@ -202,3 +202,13 @@ def test_lora_sft_with_a_broken_audiotrain_entry_is_one_sentence(tmp_path):
     with pytest.raises(BadFileError) as e:
         adapter_format.load(path, option="lora.init_from")
     assert "'audiotrain' entry" in str(e.value) and "lora.init_from=" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_targets_other_than_the_originals_policy_are_named_once():
+    from audiotrain_valle.adapter_format import targets_note
+
+    assert targets_note(LoRASettings(r=4, alpha=4.0, target_modules=list(LORA_TARGETS))) is None
+    assert targets_note(LoRASettings(r=4, alpha=4.0, target_modules=[t.split(".")[-1] for t in LORA_TARGETS])) is None
+    note = targets_note(LoRASettings(r=4, alpha=4.0, target_modules=["q_proj", "k_proj", "v_proj"]))
+    assert note.startswith("lora.target_modules (k_proj, q_proj, v_proj) differs from vall-e's own LoRA policy")
+    assert "weights for k_proj are ignored there" in note and "down_proj, gate_proj, o_proj, up_proj get a LoRA" in note
