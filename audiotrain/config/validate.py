@@ -161,6 +161,10 @@ def training_plan_problems(cfg: DictConfig, plugin: Any | None) -> list[str]:
             locate(value)
         except InitFromError as exc:
             p.append(str(exc))
+    adapter = OmegaConf.select(cfg, "lora.init_from", default=None)
+    if adapter and not Path(str(adapter)).expanduser().exists():
+        p.append(f"lora.init_from={adapter} does not exist: give a PEFT adapter folder, the model's own adapter "
+                 f"file (e.g. pytorch_lora_weights.safetensors, lora.sft) or an earlier run's directory.")
     groups = OmegaConf.select(cfg, "optimizer.groups", default=None) or {}
     for name, entry in (groups.items() if OmegaConf.is_dict(groups) else []):
         if not OmegaConf.is_dict(entry):

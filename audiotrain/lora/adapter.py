@@ -146,6 +146,12 @@ def load_adapter_state(root: nn.Module, state: Mapping[str, torch.Tensor], sourc
 
 
 def save_peft(root: nn.Module, settings: LoRASettings, directory: str | Path, base_model: str = "") -> Path:
+    return save_peft_state(adapter_state(root), settings, directory, base_model)
+
+
+def save_peft_state(state: Mapping[str, torch.Tensor], settings: LoRASettings, directory: str | Path,
+                    base_model: str = "") -> Path:
+    """A PEFT folder (``adapter_config.json`` + ``adapter_model.safetensors``) from ``adapter_state``-keyed tensors."""
     from safetensors.torch import save_file
 
     d = Path(directory)
@@ -153,7 +159,7 @@ def save_peft(root: nn.Module, settings: LoRASettings, directory: str | Path, ba
     cfg = settings.to_peft()
     cfg.base_model_name_or_path = base_model or None
     cfg.save_pretrained(str(d))
-    state = {PEFT_PREFIX + k: v.contiguous() for k, v in adapter_state(root).items()}
+    state = {PEFT_PREFIX + k: v.contiguous() for k, v in state.items()}
     save_file(state, str(d / "adapter_model.safetensors"), metadata={"format": "pt"})
     return d
 

@@ -57,11 +57,14 @@ class NativeFormat:
         return key if not s or key.endswith(s) else key + s
 
     def save(self, root: torch.nn.Module, settings: LoRASettings, directory: str | Path) -> Path:
+        return self.save_state(adapter_state(root), settings, directory)
+
+    def save_state(self, state: Mapping[str, torch.Tensor], settings: LoRASettings, directory: str | Path) -> Path:
+        """Write PEFT-keyed LoRA tensors (``adapter_state``'s keys) as this format's file in ``directory``."""
         from safetensors.torch import save_file
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = adapter_state(root)
         metadata = {"format": "pt"}
         written = settings
         if self.fold_scale:
@@ -83,6 +86,12 @@ class NativeFormat:
         """Read the file (or its folder) → (settings, PEFT-keyed state). Read as data: safetensors, or a ``.pth``
         with ``torch.load(weights_only=True)`` (``trust_pickle`` unpickles fully: only for your own files); every
         bad file is one sentence (a UserError)."""
+        return self.read(path, option, trust_pickle, fallback=True)  # type: ignore[return-value]
+
+    def read(self, path: str | Path, option: str | None = None, trust_pickle: bool = False,
+             fallback: bool = False) -> tuple[LoRASettings | None, dict[str, torch.Tensor]]:
+        """:meth:`load`, but settings are None for a file that carries no config (no header entry, no sidecar)
+        unless ``fallback`` (then ``infer(tensors)`` or the codec's defaults, as ``load`` gives)."""
         from audiotrain.safe_files import BadFileError, load_safetensors, load_torch, read_json, safetensors_metadata
 
         path = Path(path).expanduser()
@@ -117,6 +126,8 @@ class NativeFormat:
             config = read_json(side, expected=f"the JSON config written beside {self.expected}")
             if not isinstance(config, Mapping):
                 raise BadFileError(f"{side} is not a JSON object; give {self.expected}.")
+        if not config and not fallback:
+            return None, state
         if not config and self.infer is not None:
             return self.infer(state), state
         try:

@@ -46,6 +46,20 @@ def build_model(cfg: DictConfig, plugin: Any, *, report: bool = True) -> BuiltMo
             p.requires_grad_(True)
     if cfg.trainer.get("gradient_checkpointing") and hasattr(backbone, "enable_gradient_checkpointing"):
         backbone.enable_gradient_checkpointing()
+    value = cfg.lora.get("init_from")
+    if value and cfg.model.get("init_from"):
+        from audiotrain.errors import UserError
+
+        raise UserError(f"lora.init_from={value} and model.init_from={cfg.model.init_from} are both set: keep one "
+                        f"(model.init_from for an earlier audiotrain run, lora.init_from for an adapter alone).")
+    if value:
+        from audiotrain.train.lora_init import load_adapter
+
+        src, n, note = load_adapter(value, root, settings, plugin, trust_pickle=bool(cfg.get("trust_pickle", False)))
+        if report:
+            console.print(f"Adapter initialised from {src.path} ({n} tensors; a new run from step 0).")
+            if note:
+                console.print(f"[yellow]Note:[/] {note}", highlight=False)
     plan = apply_training_plan(backbone, cfg, settings, console if report else None)
     trainable = sum(p.numel() for p in backbone.parameters() if p.requires_grad)
     total = sum(p.numel() for p in backbone.parameters())

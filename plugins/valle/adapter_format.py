@@ -92,14 +92,12 @@ def targets_note(settings: LoRASettings) -> str | None:
 class VALLELoRAFormat(NativeFormat):
     """:class:`NativeFormat` plus the ``audiotrain`` entry beside the original's ``config``."""
 
-    def save(self, root: torch.nn.Module, settings: LoRASettings, directory: str | Path) -> Path:
+    def save_state(self, state: Mapping[str, torch.Tensor], settings: LoRASettings, directory: str | Path) -> Path:
         from safetensors.torch import save_file
-
-        from audiotrain.lora.adapter import adapter_state
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {self.to_native(k): v.detach().contiguous() for k, v in adapter_state(root).items()}
+        state = {self.to_native(k): v.detach().contiguous() for k, v in state.items()}
         meta = {"format": "pt", self.metadata_key: json.dumps(self.encode(settings)),
                 EXTRA_KEY: json.dumps(audiotrain_extra(settings))}
         out = directory / self.filename
@@ -112,9 +110,11 @@ class VALLELoRAFormat(NativeFormat):
             console.print(f"[yellow]Note:[/] {note}", highlight=False)
         return out
 
-    def load(self, path: str | Path, option: str | None = None,
-             trust_pickle: bool = False) -> tuple[LoRASettings, dict[str, torch.Tensor]]:
-        settings, state = super().load(path, option=option, trust_pickle=trust_pickle)
+    def read(self, path: str | Path, option: str | None = None, trust_pickle: bool = False,
+             fallback: bool = False) -> tuple[LoRASettings | None, dict[str, torch.Tensor]]:
+        settings, state = super().read(path, option=option, trust_pickle=trust_pickle, fallback=fallback)
+        if settings is None:
+            return None, state
         path = Path(path).expanduser()
         path = path / self.filename if path.is_dir() else path
         extra = self._extra(path, option, trust_pickle)
