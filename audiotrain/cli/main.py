@@ -15,8 +15,10 @@ USAGE = """audiotrain — fine-tune audio generation models (LoRA, Hydra, Lightn
   audiotrain model=acestep data=DIR hparams_search=lora_optuna   an Optuna search
   audiotrain --cfg job model=acestep data=DIR            print the composed config and exit
   audiotrain ui [--port 5000]                            MLflow UI on 127.0.0.1 for ./mlflow.db
-  audiotrain export RUN_DIR [--out DIR]                  copy a run's adapter (PEFT + native formats)
-  audiotrain merge RUN_DIR --out DIR                     merge the adapter into the base weights
+  audiotrain export SOURCE [KEY=VALUE] [--out DIR]      a run's adapter, or one trained elsewhere (a PEFT folder,
+                                                         pytorch_lora_weights.safetensors, lora.sft), in PEFT +
+                                                         the model's own format
+  audiotrain merge SOURCE [KEY=VALUE] --out DIR          merge the adapter into the base weights
   audiotrain compare SWEEP_DIR|EXPERIMENT               table + PNG of runs (curves, metric per swept axis)
   audiotrain generate SOURCE [--seed N] [--lora-scale X] [--prompts FILE] [--out DIR]   audio from a run, an
                                                          adapter or merged weights (SOURCE --help: its inputs)
