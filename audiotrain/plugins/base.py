@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    import random
+
     import torch
     from omegaconf import DictConfig
 
@@ -103,6 +105,13 @@ class Plugin(ABC):
     def prepare_example(self, row: Mapping[str, Any], rng: Any) -> dict[str, Any]:
         """Turn a manifest row into the example the encoders read (default: the row itself)."""
         return dict(row)
+
+    def choose_variant(self, features: Mapping[str, Any], rng: "random.Random | None") -> Mapping[str, Any]:
+        """One example's features as a training step uses them, when an encoder caches several variants of an
+        augmentation (e.g. K text prompts per song): pick one with ``rng`` — seeded by the run's seed, the step and
+        the example's index, so a resumed run draws the same — or, with ``rng`` None (evaluation, samples), the
+        first. Return a new mapping; never change ``features`` (the dataset keeps it in memory). Default: as is."""
+        return features
 
     def describe_example(self, row: Mapping[str, Any]) -> str:
         """Markdown for people: what conditions this example (written beside its audio samples).

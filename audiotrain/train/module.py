@@ -102,19 +102,24 @@ class TrainModule(L.LightningModule):
     def _item_features(self, ex: dict[str, Any]) -> dict[str, Any]:
         return dict(ex["features"]) if "features" in ex else self._encode(ex["raw"])
 
-    def features(self, batch: list[dict[str, Any]], salt: int = 0) -> dict[str, Any]:
+    def features(self, batch: list[dict[str, Any]], salt: int = 0, vary: bool = False) -> dict[str, Any]:
         """Per-example features (cached or encoded now), plus the conditioning clips the plugin declares
         (``Plugin.conditioning_clips``, cut by ``audiotrain.data.clips``), collated by the plugin and moved to
         the device. ``salt`` makes clip choices differ per step while staying reproducible (a resumed run
-        cuts the same clips)."""
-        items = [self._item_features(ex) for ex in batch]
+        cuts the same clips). ``vary`` (training steps) lets the plugin draw one of an example's cached
+        variants (``Plugin.choose_variant``) from (seed, salt, index); otherwise it takes the first."""
+        import random
+
+        items = [dict(self.plugin.choose_variant(
+            self._item_features(ex), random.Random(f"{self._seed}:{salt}:{int(ex.get('index', 0))}") if vary else None))
+            for ex in batch]
         if self._clip_specs:
             from audiotrain.data.clips import attach
 
             ds = self.dataset
             attach(self._clip_specs, items, [int(ex.get("index", 0)) for ex in batch], self._seed, salt,
                    group_of=ds.same_group if ds is not None else None,
-                   features_of=lambda j: self._item_features(ds.features_of(j)),
+                   features_of=lambda j: dict(self.plugin.choose_variant(self._item_features(ds.features_of(j)), None)),
                    audio_of=ds.stream_audio if ds is not None else None,
                    stream_rate=(lambda role: float(ds.streams[role].sample_rate)) if ds is not None else None)
         out = self.plugin.collate(items)
@@ -175,7 +180,7 @@ class TrainModule(L.LightningModule):
 
     def training_step(self, batch: list[dict[str, Any]], batch_idx: int) -> torch.Tensor:
         gen = self.step_generator(batch_idx)
-        feats = self.features(batch, salt=int(self.global_step) * 64 + batch_idx)
+        feats = self.features(batch, salt=int(self.global_step) * 64 + batch_idx, vary=True)
         losses = self.backbone.training_losses(feats, generator=gen)
         bs = len(batch)
         # Averaged over the micro-batches of one optimizer step and read by the callbacks (cheaper than

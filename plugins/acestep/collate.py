@@ -9,6 +9,11 @@ from audiotrain.data.padding import lengths_mask, pad_stack
 
 
 def collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    from audiotrain_acestep.prompts import choose
+
+    # features straight from the cache with K prompt variants (the training module picks one per step first):
+    # the first variant, the song's own prompt
+    items = [choose(it, None) for it in items]
     latents = pad_stack([it["latents"] for it in items], dim=-1)
     # every frame a song's encoding has is trained on, its last one too: the DC-AE right-pads the audio to whole
     # frames, so the last frame holds the song's final samples (ACE-Step's trainer trains on it: its mask is all

@@ -42,6 +42,11 @@ def lyric_vocab(cfg: Any, root: Path | None) -> str | None:
         "ACE-Step repository there, or pass model.lyric_vocab_path=FILE.")
 
 
+def text_feature_key(text_key: str, variants: int) -> str:
+    """The text features' cache key: the encoder's, and the number of prompts cached per song when it is > 1."""
+    return stable_hash("text", text_key) if variants == 1 else stable_hash("text", text_key, "variants", variants)
+
+
 def build_encoders(cfg: Any) -> list[LazyEncoder]:
     from audiotrain_acestep.features import LatentFeature, SpeakerFeature
     from audiotrain_acestep.lyric_features import LyricTokenizerFeature
@@ -52,6 +57,7 @@ def build_encoders(cfg: Any) -> list[LazyEncoder]:
     preset = preset_name(cfg)
     tcfg = transformer_config(cfg)
     max_text = int(cfg.model.max_text_tokens)
+    variants = int(cfg.model.get("prompt_variants") or 1)
     if preset == "tiny":
         root = None
         from audiotrain_acestep.dcae_presets import DCAE_PRESETS, VOCODER_PRESETS
@@ -77,7 +83,7 @@ def build_encoders(cfg: Any) -> list[LazyEncoder]:
     latents_key = stable_hash("latents", dcae_key)
     encoders = [
         LatentFeature.lazy(latents_key, lambda: LatentFeature(make_dcae(), latents_key)),
-        LazyEncoder("text", stable_hash("text", text_key), lambda: TextEncoderFeature(make_text())),
+        LazyEncoder("text", text_feature_key(text_key, variants), lambda: TextEncoderFeature(make_text(), variants)),
         LazyEncoder("lyrics", lyric.cache_key(), lambda: lyric),
         LazyEncoder("speaker", speaker.cache_key(), lambda: speaker),
     ]

@@ -55,10 +55,17 @@ class ACEStepPlugin(Plugin):
 
         from audiotrain_acestep.prompts import prompt_from_tags
 
-        # Deterministic per song (seeded by its key) so cached and on-the-fly features are identical.
+        # Deterministic per song (seeded by its key) so cached and on-the-fly features are identical; the text
+        # encoder draws the song's other model.prompt_variants from the same tags and recaptions.
         prompt = prompt_from_tags(row.get("tags"), row.get("recaption"), random.Random(str(row["key"])))
         return {"key": row["key"], "prompt": prompt, "lyrics": row.get("lyrics", ""),
-                "speaker_emb_path": row.get("speaker_emb_path", "")}
+                "speaker_emb_path": row.get("speaker_emb_path", ""), "tags": row.get("tags"),
+                "recaption": row.get("recaption")}
+
+    def choose_variant(self, features, rng):
+        from audiotrain_acestep.prompts import choose
+
+        return choose(features, rng)
 
     def describe_example(self, row):
         text = self.prepare_example(row, None)
@@ -73,6 +80,10 @@ class ACEStepPlugin(Plugin):
         shift = m.get("shift")
         if not isinstance(shift, (int, float)) or shift <= 0:
             problems.append(f"model.shift={shift} must be a positive number (ACE-Step uses 3.0).")
+        k = m.get("prompt_variants")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 64:
+            problems.append(f"model.prompt_variants={k} must be a whole number from 1 to 64 (prompts cached per song; "
+                            f"ACE-Step's trainer draws a new one each time, 4 is the default).")
         for key in ("text_dropout", "speaker_dropout", "lyric_dropout"):
             v = m.get(key)
             if not isinstance(v, (int, float)) or not 0 <= v <= 1:

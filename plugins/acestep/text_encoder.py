@@ -139,18 +139,46 @@ class TextEncoder:
 
 
 class TextEncoderFeature(FrozenEncoder):
-    """``example["prompt"]`` → ``{"text_hidden": FloatTensor(L, d), "text_mask": FloatTensor(L)}`` on CPU."""
+    """``example["prompt"]`` → ``{"text_hidden": FloatTensor(L, d), "text_mask": FloatTensor(L)}`` on CPU.
+
+    With ``variants`` K > 1 and the song's ``tags``/``recaption`` in the example, its K prompts
+    (:func:`audiotrain_acestep.prompts.prompt_variants`) → ``text_hidden`` (K, L, d) and ``text_mask`` (K, L),
+    each prompt encoded on its own (so each equals the single-prompt features) and right-padded to the longest;
+    the plugin's ``choose_variant`` takes one per training step."""
 
     name = "text"
 
-    def __init__(self, encoder: TextEncoder):
+    def __init__(self, encoder: TextEncoder, variants: int = 1):
         self.encoder = encoder
+        self.variants = max(1, int(variants))
 
     def cache_key(self) -> str:
-        """The encoder's key (config + weights + tokenizer + max_length)."""
-        return stable_hash("acestep-text-feature", self.encoder.cache_key())
+        """The encoder's key (config + weights + tokenizer + max_length), and K when K > 1."""
+        if self.variants == 1:
+            return stable_hash("acestep-text-feature", self.encoder.cache_key())
+        return stable_hash("acestep-text-feature", self.encoder.cache_key(), "variants", self.variants)
+
+    def _one(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden, mask = self.encoder.encode_prompts([prompt])
+        return hidden[0].to("cpu", torch.float32), mask[0].to("cpu")
 
     def encode(self, example: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """Encode one prompt (no padding: the mask is all ones over its ``L`` tokens)."""
-        hidden, mask = self.encoder.encode_prompts([str(example["prompt"])])
-        return {"text_hidden": hidden[0].to("cpu", torch.float32), "text_mask": mask[0].to("cpu")}
+        """Encode one prompt (no padding: the mask is all ones over its ``L`` tokens), or the song's K prompts."""
+        if self.variants == 1 or "tags" not in example:
+            hidden, mask = self._one(str(example["prompt"]))
+            return {"text_hidden": hidden, "text_mask": mask}
+        from audiotrain_acestep.prompts import prompt_variants
+
+        prompts = prompt_variants(example.get("tags"), example.get("recaption"), str(example["key"]), self.variants)
+        done: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for p in prompts:  # a prompt drawn twice is encoded once
+            if p not in done:
+                done[p] = self._one(p)
+        longest = max(h.shape[0] for h, _ in done.values())
+        hidden = torch.zeros(len(prompts), longest, next(iter(done.values()))[0].shape[-1])
+        mask = torch.zeros(len(prompts), longest)
+        for i, p in enumerate(prompts):
+            h, m = done[p]
+            hidden[i, : h.shape[0]] = h
+            mask[i, : m.shape[0]] = m
+        return {"text_hidden": hidden, "text_mask": mask}
