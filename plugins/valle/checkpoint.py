@@ -96,6 +96,25 @@ def read_exported(path: str | Path, trust_pickle: bool = False, option: str | No
     return state, config, dict(userdata), dict(stats)
 
 
+def embedded_config(path: str | Path, trust_pickle: bool = False) -> dict | None:
+    """The model config an export carries, read without its tensors (a ``.sft``'s header; a ``.pth`` memory-mapped,
+    as data): None when it has none or the file cannot be read here (loading it names the problem)."""
+    from audiotrain.safe_files import BadFileError, load_torch, safetensors_metadata
+
+    path = Path(path).expanduser()
+    try:
+        if path.suffix.lower() in SFT_SUFFIXES:
+            config = _json(safetensors_metadata(path, option=None, expected=EXPECTED).get("config"))
+        elif path.suffix.lower() in PTH_SUFFIXES:
+            blob = load_torch(path, option=None, expected=EXPECTED, trust_pickle=trust_pickle, mmap=True)
+            config = _json(blob.get("config")) if isinstance(blob, Mapping) else None
+        else:
+            return None
+    except (BadFileError, UserError, OSError):
+        return None
+    return dict(config) if isinstance(config, Mapping) else None
+
+
 def _check_preset(model: ARNAR, preset: str, where: str) -> None:
     """One sentence when the file's model is not the size of ``model.preset`` (the run's config)."""
     from .presets import resolve_config

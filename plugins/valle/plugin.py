@@ -37,7 +37,17 @@ class VALLEPlugin(Plugin):
         from audiotrain_valle.collate import lang_id
         from audiotrain_valle.presets import resolve_config
 
-        self._lang = lang_id(str(cfg.model.language), int(resolve_config(str(cfg.model.preset))["langs"]))
+        self._lang = lang_id(str(cfg.model.language), int(resolve_config(self._model_config(cfg))["langs"]))
+
+    def _model_config(self, cfg):
+        """What the model is built from: model.config= (a vall-e YAML), else the config model.weights= carries,
+        else model.preset (so the language check reads the language table of the model that is trained)."""
+        original = self._original_config(cfg)
+        if original is None and cfg.model.get("weights"):
+            from audiotrain_valle.checkpoint import embedded_config
+
+            original = embedded_config(cfg.model.weights, trust_pickle=bool(cfg.get("trust_pickle", False)))
+        return original if original is not None else str(cfg.model.preset)
 
     def build_encoders(self, cfg):
         from audiotrain_valle.encoders import build_encoders, weights_path
@@ -151,7 +161,7 @@ class VALLEPlugin(Plugin):
             from audiotrain_valle.collate import lang_problem
             from audiotrain_valle.presets import resolve_config
 
-            langs = int(resolve_config(original if original is not None else str(m.preset))["langs"])
+            langs = int(resolve_config(original if original is not None else self._model_config(cfg))["langs"])
             lang = lang_problem(str(m.get("language")), langs)
             if lang is not None:
                 problems.append(lang)

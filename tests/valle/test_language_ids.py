@@ -29,3 +29,21 @@ def test_the_config_check_reports_it_before_anything_runs():
     problems = registry.get("valle").validate(compose(["model=valle", "model.preset=tiny", "model.language=zh"]))
     assert any(p.startswith("model.language=zh is language id 4") for p in problems), problems
     assert registry.get("valle").validate(compose(["model=valle", "model.preset=tiny"])) == []
+
+
+@pytest.mark.parametrize("suffix", [".sft", ".pth"])
+def test_the_check_reads_the_language_table_of_the_weights_it_fine_tunes(tmp_path, suffix):
+    """model.weights= a file whose embedded config has langs=6: zh (id 4) is a language of that model, although
+    the tiny preset's own table is smaller; without the weights the same language is refused."""
+    from audiotrain_valle.ar_nar import ARNAR
+    from audiotrain_valle.checkpoint import embedded_config, save_exported
+    from audiotrain_valle.presets import resolve_config
+
+    plugin = registry.get("valle")
+    base = ["model=valle", "model.preset=tiny", "model.language=zh"]
+    assert int(resolve_config("tiny")["langs"]) <= 4 and plugin.validate(compose(base))
+    path = tmp_path / f"fp32{suffix}"
+    save_exported(ARNAR(resolve_config({"preset": "tiny", "langs": 6})), path)
+    assert int(resolve_config(embedded_config(path))["langs"]) == 6
+    problems = plugin.validate(compose([*base, f"model.weights={path}"]))
+    assert not [p for p in problems if "model.language" in p], problems
