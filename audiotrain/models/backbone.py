@@ -31,6 +31,11 @@ class Backbone(nn.Module, ABC):
     def training_losses(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Compute named losses for one batch of features."""
 
+    def training_progress(self, step: int, total: int) -> None:
+        """Called before every training step with the optimizer step about to be taken (0-based; restored on
+        resume) and the run's total (``trainer.max_steps``): for losses whose weighting follows the run's progress
+        (a curriculum). The default ignores it."""
+
     def sample_audio(self, conditions: Mapping[str, Any], *, seed: int) -> tuple[torch.Tensor, int]:
         """Generate audio for fixed prompts; returns (waveforms (B, C, N), sample_rate).
 

@@ -77,10 +77,20 @@ class TrainModule(L.LightningModule):
         # read every step: plain ints, not OmegaConf lookups
         self._seed = int(cfg.seed)
         self._accum = max(1, int(cfg.trainer.accumulate_grad_batches))
+        self._total_steps = int(cfg.trainer.get("max_steps") or -1)
         # the first parameter (or None), found once: its dtype is read every step (a list, so that nn.Module
         # does not register it as a parameter of this module)
         self._param_probe: list[torch.Tensor | None] = []
         self._generators: dict[torch.device, torch.Generator] = {}  # one per device, re-seeded every step
+
+    @property
+    def total_steps(self) -> int:
+        """The run's optimizer steps: ``trainer.max_steps``, or ``max_epochs`` x steps per epoch for an epoch-based
+        run (0 when neither is known)."""
+        if self._total_steps > 0:
+            return self._total_steps
+        epochs = int(self.cfg.trainer.get("max_epochs") or -1)
+        return epochs * self.steps_per_epoch if epochs > 0 and self.steps_per_epoch else 0
 
     def pop_step_metrics(self) -> dict[str, float]:
         """``train/<name>`` means over the micro-batches since the last call (one optimizer step)."""
@@ -180,6 +190,7 @@ class TrainModule(L.LightningModule):
 
     def training_step(self, batch: list[dict[str, Any]], batch_idx: int) -> torch.Tensor:
         gen = self.step_generator(batch_idx)
+        self.backbone.training_progress(int(self.global_step), self.total_steps)
         feats = self.features(batch, salt=int(self.global_step) * 64 + batch_idx, vary=True)
         losses = self.backbone.training_losses(feats, generator=gen)
         bs = len(batch)

@@ -7,12 +7,15 @@ notes and READMEs passed over), groups files by stem, and reports, each with its
 two audio files with one stem (the first in sorted order is used), audio in a format that is not read (.m4a, ...),
 a link that leads to no file, a clip whose required text file is
 missing, unreadable or (where it must not be) empty, and a text file with no audio beside it.
+A layout with several audio files per clip lists them as :class:`Companion` files (``X_vocal.wav`` beside
+``X.wav``): each is a stream of the clip named without its suffix (``Clip.streams[role]``), never a clip of its
+own; one without its clip's audio is reported.
 Nothing is decoded here: the core decodes each clip once and skips corrupt or silent ones itself.
 """
 from __future__ import annotations
 
 from abc import abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -45,18 +48,31 @@ class Sidecar:
     non_empty: bool = False
 
 
+@dataclass(frozen=True)
+class Companion:
+    """Another audio file of the same clip: ``<stem><suffix>.<audio extension>`` (``song_vocal.wav``), the
+    clip's ``role`` stream (``Clip.streams[role]``)."""
+
+    role: str
+    suffix: str
+    #: what the file holds, named in messages ("vocal stem")
+    what: str
+
+
 @dataclass
 class Clip:
-    """One audio file with its text files read."""
+    """One audio file with its text files read (and its companion audio files by role)."""
 
     key: str  # the audio's path relative to the root, without extension ("album/song")
     audio: Path
     folder: str  # the audio's folder relative to the root ("." for the root itself)
     texts: dict[str, str]
+    streams: dict[str, Path] = field(default_factory=dict)
 
 
 class SidecarFolder(DataReader):
     sidecars: Sequence[Sidecar] = ()
+    companions: Sequence[Companion] = ()
 
     @abstractmethod
     def row(self, clip: Clip, root: Path) -> dict[str, Any]:
@@ -85,6 +101,7 @@ class SidecarFolder(DataReader):
                 report.add(p, f"duplicate of {audio[key].name} (same name, another format); using that one")
                 continue
             audio[key] = p
+        streams = self._companions(audio, root, report)
         claimed = set(audio)  # stems whose text files belong to an audio file (read or reported)
         for p in files:
             if p.suffix.lower() in OTHER_AUDIO_EXTENSIONS:
@@ -101,7 +118,7 @@ class SidecarFolder(DataReader):
             texts = self._texts(apath, report)
             if texts is not None:
                 folder = apath.parent.relative_to(root).as_posix()
-                rows.append(self.row(Clip(key, apath, folder, texts), root))
+                rows.append(self.row(Clip(key, apath, folder, texts, streams.get(key, {})), root))
         by_length = sorted(self.sidecars, key=lambda s: -len(s.suffix))
         for p in files:
             side = next((s for s in by_length if p.name.endswith(s.suffix)), None)
@@ -110,6 +127,24 @@ class SidecarFolder(DataReader):
                 report.add(p, f"{side.what} file without audio: no audio file named {stem} ({EXTS}) beside it")
         rows.sort(key=lambda r: r["key"])
         return Manifest(rows, str(root), self.description)
+
+    def _companions(self, audio: dict[str, Path], root: Path, report: BadInputReport) -> dict[str, dict[str, Path]]:
+        """Take the companion files out of ``audio`` (in place): {clip key: {role: path}}; one whose clip has no
+        audio file is reported and dropped."""
+        found: dict[str, dict[str, Path]] = {}
+        by_length = sorted(self.companions, key=lambda c: -len(c.suffix))
+        for key in sorted(audio):
+            side = next((c for c in by_length if key.endswith(c.suffix) and len(key) > len(c.suffix)), None)
+            if side is None:
+                continue
+            base = key[: -len(side.suffix)]
+            path = audio.pop(key)
+            if base in audio:
+                found.setdefault(base, {})[side.role] = path
+            else:
+                report.add(path, f"{side.what} without its song: no audio file named {Path(base).name} ({EXTS}) "
+                                 f"beside it")
+        return found
 
     def _texts(self, apath: Path, report: BadInputReport) -> dict[str, str] | None:
         """The clip's texts by field, or None after reporting why the clip cannot be used."""
