@@ -31,6 +31,12 @@ class Backbone(nn.Module, ABC):
     def training_losses(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Compute named losses for one batch of features."""
 
+    def frozen_patterns(self) -> list[str]:
+        """``model.freeze``-style patterns this system never trains (frozen encoders kept inside the backbone for
+        the checkpoint layout, parts a stage of its recipe freezes): applied with ``model.freeze`` in every run,
+        counted in the trainable/frozen table. The default freezes nothing."""
+        return []
+
     def training_progress(self, step: int, total: int) -> None:
         """Called before every training step with the optimizer step about to be taken (0-based; restored on
         resume) and the run's total (``trainer.max_steps``): for losses whose weighting follows the run's progress

@@ -73,7 +73,8 @@ def apply_training_plan(backbone: nn.Module, cfg: Any, settings: LoRASettings | 
                                                   OmegaConf.select(cfg, "model.preset", default="")))
         plan.init_from = str(src.path)
     root = backbone.adapter_root() if hasattr(backbone, "adapter_root") else backbone
-    plan.frozen_by_patterns = freeze.apply(root, freeze_patterns(cfg))
+    own = list(backbone.frozen_patterns()) if hasattr(backbone, "frozen_patterns") else []
+    plan.frozen_by_patterns = freeze.apply(root, [*own, *freeze_patterns(cfg)])
     plan.groups = counts(backbone, cfg.optimizer)
     if console is not None:
         if plan.init_from:
