@@ -83,3 +83,20 @@ def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], sourc
     check_state_dict(model, state, source, target, fix)
     model.load_state_dict(state, strict=True, assign=assign)
     return model
+
+
+def savable(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` ready for ``safetensors.save_file``: contiguous CPU tensors, and every tensor that shares memory
+    with an earlier one (tied weights: a text encoder's input embedding and its ``shared`` table) copied, so each key
+    is written whole and loads back strictly."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for key, value in state.items():
+        t = value.detach()
+        ptr = t.untyped_storage().data_ptr() if t.device.type != "meta" and t.numel() else None
+        if ptr is not None and ptr in seen:
+            t = t.clone()
+        elif ptr is not None:
+            seen.add(ptr)
+        out[key] = t.contiguous()
+    return out

@@ -145,6 +145,11 @@ class Plugin(ABC):
         """The original project's LoRA file, if it has one (see ``audiotrain.lora.native_format``)."""
         return None
 
+    #: True for a system whose original model is a transformers model with audiotrain's module names and no LoRA
+    #: file of its own: the PEFT folder audiotrain writes is what its ecosystem loads (``PeftModel.from_pretrained``
+    #: on the original model), so ``native_adapter_format`` is None by design (the contract tests check the names)
+    peft_is_native: bool = False
+
     def audio_streams(self, cfg: "DictConfig") -> "Mapping[str, StreamSpec]":
         """The audio streams a row holds, by role, each with the spec the core decodes it to (rate, channels,
         bounds) and whether it is required. Default: one required ``main`` stream (``audio_spec``). The first
@@ -190,5 +195,7 @@ class Plugin(ABC):
 
         directory.mkdir(parents=True, exist_ok=True)
         out = directory / "model.safetensors"
-        save_file({k: v.contiguous() for k, v in backbone.adapter_root().state_dict().items()}, str(out))
+        from audiotrain.models.state_dict import savable
+
+        save_file(savable(backbone.adapter_root().state_dict()), str(out))
         return out

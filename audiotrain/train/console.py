@@ -29,3 +29,5 @@ def quiet_libraries() -> None:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*litlogger.*")
+    # frozen encoders kept inside a backbone stay in eval mode on purpose (no dropout in what is never trained)
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")

@@ -96,7 +96,9 @@ def adapter_writer(m: BuiltModel, plugin: Any, cfg: DictConfig):
             if m.settings is None:
                 from safetensors.torch import save_file
 
-                save_file({k: v.contiguous() for k, v in root.state_dict().items()}, str(tmp / "model.safetensors"))
+                from audiotrain.models.state_dict import savable
+
+                save_file(savable(root.state_dict()), str(tmp / "model.safetensors"))
                 return
             lora_adapter.save_peft(root, m.settings, tmp / "peft", base_model=base)
             plugin.save_adapter_native(root, m.settings, tmp / plugin.name)

@@ -102,7 +102,7 @@ class SongGenComposite(nn.Module):
 
     def train(self, mode: bool = True) -> "SongGenComposite":
         super().train(mode)
-        if self.freeze_text_encoder:
+        if self.freeze_text_encoder and self.text_encoder is not None:  # None: released by a LoRA run
             self.text_encoder.eval()
         return self
 

@@ -1,0 +1,95 @@
+"""SongGen's Backbone: the composite model (``composite.SongGenComposite``) trained on collated batches
+(``collate``), with the loss of its track pattern (``loss.songgen_loss``) and the codebook-weight curriculum
+(``loss.codebook_weights``, by the run's progress: ``training_progress``).
+
+The adapter root is the composite itself, so LoRA targets and ``model.freeze`` patterns use the original's module
+names (``decoder.model.decoder.layers.0.self_attn.q_proj``, ``enc_to_dec_proj``, ``lyrics_encoder``). The T5
+text encoder is kept inside for the checkpoint layout but never trained (its states come from the feature cache):
+it is always frozen, and a LoRA run frees its weights (the forward pass never reads them).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from audiotrain.models.backbone import Backbone
+from audiotrain_songgen import patterns as P
+from audiotrain_songgen.composite import CROSS_MODULES, SongGenComposite
+from audiotrain_songgen.loss import codebook_weights, songgen_loss
+
+#: the decoder's attention and FFN projections by their original names (PEFT suffixes); the lyrics Conformer's
+#: (linear_q, ...) and T5's (q, k, v, o) are named otherwise, so these reach the decoder only
+DECODER_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+
+
+class SongGenBackbone(Backbone):
+    default_lora_targets = DECODER_TARGETS
+
+    def __init__(self, model: SongGenComposite, *, pattern: str, add_vocal_loss: bool, vocal_loss_weight: float = 0.1,
+                 codebook_weighting: bool = True, freeze_cross: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.pattern = P.check_pattern(pattern)
+        self.add_vocal_loss = bool(add_vocal_loss) and pattern == "mixed_pro"
+        self.vocal_loss_weight = float(vocal_loss_weight)
+        self.codebook_weighting = bool(codebook_weighting)
+        self.freeze_cross = bool(freeze_cross)
+        self.codebooks = int(model.cfg["decoder"]["num_codebooks"])
+        self._step, self._total = 0, 0
+
+    def adapter_root(self) -> torch.nn.Module:
+        return self.model
+
+    def frozen_patterns(self) -> list[str]:
+        kept = ["text_encoder"] if self.model.text_encoder is not None else []
+        return [*kept, *(CROSS_MODULES if self.freeze_cross else ())]
+
+    def release_unused_weights(self, lora_targets: Sequence[str]) -> int:
+        """A LoRA run reads the description's T5 states from the feature cache: T5 is not kept (unless a LoRA target
+        names part of it)."""
+        t5 = self.model.text_encoder
+        if t5 is None or any(str(t).startswith("text_encoder") for t in lora_targets):
+            return 0
+        freed = sum(p.numel() for p in t5.parameters())
+        self.model.text_encoder = None
+        return freed
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.model.enable_gradient_checkpointing(True)
+
+    def training_progress(self, step: int, total: int) -> None:
+        self._step, self._total = int(step), int(total)
+
+    def weights(self) -> torch.Tensor | None:
+        """The codebook weights of this step (None: codebook_weighting off, or a run of unknown length)."""
+        if not self.codebook_weighting or self._total <= 0:
+            return None
+        return codebook_weights(min(self._step, self._total), self._total, self.codebooks)
+
+    def forward_batch(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor | None]:
+        return self.model(batch["decoder_input_ids"], lyrics_ids=batch["lyrics_ids"], lyrics_mask=batch["lyrics_mask"],
+                          text_hidden=batch["text_hidden"], text_mask=batch["text_mask"],
+                          mert_hidden=batch.get("mert_hidden"), voice_mask=batch.get("voice_mask"))
+
+    def training_losses(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        out = self.forward_batch(batch)
+        vocal = self.add_vocal_loss and "vocal_labels" in batch and out.get("vocal_logits") is not None
+        losses = songgen_loss(out["logits"], batch["labels"], batch["decoder_input_ids"], pattern=self.pattern,
+                              weights=self.weights(), vocal_logits=out["vocal_logits"] if vocal else None,
+                              vocal_labels=batch["vocal_labels"] if vocal else None,
+                              vocal_weight=self.vocal_loss_weight)
+        losses["acc_0"] = top1_accuracy(out["logits"], batch["labels"], batch["decoder_input_ids"], stream=0)
+        return losses
+
+
+def top1_accuracy(logits: torch.Tensor, labels: torch.Tensor, decoder_input: torch.Tensor, stream: int = 0) -> torch.Tensor:
+    """Teacher-forced top-1 accuracy of one stream over the loss's targets (BOS, padding and every EOS after the
+    first are not targets)."""
+    s = labels.shape[-1]
+    pred = logits[:, stream, -s:].detach().argmax(-1)
+    target = labels[:, stream]
+    mask = (decoder_input[:, stream] != P.EOS) & (target != P.IGNORE_INDEX) & (target != P.BOS)
+    if not bool(mask.any()):
+        return torch.zeros((), device=logits.device)
+    return (pred[mask] == target[mask]).float().mean()

@@ -1,0 +1,58 @@
+"""SongGen's config checks, each a sentence naming the value and the fix (collected by the core with its own)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from audiotrain_songgen.patterns import PATTERNS
+
+FOLDERS = {
+    "checkpoint_dir": "a SongGen folder (config.json + model.safetensors), e.g. a local copy of LiuZH-19/SongGen_mixed_pro",
+    "codec_path": "a local X-Codec folder in transformers' layout (config.json + model.safetensors)",
+    "text_encoder_path": "a local google/flan-t5-large folder (config.json, weights, tokenizer)",
+}
+
+
+def problems(cfg: Any, plugin: Any) -> list[str]:
+    from audiotrain.models.presets import preset_problems
+    from audiotrain_songgen.presets import PRESETS
+
+    m = cfg.model
+    out = preset_problems(m.get("preset"), PRESETS)
+    pattern = m.get("track_pattern")
+    if pattern is not None and str(pattern) not in PATTERNS:
+        out.append(f"model.track_pattern={pattern} is unknown: use one of {', '.join(PATTERNS)} (null: the preset's).")
+    for key, what in FOLDERS.items():
+        value = m.get(key)
+        if value and not Path(str(value)).expanduser().is_dir():
+            out.append(f"model.{key}={value} is not a folder: give {what}.")
+    vocab = m.get("lyrics_vocab_path")
+    if vocab and not Path(str(vocab)).expanduser().is_file():
+        out.append(f"model.lyrics_vocab_path={vocab} is not a file: give SongGen's songgen/lyrics_utils/vocab.json.")
+    if not out and str(m.get("preset")) != "tiny":
+        need = [f"model.{k}" for k in ("codec_path", "text_encoder_path") if not m.get(k)]
+        if not m.get("lyrics_vocab_path"):
+            need.append("model.lyrics_vocab_path")
+        if need:
+            out.append(f"model.preset={m.preset} reads its frozen encoders from local folders: give "
+                       f"{', '.join(need)} (X-Codec, flan-t5-large, SongGen's vocab.json), or use model.preset=tiny.")
+    weight = m.get("vocal_loss_weight")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+        out.append(f"model.vocal_loss_weight={weight} must be a number >= 0 (SongGen uses 0.1).")
+    new = m.get("max_new_frames")
+    if isinstance(new, bool) or not isinstance(new, int) or new < 1:
+        out.append(f"model.max_new_frames={new} must be a whole number of frames >= 1 (50 a second; 1500 = 30 s).")
+    if not out:
+        try:
+            mc = plugin.model_config(cfg)
+        except (ValueError, OSError) as exc:
+            out.append(f"{str(exc).rstrip('.')}: fix the model settings (model.preset, model.track_pattern).")
+        else:
+            frames = int(float(cfg.dataset.max_duration) * 50) + 9
+            length = frames * (2 if str(mc["decoder"]["track_pattern"]).startswith("interleaving") else 1)
+            most = int(mc["decoder"]["max_position_embeddings"])
+            if length > most:
+                out.append(f"dataset.max_duration={cfg.dataset.max_duration} gives decoder sequences of up to {length} "
+                           f"positions, more than the model's {most} (max_position_embeddings): lower "
+                           f"dataset.max_duration to {max(1, (most // (length // frames) - 9) // 50)} s or less.")
+    return out
