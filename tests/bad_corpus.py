@@ -275,6 +275,58 @@ def transcript_list(root: Path, name: str = "train.txt") -> tuple[Path, list[Off
     return listfile, offers
 
 
+def song_metadata(root: Path, name: str = "metadata.jsonl") -> tuple[Path, list[Offer]]:
+    """A SongGen metadata ``.jsonl`` (one JSON object a line, paths relative to its folder) with every audio kind
+    under ``audio/`` as a song's mix, stems good and bad, and every bad line kind."""
+    import json
+
+    root.mkdir(parents=True, exist_ok=True)
+    audio_dir = root / "audio"
+    lines: list[bytes] = []
+    offers: list[Offer] = []
+
+    def line(obj, name: str, expect: str, files: list[Path]) -> None:
+        lines.append(obj if isinstance(obj, bytes) else json.dumps(obj, ensure_ascii=False).encode())
+        offers.append(Offer(name, expect, files, line=len(lines)))
+
+    def song(fname: str, audio: str, **more) -> dict:
+        return {"fname": fname, "caption": GOOD_TEXT, "lyrics": "[verse] la la la", "audio_file_name": audio, **more}
+
+    for k in AUDIO_KINDS:
+        audio = audio_dir / f"{k.name}{k.ext}"
+        k.write(audio)
+        line(song(k.name, f"audio/{audio.name}"), k.name, k.expect, [audio])
+    # stems: a good vocal and accompaniment are read beside the mix; a corrupt stem costs its song, named by its role
+    mix, vocal, acc = (tone(audio_dir / f"stems{s}.wav") for s in ("", "_vocal", "_acc"))
+    line(song("stems", "audio/stems.wav", vocal_file_name="audio/stems_vocal.wav",
+              acc_file_name="audio/stems_acc.wav"), "stems", USED, [mix, vocal, acc])
+    mix, bad = tone(audio_dir / "bad_stem.wav"), audio_dir / "bad_stem_vocal.wav"
+    bad.write_bytes(b"This is a text file, not audio.\n" * 20)
+    line(song("bad_stem", "audio/bad_stem.wav", vocal_file_name="audio/bad_stem_vocal.wav"), "bad_stem",
+         r"^vocal stream: cannot decode audio", [mix, bad])
+    good = tone(audio_dir / "lines.wav")
+    line(song("missing", "audio/missing.wav"), "missing", r"audio file audio/missing\.wav not found \(relative", [])
+    (audio_dir / "a_folder.wav").mkdir()
+    line(song("directory", "audio/a_folder.wav"), "directory", r"audio/a_folder\.wav is a folder", [])
+    line(song("missing_stem", "audio/lines.wav", acc_file_name="audio/gone_acc.wav"), "missing_stem",
+         r"acc file audio/gone_acc\.wav not found", [])
+    line(song("good_wav", "audio/lines.wav"), "repeat", r"repeats the song 'good_wav' of line 1", [])
+    line(b'{"fname": "cut", "caption": "a pop song", ', "bad_json", r"not a JSON object", [])
+    line(b"[1, 2, 3]", "json_list", r"a JSON list, not an object", [])
+    line({"fname": "no_caption", "audio_file_name": "audio/lines.wav"}, "no_caption", r"no caption", [])
+    line(song("long_caption", "audio/lines.wav", caption="a pop song " * 60), "long_caption",
+         r"the description is 659 characters long", [])
+    line(song("list_lyrics", "audio/lines.wav", lyrics=["la", "la"]), "list_lyrics", r'"lyrics" is a list', [])
+    line({"fname": "no_audio", "caption": GOOD_TEXT}, "no_audio", r"no audio \(audio_abspath", [])
+    line(b'{"fname": "latin1", "caption": "caf\xe9", "audio_file_name": "audio/lines.wav"}', "latin1_line",
+         r"is not UTF-8 text \(byte 0xe9", [])
+    line(b'{"fname": "huge", "caption": "' + b"la " * (HUGE // 3) + b'"}', "huge_line", r"is 10\.0 MB long", [])
+    line(song("lines", "audio/lines.wav", language="en", vocal_energy=0.3), "lines", USED, [good])
+    listfile = root / name
+    listfile.write_bytes(b"\n".join(lines) + b"\n\n")
+    return listfile, offers
+
+
 def utf16_list(root: Path) -> tuple[Path, list[Offer]]:
     """A UTF-16 (BOM) train.txt, as Windows Notepad saves "Unicode": read, every line used."""
     root.mkdir(parents=True, exist_ok=True)
@@ -328,8 +380,7 @@ def stem_folder(root: Path) -> list[Offer]:
         k.write(mix)
         vocal = tone(root / f"{k.name}.vocal.wav", sr=8000)
         (root / f"{k.name}.txt").write_text(GOOD_TEXT, encoding="utf-8")
-        offers.append(Offer(k.name, k.expect if k.expect == USED else f"^mix stream: .*(?:{k.expect.lstrip('^')})",
-                            [mix, vocal, root / f"{k.name}.txt"]))
+        offers.append(Offer(k.name, k.expect, [mix, vocal, root / f"{k.name}.txt"]))
     for t in TEXT_KINDS:
         mix, vocal = tone(root / f"{t.name}.mix.wav"), tone(root / f"{t.name}.vocal.wav", sr=8000)
         (root / f"{t.name}.txt").write_bytes(t.data())

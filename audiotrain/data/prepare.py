@@ -237,8 +237,8 @@ class _Builder:
 
 
 def _reason(role: str, reason: str, streams: Mapping[str, StreamSpec]) -> str:
-    """The report's reason; with several streams it names the role too."""
-    return reason if len(streams) == 1 else f"{role} stream: {reason}"
+    """The report's reason; a companion stream's (a stem's) names its role, the main file's needs no label."""
+    return reason if role == next(iter(streams)) else f"{role} stream: {reason}"
 
 
 def _digest(cache: FeatureCache | None, path: str) -> str:

@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 from audiotrain.data.report import BadInputReport
+from audiotrain.errors import UserError
 
 #: a text file beside audio (a prompt, lyrics, a transcript) or one line of a list is at most this many bytes
 MAX_TEXT_BYTES = 1 << 20
@@ -68,3 +69,33 @@ def read_sidecar(path: Path, report: BadInputReport, what: str = "", collapse: b
         report.add(path, f"{what}{exc}")
         return None
     return " ".join(text.split()) if collapse else text.strip()
+
+
+def list_lines(listfile: Path, holds: str) -> list[tuple[int, str | None, str]]:
+    """``(line number, text, "")`` per line, or ``(n, None, reason)`` for a line that is not UTF-8 or too long.
+    A list with a BOM (UTF-8/16/32) is decoded whole; without one each line must be UTF-8 on its own, so one
+    mis-encoded line costs that line only."""
+    try:
+        data = listfile.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{listfile} cannot be read ({exc.strerror or type(exc).__name__}): check the path and its "
+                        f"permissions.") from None
+    if bom_encoding(data):
+        try:
+            raw = [line.encode("utf-8") for line in decode_text(data).lstrip("\ufeff").splitlines()]
+        except TextError as exc:
+            raise UserError(f"{listfile} {exc}.") from None
+    else:
+        raw = [line.rstrip(b"\r") for line in data.split(b"\n")]
+    out: list[tuple[int, str | None, str]] = []
+    for n, line in enumerate(raw, start=1):
+        if len(line) > MAX_TEXT_BYTES:
+            out.append((n, None, f"is {megabytes(len(line))} long, more than the {megabytes(MAX_TEXT_BYTES)} a line "
+                                 f"({holds}) may hold: is this the right file?"))
+            continue
+        try:
+            out.append((n, line.decode("utf-8"), ""))
+        except UnicodeDecodeError as exc:
+            out.append((n, None, f"is not UTF-8 text (byte 0x{line[exc.start]:02x} at offset {exc.start}); "
+                                 "save the list as UTF-8"))
+    return out

@@ -9,11 +9,12 @@ it is always frozen, and a LoRA run frees its weights (the forward pass never re
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
 from audiotrain.models.backbone import Backbone
+from audiotrain.models.lazy import Lazy
 from audiotrain_songgen import patterns as P
 from audiotrain_songgen.composite import CROSS_MODULES, SongGenComposite
 from audiotrain_songgen.loss import codebook_weights, songgen_loss
@@ -27,9 +28,14 @@ class SongGenBackbone(Backbone):
     default_lora_targets = DECODER_TARGETS
 
     def __init__(self, model: SongGenComposite, *, pattern: str, add_vocal_loss: bool, vocal_loss_weight: float = 0.1,
-                 codebook_weighting: bool = True, freeze_cross: bool = False) -> None:
+                 codebook_weighting: bool = True, freeze_cross: bool = False,
+                 codec_factory: Callable[[], Any] | None = None, max_new_frames: int = 1500,
+                 temperature: float = 1.0) -> None:
         super().__init__()
         self.model = model
+        self._codec = Lazy(codec_factory, "an X-Codec (to decode samples)")  # not a child: not in the state dict
+        self.max_new_frames = int(max_new_frames)  # model.max_new_frames: the most frames of a sample
+        self.temperature = float(temperature)  # model.temperature
         self.pattern = P.check_pattern(pattern)
         self.add_vocal_loss = bool(add_vocal_loss) and pattern == "mixed_pro"
         self.vocal_loss_weight = float(vocal_loss_weight)
@@ -71,6 +77,52 @@ class SongGenBackbone(Backbone):
         return self.model(batch["decoder_input_ids"], lyrics_ids=batch["lyrics_ids"], lyrics_mask=batch["lyrics_mask"],
                           text_hidden=batch["text_hidden"], text_mask=batch["text_mask"],
                           mert_hidden=batch.get("mert_hidden"), voice_mask=batch.get("voice_mask"))
+
+    # ---- samples (generate.py) ------------------------------------------------------------------------
+    def codec(self):
+        """The X-Codec that decodes samples (built on first use)."""
+        return self._codec.get()
+
+    def sample_frames(self, frames: int | None = None) -> int:
+        """``frames`` (default ``model.max_new_frames``) capped by what fits the decoder's positions."""
+        from audiotrain_songgen.generate import max_frames_for
+
+        fit = max_frames_for(int(self.model.cfg["decoder"]["max_position_embeddings"]), self.codebooks, self.pattern)
+        return max(1, min(int(frames if frames is not None else self.max_new_frames), fit))
+
+    @torch.no_grad()
+    def generate_tokens(self, conditions: Mapping[str, Any], *, seed: int, max_frames: int | None = None,
+                        temperature: float | None = None, progress=None) -> torch.Tensor:
+        """Sampled token rows ``[B, N, L]`` for a collated batch; sample ``i`` draws from its own generator seeded
+        ``seed + i`` (so it gets the same tokens in any batch)."""
+        from audiotrain_songgen.generate import memory_inputs, sample
+
+        b = conditions["text_hidden"].shape[0]
+        gens = [torch.Generator().manual_seed(int(seed) + i) for i in range(b)]
+        return sample(self, **memory_inputs(conditions), pattern=self.pattern, max_frames=self.sample_frames(max_frames),
+                      temperature=self.temperature if temperature is None else float(temperature), generator=gens,
+                      progress=progress)
+
+    @torch.no_grad()
+    def sample_audio(self, conditions: Mapping[str, Any], *, seed: int) -> tuple[torch.Tensor, int]:
+        """Songs for the fixed prompts (at most ``model.max_new_frames`` frames, sampled at ``model.temperature``;
+        EOS ends one earlier), the mix for the dual-track patterns: ``(B, 1, N)`` at 16 kHz, zero-padded."""
+        from audiotrain_songgen.generate import SAMPLE_RATE, stack_waves, to_audio
+
+        tokens = self.generate_tokens(conditions, seed=seed)
+        return stack_waves([w["mix"] for w in to_audio(tokens, self.pattern, self.codec())]), SAMPLE_RATE
+
+    @torch.no_grad()
+    def reference_audio(self, conditions: Mapping[str, Any]) -> tuple[torch.Tensor, int]:
+        """The training targets' codes (the collated labels) decoded: the codec reconstruction, acc + vocal for
+        the dual-track patterns; ``(B, 1, N)`` at 16 kHz."""
+        from audiotrain_songgen.generate import SAMPLE_RATE, stack_waves, to_audio
+
+        labels = conditions["labels"].cpu()
+        lengths = conditions.get("label_lengths")
+        rows = [labels[i, :, : int(lengths[i])] if lengths is not None else labels[i] for i in range(labels.shape[0])]
+        waves = [to_audio(r, self.pattern, self.codec(), has_start=False)["mix"] for r in rows]
+        return stack_waves(waves), SAMPLE_RATE
 
     def training_losses(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         out = self.forward_batch(batch)

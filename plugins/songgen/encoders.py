@@ -9,8 +9,7 @@ vocab.json) and ``model.checkpoint_dir`` (the SongGen folder); nothing is downlo
 """
 from __future__ import annotations
 
-import functools
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -42,6 +41,34 @@ def tiny_text_key(model_cfg: Mapping[str, Any]) -> str:
     return stable_hash("songgen-tiny-t5", TINY_SEED, dict(model_cfg["text_encoder"]), "byte-tokenizer-v1")
 
 
+#: codecs built in this process, by (cache key, trust_pickle): the encoders and the backbone's samples share one
+_CODECS: dict[tuple[str, bool], Any] = {}
+
+
+def codec_factory(cfg: Any, lazy_key: bool = False) -> tuple[str | None, Callable[[], Any]]:
+    """``(cache key, build)`` of the run's X-Codec (``model.codec_path``, else the tiny random codec); ``build``
+    loads it on first call, once per process (the frozen codes encoders and the backbone's samples share it).
+    ``lazy_key``: the key is not computed now (None; the folder is first read when ``build`` runs)."""
+    from audiotrain_songgen import codec as xcodec
+
+    m = cfg.model
+    trust = bool(cfg.get("trust_pickle", False))
+    if m.get("codec_path"):
+        path = str(m.codec_path)
+        key_of, load = (lambda: xcodec.codec_dir_key(path)), (lambda: xcodec.load_codec(path, trust_pickle=trust))
+    else:
+        key_of, load = (lambda: xcodec.tiny_codec_key(TINY_SEED)), (lambda: xcodec.tiny_codec(TINY_SEED))
+    key = None if lazy_key else key_of()
+
+    def build() -> Any:
+        slot = (key if key is not None else key_of(), trust)
+        if slot not in _CODECS:
+            _CODECS[slot] = load()
+        return _CODECS[slot]
+
+    return key, build
+
+
 def build_encoders(cfg: Any, model_cfg: Mapping[str, Any]) -> list[LazyEncoder]:
     from audiotrain_songgen import codec as xcodec
     from audiotrain_songgen.lyrics import LyricsFeature
@@ -50,12 +77,7 @@ def build_encoders(cfg: Any, model_cfg: Mapping[str, Any]) -> list[LazyEncoder]:
 
     m = cfg.model
     trust = bool(cfg.get("trust_pickle", False))
-    if m.get("codec_path"):
-        codec_key = xcodec.codec_dir_key(m.codec_path)
-        make_codec = functools.cache(lambda: xcodec.load_codec(m.codec_path, trust_pickle=trust))
-    else:
-        codec_key = xcodec.tiny_codec_key(TINY_SEED)
-        make_codec = functools.cache(lambda: xcodec.tiny_codec(TINY_SEED))
+    codec_key, make_codec = codec_factory(cfg)
     if m.get("text_encoder_path"):
         text_key = text_dir_key(m.text_encoder_path, "model.text_encoder_path")
         make_text = lambda: DescriptionEncoder.from_dir(m.text_encoder_path, "model.text_encoder_path",  # noqa: E731
@@ -89,10 +111,13 @@ def build_backbone(cfg: Any, model_cfg: Mapping[str, Any], device: str = "cpu"):
             model = SongGenComposite(model_cfg)
     model.train()
     dec = model_cfg["decoder"]
+    make_codec = codec_factory(cfg, lazy_key=True)[1] if device != "meta" else None  # samples decode with it
     return SongGenBackbone(model, pattern=str(dec["track_pattern"]), add_vocal_loss=bool(dec["add_vocal_loss"]),
                            vocal_loss_weight=float(m.get("vocal_loss_weight", 0.1)),
                            codebook_weighting=bool(m.get("codebook_weighting", True)),
-                           freeze_cross=bool(m.get("freeze_cross", False)))
+                           freeze_cross=bool(m.get("freeze_cross", False)), codec_factory=make_codec,
+                           max_new_frames=int(m.get("max_new_frames", 1500)),
+                           temperature=float(m.get("temperature", 1.0)))
 
 
 def _retarget(model: Any, model_cfg: Mapping[str, Any]) -> None:

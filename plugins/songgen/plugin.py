@@ -133,5 +133,104 @@ class SongGenPlugin(Plugin):
 
         return save_folder(backbone.model, directory)
 
+    # ---- audiotrain generate (generate.py) -------------------------------------------------------------
+    generate_text_field = "description"
+
+    def generate_options(self, parser):
+        parser.add_argument("--description", default="A bright pop song with a female vocal, piano, bass and drums.",
+                            help="the text prompt: what the song sounds like (default: %(default)s)")
+        parser.add_argument("--lyrics", default="",
+                            help="the lyrics as text, or @FILE to read them from a UTF-8 file (default: none, "
+                                 "an instrumental prompt)")
+        parser.add_argument("--duration", type=float, default=None,
+                            help="the longest song in seconds, at 50 frames/s (default: model.max_new_frames; the "
+                                 "model's EOS may end it earlier)")
+        parser.add_argument("--temperature", type=float, default=None,
+                            help="sampling temperature, 0 = greedy (default: model.temperature)")
+
+    @staticmethod
+    def _lyrics_text(request) -> str:
+        """``--lyrics`` as text: ``@FILE`` read from the file (one sentence when it cannot be read)."""
+        from audiotrain.errors import UserError
+
+        lyrics = request.get("lyrics")
+        if lyrics is None:
+            return ""
+        if not isinstance(lyrics, str):
+            raise UserError(f"--lyrics {lyrics!r} is not text: pass the lyrics, or @FILE to read them from a file.")
+        if not lyrics.startswith("@"):
+            return lyrics
+        path = Path(lyrics[1:]).expanduser()
+        try:
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"--lyrics {lyrics} cannot be read ({type(exc).__name__}): give @FILE of an existing "
+                            f"UTF-8 text file, or the lyrics themselves.") from None
+
+    def _frame_limit(self, cfg) -> tuple[int, str]:
+        """The most frames a generation may have, and why (model.max_new_frames or the decoder's positions)."""
+        from audiotrain_songgen.generate import max_frames_for
+
+        dec = self.model_config(cfg)["decoder"]
+        fit = max_frames_for(int(dec["max_position_embeddings"]), int(dec["num_codebooks"]), str(dec["track_pattern"]))
+        cap = int(cfg.model.get("max_new_frames", 1500))
+        if cap <= fit:
+            return cap, f"model.max_new_frames={cap}"
+        return fit, (f"the model's {int(dec['max_position_embeddings'])} decoder positions under "
+                     f"{dec['track_pattern']}")
+
+    def _frames(self, cfg, request) -> int:
+        from audiotrain_songgen.codec import FRAME_RATE
+
+        limit, _ = self._frame_limit(cfg)
+        duration = request.get("duration")
+        return limit if duration is None else max(1, round(float(duration) * FRAME_RATE))
+
+    def generate_check(self, cfg, request):
+        from audiotrain.errors import UserError
+        from audiotrain_songgen.codec import FRAME_RATE
+
+        description = request.get("description")
+        if not isinstance(description, str) or not description.strip():
+            raise UserError("--description is empty: describe the song, e.g. --description \"A calm piano ballad "
+                            "with a male vocal.\".")
+        self._lyrics_text(request)
+        duration, temperature = request.get("duration"), request.get("temperature")
+        if duration is not None:
+            if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not duration > 0:
+                raise UserError(f"--duration {duration} is not a positive number of seconds: pass e.g. --duration 10.")
+            limit, why = self._frame_limit(cfg)
+            if round(float(duration) * FRAME_RATE) > limit:
+                raise UserError(f"--duration {duration:g} is longer than the {limit / FRAME_RATE:g} s this model may "
+                                f"generate ({why}, at {FRAME_RATE} frames/s): pass at most --duration "
+                                f"{limit / FRAME_RATE:g}.")
+        if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+                                        or not temperature >= 0):
+            raise UserError(f"--temperature {temperature} is not a number >= 0: pass e.g. --temperature 1 (0 = greedy).")
+
+    def generate(self, model, cfg, request, seed, *, progress=None):
+        """A song: the description (T5) and the lyrics (VoiceBpe) as the cross-attention memory, no voice prompt;
+        tokens sampled (``generate.sample``) for at most ``--duration`` seconds, stripped of the pattern and X-Codec
+        decoded: ``(1, samples)`` at 16 kHz. For a dual-track pattern the mix (acc + vocal; the core writes one
+        wav per prompt, so the stems are not written)."""
+        import torch
+
+        from audiotrain_songgen.generate import SAMPLE_RATE, conditions_of, to_audio
+
+        self._remember(cfg)
+        backbone = model.backbone
+        encoders = {e.name: e for e in model.encoders}
+        text = encoders["text"].encode({"caption": str(request["description"]).strip()})
+        lyrics = encoders["lyrics"].encode({"lyrics": self._lyrics_text(request)})
+        device = next(backbone.parameters()).device
+        conditions = {k: v.to(device) for k, v in conditions_of(text["text_hidden"], text["text_mask"],
+                                                                lyrics["lyrics_ids"]).items()}
+        temperature = request.get("temperature")
+        tokens = backbone.generate_tokens(conditions, seed=int(seed), max_frames=self._frames(cfg, request),
+                                          temperature=None if temperature is None else float(temperature),
+                                          progress=progress)
+        waves = to_audio(tokens[0], backbone.pattern, backbone.codec())
+        return waves["mix"].clamp(-1.0, 1.0), SAMPLE_RATE
+
 
 PLUGIN = SongGenPlugin()

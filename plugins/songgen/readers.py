@@ -24,7 +24,7 @@ from audiotrain.data.audio_io import AUDIO_EXTENSIONS, file_problem, unsupported
 from audiotrain.data.manifest import Manifest
 from audiotrain.data.readers.sidecar_folder import Clip, Companion, Sidecar, SidecarFolder
 from audiotrain.data.report import BadInputReport
-from audiotrain.data.text_files import MAX_TEXT_BYTES, TextError, decode_text, megabytes
+from audiotrain.data.text_files import list_lines
 from audiotrain.plugins.base import DataReader
 
 #: SongGen's max_text_length: captions of this many characters or more are filtered out
@@ -92,8 +92,11 @@ class SongMetadata(DataReader):
         listfile = find_metadata(path).resolve()
         rows: list[dict[str, Any]] = []
         seen: dict[str, int] = {}
-        for n, line in enumerate(_read_lines(listfile, report), start=1):
-            if line is None or not line.strip():
+        for n, line, problem in list_lines(listfile, "one song's JSON object"):
+            if line is None:
+                report.add(listfile, f"line {n}: {problem}")
+                continue
+            if not line.strip():
                 continue
             row = self._row(line, n, listfile, report)
             if row is None:
@@ -155,18 +158,3 @@ class SongMetadata(DataReader):
         extra.update({k: float(v) for k, v in item.items() if k.endswith("_energy") and isinstance(v, (int, float))})
         stems = {role: files[role] for role in STEMS if role in files}
         return song_row(key, files["audio"], stems, caption, lyrics, **extra)
-
-
-def _read_lines(listfile: Path, report: BadInputReport) -> list[str | None]:
-    """The file's lines; a file too large or not text is one report entry and no lines."""
-    try:
-        size = listfile.stat().st_size
-        if size > MAX_TEXT_BYTES * 64:
-            report.add(listfile, f"the metadata file is {megabytes(size)}, more than a metadata list holds: give "
-                                 f"SongGen's metadata .jsonl")
-            return []
-        text = decode_text(listfile.read_bytes())
-    except (OSError, TextError) as exc:
-        report.add(listfile, f"the metadata file cannot be read ({exc}): save it as UTF-8 text")
-        return []
-    return [line for line in text.lstrip("\ufeff").splitlines()]

@@ -35,6 +35,7 @@ def _run(tmp_path: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, 
     return out, (runs[-1].parent if runs else logs)
 
 
+@pytest.mark.slow
 def test_smoke_run_reports_the_bad_song_and_trains_a_lora(songs, tmp_path):
     out, run = _run(tmp_path, f"data={songs}", "debug=smoke")
     text = out.stdout + out.stderr
@@ -53,6 +54,7 @@ def test_smoke_run_reports_the_bad_song_and_trains_a_lora(songs, tmp_path):
     assert set(config["target_modules"]) == {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}
 
 
+@pytest.mark.slow
 def test_dual_track_trains_on_the_stems_and_reports_songs_without_them(songs, tmp_path):
     solo = tmp_path / "solo"
     solo.mkdir()

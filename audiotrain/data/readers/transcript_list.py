@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from audiotrain.data.audio_io import AUDIO_EXTENSIONS, file_problem, unsupported
 from audiotrain.data.manifest import Manifest
 from audiotrain.data.report import BadInputReport
-from audiotrain.data.text_files import MAX_TEXT_BYTES, TextError, bom_encoding, decode_text, megabytes
+from audiotrain.data.text_files import bom_encoding, list_lines
 from audiotrain.errors import UserError
 from audiotrain.plugins.base import DataReader
 
@@ -35,35 +35,6 @@ def _pipe_lines(path: Path) -> bool:
     text = head.decode(bom_encoding(head) or "utf-8", errors="replace").lstrip("\ufeff")
     first = next((line for line in text.splitlines() if line.strip()), "")
     return "|" in first
-
-
-def _lines(listfile: Path) -> list[tuple[int, str | None, str]]:
-    """``(line number, text, "")`` per line, or ``(n, None, reason)`` for a line that is not UTF-8 or too long.
-    A list with a BOM (UTF-8/16/32) is decoded whole; without one each line must be UTF-8 on its own, so one
-    mis-encoded line costs that line only."""
-    try:
-        data = listfile.read_bytes()
-    except OSError as exc:
-        raise UserError(f"{listfile} cannot be read ({exc.strerror or type(exc).__name__}).") from None
-    if bom_encoding(data):
-        try:
-            raw = [line.encode("utf-8") for line in decode_text(data).lstrip("\ufeff").splitlines()]
-        except TextError as exc:
-            raise UserError(f"{listfile} {exc}.") from None
-    else:
-        raw = [line.rstrip(b"\r") for line in data.split(b"\n")]
-    out: list[tuple[int, str | None, str]] = []
-    for n, line in enumerate(raw, start=1):
-        if len(line) > MAX_TEXT_BYTES:
-            out.append((n, None, f"is {megabytes(len(line))} long, more than the {megabytes(MAX_TEXT_BYTES)} a line "
-                                 "(a path and its transcript) may hold: is this the right file?"))
-            continue
-        try:
-            out.append((n, line.decode("utf-8"), ""))
-        except UnicodeDecodeError as exc:
-            out.append((n, None, f"is not UTF-8 text (byte 0x{line[exc.start]:02x} at offset {exc.start}); "
-                                 "save the list as UTF-8"))
-    return out
 
 
 def find_list_file(path: Path) -> Path | None:
@@ -104,7 +75,7 @@ class TranscriptList(DataReader):
         listfile = listfile.resolve()
         rows: list[dict[str, Any]] = []
         seen: dict[str, int] = {}
-        for n, line, problem in _lines(listfile):
+        for n, line, problem in list_lines(listfile, "a path and its transcript"):
             if line is None:
                 report.add(listfile, f"line {n}: {problem}")
                 continue
