@@ -37,6 +37,13 @@ class Backbone(nn.Module, ABC):
         counted in the trainable/frozen table. The default freezes nothing."""
         return []
 
+    def init_weights(self, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str | None]:
+        """Full weights ``model.init_from`` read (adapter-root keys), as this model takes them, and a note for the
+        run's console (None: nothing to say). For a recipe whose stages change the layout on purpose (a stage
+        drops heads the earlier one had): drop exactly those keys and say so; the load after it stays strict.
+        The default takes the weights as they are."""
+        return state, None
+
     def training_progress(self, step: int, total: int) -> None:
         """Called before every training step with the optimizer step about to be taken (0-based; restored on
         resume) and the run's total (``trainer.max_steps``): for losses whose weighting follows the run's progress

@@ -231,4 +231,11 @@ def load(value: Any, backbone: nn.Module, settings: LoRASettings | None,
         src = _from_ckpt(src, backbone, root)
     if src.kind == "lora":
         return src, (_load_lora(src, root, settings) if settings is not None else _merge_lora(src, root))
+    if hasattr(backbone, "init_weights"):  # a stage of the system's recipe may drop parts on purpose (said)
+        state, note = backbone.init_weights(src.state)
+        if note:
+            from audiotrain.train.console import console
+
+            console.print(f"[yellow]Note:[/] model.init_from={src.path}: {note}", highlight=False)
+        src = Source(src.path, src.kind, state, src.settings, src.base_model)
     return src, _load_full(src, root, lora_run=settings is not None)

@@ -47,6 +47,18 @@ class SongGenBackbone(Backbone):
     def adapter_root(self) -> torch.nn.Module:
         return self.model
 
+    def init_weights(self, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str | None]:
+        """Weights of a mixed_pro stage into a model without vocal heads (a dual-track stage, add_vocal_loss off):
+        the vocal heads are dropped, as SongGen's inter_A_V stages start from a copy of mixed_pro's step1."""
+        if self.model.decoder.vocal_lm_heads is not None:
+            return state, None
+        vocal = [k for k in state if k.startswith("decoder.vocal_lm_heads.")]
+        if not vocal:
+            return state, None
+        return ({k: v for k, v in state.items() if k not in vocal},
+                f"its {len(vocal)} vocal-head tensors (mixed_pro's auxiliary vocal loss) are not used with "
+                f"track_pattern={self.pattern}, add_vocal_loss=false: not loaded (the rest must fit exactly)")
+
     def frozen_patterns(self) -> list[str]:
         kept = ["text_encoder"] if self.model.text_encoder is not None else []
         return [*kept, *(CROSS_MODULES if self.freeze_cross else ())]

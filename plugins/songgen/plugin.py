@@ -27,7 +27,9 @@ class SongGenPlugin(Plugin):
     peft_is_native = True
 
     def config_options(self):
-        return {("model", "songgen"): CONF / "model" / "songgen.yaml"}
+        stages = sorted((CONF / "experiment" / "songgen").glob("*/*.yaml"))  # experiment=songgen/<mode>/<stage>
+        return {("model", "songgen"): CONF / "model" / "songgen.yaml",
+                **{(f"experiment/songgen/{p.parent.name}", p.stem): p for p in stages}}
 
     def example_data(self, directory, count: int = 4):
         from audiotrain_songgen.example_data import write_song_folder

@@ -227,9 +227,9 @@ def test_sinusoidal_positions_formula():
             assert table[p, j].item() == pytest.approx(math.cos(p * f), abs=1e-6)
             assert table[p, 4 + j].item() == pytest.approx(math.sin(p * f), abs=1e-6)
     dec = seeded(lambda: SongGenForCausalLM(get_preset("tiny")["decoder"]))
-    assert torch.equal(dec.model.decoder.embed_positions.weights, sinusoidal_table(2048, 32))
+    assert torch.equal(dec.model.decoder.embed_positions.weights, sinusoidal_table(6547, 32))
     with pytest.raises(ValueError, match="max_position_embeddings"):
-        dec.model.decoder.embed_positions(2049)
+        dec.model.decoder.embed_positions(6548)
 
 
 def test_without_prenet_the_lyrics_skip_the_conformer():
