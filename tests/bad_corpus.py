@@ -368,6 +368,42 @@ def hf_dataset(root: Path) -> list[Offer]:
     return offers
 
 
+def songgen_preprocessed(root: Path) -> list[Offer]:
+    """SongGen's preprocessed ``DatasetDict`` (train split read): songs whose voice file (``mert_input``) is a
+    good tone, and every bad row kind (shape, range, lyrics ids, empty T5 ids, a repeated id)."""
+    import numpy as np
+    import torch
+    from datasets import Dataset, DatasetDict
+
+    from audiotrain_songgen import patterns as P
+
+    voices = root.parent / f"{root.name}_voices"
+    rows, offers = [], []
+    labels = P.delay(torch.randint(0, 1024, (8, 200), generator=torch.Generator().manual_seed(0))).numpy()
+    vocal = P.delay(torch.randint(0, 1024, (8, 200), generator=torch.Generator().manual_seed(1)),
+                    *P.TRACK_SPECIAL["vocal"], keep_start=True).numpy()
+
+    def row(key: str, expect: str, files: list[Path], name: str = "", **over) -> None:
+        base = {"id": key, "labels": labels.astype(np.int16), "input_ids": [40, 41, 1],
+                "prompt_input_ids": [261, 7, 8, 0], "target_length": 64000, "mert_input": "random",
+                "ref_audio_ids_vocal": vocal.astype(np.int16), "vocal_energy": 300.0}
+        rows.append({**base, **over})
+        offers.append(Offer(name or key, expect, files, row=len(rows) - 1))
+
+    for i in range(2):
+        voice = tone(voices / f"voice{i}.wav", sr=24000)
+        row(f"good{i}", USED, [voice], mert_input=str(voice))
+    row("good0", r"repeats the id of row 0", [], name="repeated_id")
+    row("shape", r"labels has the shape \(4, 12\)", [], labels=np.zeros((4, 12), np.int16))
+    row("range", r"labels holds ids outside \[0, 1024\)", [], labels=np.full((8, 208), 1025, np.int16))
+    row("stem_range", r"ref_audio_ids_vocal must start with a column of its bos", [],
+        ref_audio_ids_vocal=np.zeros((8, 209), np.int16) + 5)
+    row("lyrics", r"prompt_input_ids is not \[261\] \+ lyrics \+ \[0\]", [], prompt_input_ids=[7, 8])
+    row("t5", r"input_ids \(the caption's T5 ids\) is empty", [], input_ids=[])
+    DatasetDict({"train": Dataset.from_list(rows), "eval": Dataset.from_list(rows[:1])}).save_to_disk(str(root))
+    return offers
+
+
 def stem_folder(root: Path) -> list[Offer]:
     """The tiny-streams plugin's ``<key>.<role>.wav`` stems: each audio kind as a key's mix, a good vocal beside it,
     text kinds as ``<key>.txt``; one key lacks its required vocal."""

@@ -45,9 +45,13 @@ class AudioSpec:
 @dataclass(frozen=True)
 class StreamSpec(AudioSpec):
     """One audio stream of a row (a role such as ``mix`` or ``vocal``): its audio spec, and whether a row
-    without it is unusable (``required``) or simply lacks that stream's features (optional)."""
+    without it is unusable (``required``) or simply lacks that stream's features (optional).
+
+    ``source``: another role whose file this stream decodes, at this stream's own spec (a voice prompt at 24 kHz
+    cut from the vocal stem a codec reads at 16 kHz); the row names only that role's file. None: its own file."""
 
     required: bool = True
+    source: str | None = None
 
 
 def file_problem(path: str | Path, shown: str | None = None) -> str | None:

@@ -20,9 +20,10 @@ from audiotrain.atomic_write import atomic_write_text
 from audiotrain.errors import UserError
 from audiotrain.data.audio_io import AudioError, AudioSpec, StreamSpec, content_hash, file_problem, load_audio
 from audiotrain.data.cache import FeatureCache
+from audiotrain.data.given import as_tensors, given_entry, given_features
 from audiotrain.data.manifest import Manifest
 from audiotrain.data.report import BadInputReport
-from audiotrain.data.streams import as_streams, check_encoders, encoder_input, normalise_row, text_part
+from audiotrain.data.streams import as_streams, check_encoders, encoder_input, normalise_row, text_part, with_sources
 from audiotrain.plugins.base import Plugin
 from audiotrain.encoders.base import FrozenEncoder, stable_hash
 
@@ -44,13 +45,14 @@ class Item:
     durations: dict[str, float] = field(default_factory=dict)
 
     @property
-    def audio_path(self) -> str:
-        """The primary stream's file (the one a report about the whole example names)."""
-        return self.row["audio"][next(iter(self.durations))]
+    def audio_path(self) -> str | None:
+        """The primary stream's file (the one a report about the whole example names); None for a row whose
+        primary stream is given as features only (:mod:`audiotrain.data.given`)."""
+        return self.row["audio"].get(next(iter(self.durations)))
 
     def stream_path(self, role: str) -> str | None:
-        """The file of one of the item's streams; None when that (optional) stream is absent."""
-        return self.row["audio"][role] if role in self.durations else None
+        """The file of one of the item's streams; None when that (optional) stream is absent or only given."""
+        return self.row["audio"].get(role) if role in self.durations else None
 
 
 def resolve_manifest(data: str | None, plugin: Plugin, report: BadInputReport) -> Manifest:
@@ -78,7 +80,11 @@ def stream_id(audio_digest: str, spec: AudioSpec) -> str:
 
 
 def entry_id(tokenizer: FrozenEncoder, row: dict[str, Any], streams: dict[str, str]) -> str | None:
-    """An encoder's cache entry depends only on what it reads: its stream (bytes + spec), or the text fields."""
+    """An encoder's cache entry depends only on what it reads: its stream (bytes + spec), or the text fields;
+    outputs the row already holds (``given``, :mod:`audiotrain.data.given`) are their own entry."""
+    given = given_features(row)
+    if tokenizer.name in given:
+        return given_entry(tokenizer.name, given[tokenizer.name])
     role = getattr(tokenizer, "stream", None)
     if role is None:
         return stable_hash("text", text_part(row))
@@ -112,7 +118,7 @@ def prepare_items(
     try:
         iterator = progress(manifest.rows, "Preparing data") if progress else manifest.rows
         for raw_row in iterator:
-            row = normalise_row(raw_row)
+            row = with_sources(normalise_row(raw_row), streams)
             ids = builder.stream_ids(row)
             if ids is None:
                 continue
@@ -160,7 +166,7 @@ class _Builder:
         for role, spec in self.streams.items():
             path = files.get(role)
             if path is None:
-                if spec.required:
+                if spec.required and not self._given_stream(row, role):
                     self.report.add(where, f"no '{role}' audio file: this plugin needs one per example "
                                            f"(name it in the row's audio.{role})")
                     return None
@@ -175,17 +181,35 @@ class _Builder:
                 self.report.add(path, _reason(role, f"cannot be read ({exc.strerror or type(exc).__name__})",
                                               self.streams))
                 return None
-        if not ids:
+        if not ids and not given_features(row):
             self.report.add(where, f"no audio file: name one of the roles {', '.join(self.streams)} in the row's audio")
             return None
         return ids
 
+    def _given_stream(self, row: dict[str, Any], role: str) -> bool:
+        """The row has given features and every encoder of ``role`` is among them (so the stream needs no file)."""
+        given = given_features(row)
+        return bool(given) and all(t.name in given for t in self.encoders if getattr(t, "stream", None) == role)
+
     def build(self, row: dict[str, Any], ids: dict[str, str], entries: dict[str, str]) -> dict[str, float] | None:
         cache = self.cache
         durations = {r: _cached_duration(cache, i) for r, i in ids.items()} if cache is not None else {}
+        given = given_features(row)
+        main = next(iter(self.streams))
+        if main not in ids:  # no file for the primary stream: the row says how long it is
+            seconds = row.get("duration")
+            if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not seconds > 0:
+                self.report.add(next(iter(row["audio"].values()), None) or f"row {row.get('key', '?')}",
+                                f"no '{main}' audio file and no duration: a row with given features names its "
+                                f"length in seconds (duration)")
+                return None
+            durations = {main: float(seconds), **durations}
         if cache is not None:
             self._drop_damaged(row, entries)
-        todo = [t for t in self.encoders if t.name in entries
+            for t in self.encoders:  # given outputs are cached as they are
+                if t.name in given and not cache.has(t.name, t.cache_key(), entries[t.name]):
+                    cache.save(t.name, t.cache_key(), entries[t.name], as_tensors(given[t.name]))
+        todo = [t for t in self.encoders if t.name in entries and t.name not in given
                 and (cache is None or not cache.has(t.name, t.cache_key(), entries[t.name]))]
         if cache is None:
             decode = list(ids)  # no cache: every stream is checked now and decoded again when used
@@ -218,7 +242,8 @@ class _Builder:
                 continue
             why = self.cache.damage(t.name, t.cache_key(), entries[t.name])
             if why:
-                where = row["audio"].get(getattr(t, "stream", None) or "") or next(iter(row["audio"].values()))
+                where = (row["audio"].get(getattr(t, "stream", None) or "") or next(iter(row["audio"].values()), None)
+                         or f"row {row.get('key', '?')}")
                 self.report.note(where, f"its cached '{t.name}' features were {why}; they were re-computed")
                 self.cache.discard(t.name, t.cache_key(), entries[t.name])
 

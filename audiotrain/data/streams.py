@@ -28,7 +28,7 @@ def normalise_row(row: Mapping[str, Any]) -> dict[str, Any]:
             files.setdefault(MAIN, str(path))
     out["audio"] = {str(role): str(p) for role, p in files.items() if p}
     for name, value in out.items():  # the file paths keep their bytes; the text fields must be valid text
-        if name != "audio":
+        if name not in ("audio", "given"):
             out[name] = printable(value)
     return out
 
@@ -52,6 +52,15 @@ def as_streams(spec: AudioSpec | Mapping[str, StreamSpec]) -> dict[str, StreamSp
     return {MAIN: StreamSpec(**_fields(spec), required=True)}
 
 
+def with_sources(row: dict[str, Any], streams: Mapping[str, StreamSpec]) -> dict[str, Any]:
+    """The row with the file of each stream read from another role's (``StreamSpec.source``) named under its own
+    role too, when the row has that file and names none of its own: from here on it is a stream like any other."""
+    files = row["audio"]
+    derived = {role: files[s.source] for role, s in streams.items()
+               if s.source is not None and role not in files and s.source in files}
+    return {**row, "audio": {**files, **derived}} if derived else row
+
+
 def primary(streams: Mapping[str, StreamSpec]) -> str:
     """The role whose duration is an example's duration (batching, duration filters): the first declared."""
     return next(iter(streams))
@@ -67,14 +76,14 @@ def check_encoders(streams: Mapping[str, StreamSpec], encoders) -> None:
 
 
 def text_part(row: Mapping[str, Any]) -> dict[str, Any]:
-    """What a text-only encoder may read of a row: every field but the audio files."""
-    return {k: v for k, v in row.items() if k != "audio"}
+    """What a text-only encoder may read of a row: every field but the audio files and the given features."""
+    return {k: v for k, v in row.items() if k not in ("audio", "given")}
 
 
 def encoder_input(example: Mapping[str, Any], stream: str | None) -> dict[str, Any] | None:
     """The example one encoder is given: the prepared text fields, plus — for an encoder of a stream — that
     stream's ``audio`` (C, N) tensor and ``audio_length``. None when the encoder's (optional) stream is absent."""
-    base = {k: v for k, v in example.items() if k not in ("audio", "streams")}
+    base = {k: v for k, v in example.items() if k not in ("audio", "streams", "given")}
     if stream is None:
         return base
     decoded = (example.get("streams") or {}).get(stream)

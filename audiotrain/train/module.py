@@ -14,6 +14,7 @@ import torch
 
 from audiotrain.data.batching import Resumable
 from audiotrain.data.streams import encoder_input
+from audiotrain.data.given import as_tensors
 from audiotrain.models.backbone import Backbone
 from audiotrain.plugins.base import Plugin
 from audiotrain.encoders.base import FrozenEncoder
@@ -166,7 +167,11 @@ class TrainModule(L.LightningModule):
                     t.to(self.device)
             self._encoders_device = self.device
         feats: dict[str, torch.Tensor] = {}
+        given = example.get("given") or {}
         for t in self._encoders:
+            if t.name in given:  # outputs the dataset already holds (audiotrain.data.given)
+                feats.update(as_tensors(given[t.name]))
+                continue
             ex = encoder_input(example, getattr(t, "stream", None))
             if ex is None:  # an optional stream this example does not have
                 continue

@@ -39,9 +39,10 @@ def sample_renderer(cfg: DictConfig, plugin: Any, module: Any, dataset: Any) -> 
             info.write_text(prompt_text(plugin, dataset.items[i].row, key, seed), encoding="utf-8")
             files.append(info)
             if reference is not None:
-                src, _ = load_audio(dataset.items[i].audio_path, spec)
-                files += write_sample(src, spec.sample_rate, out.parent / "targets" / f"input_{i}_{key}",
-                                      title=f"input audio — {key}")
+                if dataset.items[i].audio_path is not None:  # a row given as features only has no input file
+                    src, _ = load_audio(dataset.items[i].audio_path, spec)
+                    files += write_sample(src, spec.sample_rate, out.parent / "targets" / f"input_{i}_{key}",
+                                          title=f"input audio — {key}")
                 ref_wavs, ref_sr = reference
                 files += write_sample(ref_wavs[i].float().cpu().numpy(), ref_sr, out.parent / "targets" / f"target_{i}_{key}",
                                       title=f"target (codec reconstruction) — {key}")

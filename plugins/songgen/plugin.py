@@ -36,10 +36,16 @@ class SongGenPlugin(Plugin):
 
         return write_song_folder(Path(directory), count)
 
+    def commands(self):
+        from audiotrain_songgen.preprocess import preprocess
+
+        return {"songgen-preprocess": preprocess}
+
     def readers(self):
+        from audiotrain_songgen.preprocessed import SongGenDataset
         from audiotrain_songgen.readers import SongFolder, SongMetadata
 
-        return [SongMetadata(), SongFolder()]
+        return [SongGenDataset(), SongMetadata(), SongFolder()]
 
     def audio_streams(self, cfg):
         from audiotrain.data.audio_io import StreamSpec
@@ -109,9 +115,10 @@ class SongGenPlugin(Plugin):
             return items
         kept = []
         for it in items:
-            missing = [r for r in ("acc", "vocal") if r not in it.row.get("audio", {})]
+            given = it.row.get("given") or {}
+            missing = [r for r in ("acc", "vocal") if r not in it.row.get("audio", {}) and f"codes_{r}" not in given]
             if missing:
-                report.add(it.row["audio"]["mix"], f"no {' or '.join(missing)} stem: model.track_pattern="
+                report.add(it.audio_path or f"row {it.row['key']}", f"no {' or '.join(missing)} stem: model.track_pattern="
                                                    f"{self._pattern} trains on the accompaniment and vocal stems "
                                                    f"(X_acc.wav, X_vocal.wav)")
             else:
@@ -119,9 +126,15 @@ class SongGenPlugin(Plugin):
         return kept
 
     def prepare_example(self, row, rng):
-        return {"key": row["key"], "caption": str(row.get("caption", "")), "lyrics": str(row.get("lyrics", ""))}
+        out = {"key": row["key"], "caption": str(row.get("caption", "")), "lyrics": str(row.get("lyrics", ""))}
+        if row.get("t5_ids"):  # a preprocessed dataset's caption, as flan-t5 ids (preprocessed.py)
+            out["t5_ids"] = list(row["t5_ids"])
+        return out
 
     def describe_example(self, row):
+        if row.get("t5_ids") and not row.get("caption"):
+            return (f"DESCRIPTION: ({len(row['t5_ids'])} flan-t5 token ids from a preprocessed dataset)\n\n"
+                    f"LYRICS: (VoiceBpe ids from a preprocessed dataset)")
         return f"DESCRIPTION: {row.get('caption', '')}\n\nLYRICS:\n\n{row.get('lyrics', '')}"
 
     def validate(self, cfg) -> list[str]:

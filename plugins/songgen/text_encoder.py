@@ -146,7 +146,20 @@ class DescriptionEncoder:
     @torch.no_grad()
     def encode(self, caption: str) -> tuple[torch.Tensor, torch.Tensor]:
         """One caption → ``(last hidden × mask (L, d), mask (L,))``, float32 on the CPU."""
-        ids = torch.tensor([self.token_ids(caption)], dtype=torch.long, device=self.device)
+        return self.encode_ids(self.token_ids(caption))
+
+    @torch.no_grad()
+    def encode_ids(self, token_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids (a caption already tokenised, e.g. a preprocessed dataset's ``input_ids``) → as :meth:`encode`.
+        Ids this T5 does not have are one error naming the fix (a dataset tokenised for another T5)."""
+        from audiotrain.errors import UserError
+
+        vocab = int(self.model.config.vocab_size)
+        if not token_ids or min(token_ids) < 0 or max(token_ids) >= vocab:
+            raise UserError(f"The caption's T5 ids run up to {max(token_ids, default=-1)}, but this text encoder has "
+                            f"{vocab} ids: a preprocessed dataset needs the T5 it was tokenised for — give "
+                            f"model.text_encoder_path=<the flan-t5-large folder>.")
+        ids = torch.tensor([token_ids], dtype=torch.long, device=self.device)
         mask = torch.ones_like(ids)
         hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
         hidden = hidden * mask.unsqueeze(-1).to(hidden.dtype)
@@ -169,5 +182,9 @@ class DescriptionFeature(FrozenFeature):
         super().__init__(encoder, encoder.cache_key())
 
     def features(self, example: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        hidden, mask = self.module.encode(str(example.get("caption") or ""))
+        ids = example.get("t5_ids")
+        if ids:  # a preprocessed dataset's caption ids, used as they are
+            hidden, mask = self.module.encode_ids(list(ids))
+        else:
+            hidden, mask = self.module.encode(str(example.get("caption") or ""))
         return {"text_hidden": hidden, "text_mask": mask}
