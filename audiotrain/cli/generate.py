@@ -137,7 +137,7 @@ def run_generate(argv: list[str]) -> list[Path]:
     import torch
 
     from audiotrain.cli.generate_source import load_model
-    from audiotrain.tracking.samples import write_sample
+    from audiotrain.tracking.samples import track_stem, tracks, write_sample
     from audiotrain.train.console import console
 
     from audiotrain.train.console import quiet_libraries
@@ -164,14 +164,20 @@ def run_generate(argv: list[str]) -> list[Path]:
                 audio, sr = plugin.generate(model, cfg, request, seed, progress=progress)
         finally:
             progress.close()
-        wav = audio.detach().float().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio, np.float32)
-        wav = wav[None] if wav.ndim == 1 else wav
         stem = args.out / name
-        files += write_sample(wav, int(sr), stem, title=f"{name} (seed {seed}, LoRA scale {args.lora_scale:g})")
+        rendered = {}
+        for track, a in tracks(audio).items():  # the main track, then any others (a song's stems) beside it
+            w = a.detach().float().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a, np.float32)
+            rendered[track] = w[None] if w.ndim == 1 else w
+            files += write_sample(rendered[track], int(sr), track_stem(stem, track),
+                                  title=f"{name}{f' ({track})' if track else ''} (seed {seed}, LoRA scale "
+                                        f"{args.lora_scale:g})")
+        wav = rendered[""]
         meta = {"source": str(source.path), "adapter": str(source.adapter) if source.adapter else None,
                 "model": str(cfg.model.name), "preset": str(cfg.model.get("preset")), "seed": seed,
                 "lora_scale": args.lora_scale, "sample_rate": int(sr), "channels": int(wav.shape[0]),
-                "seconds": wav.shape[-1] / int(sr), "request": request}
+                "seconds": wav.shape[-1] / int(sr), "request": request,
+                "tracks": [track_stem(stem, t).name + ".wav" for t in rendered]}
         stem.with_suffix(".json").write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str),
                                              encoding="utf-8")
         files.append(stem.with_suffix(".json"))

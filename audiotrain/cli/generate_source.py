@@ -146,7 +146,6 @@ def load_model(source: Source, lora_scale: float = 1.0, trust_pickle: bool = Fal
     backbone.eval()
     for p in backbone.parameters():
         p.requires_grad_(False)
-    torch.set_grad_enabled(False)
     return GenerationModel(backbone, plugin.build_encoders(cfg), float(lora_scale))
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from audiotrain.config import resolvers
 from audiotrain.plugins import registry
@@ -15,6 +16,22 @@ from audiotrain.errors import UserError
 
 USER_ERRORS = (UserError,)
 
+
+
+def _forget_run_dir(cfg) -> None:
+    """Remove the run directory Hydra made for a job that wrote nothing into it (``mode=plan``), and the empty
+    folders above it up to the working directory."""
+    import shutil
+
+    run_dir = Path(str(cfg.paths.run_dir)).resolve()
+    if not run_dir.is_dir() or {p.name for p in run_dir.iterdir()} - {".hydra"}:
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cwd = Path.cwd().resolve()
+    for parent in run_dir.parents:
+        if parent == cwd or cwd not in parent.parents or any(parent.iterdir()):
+            break
+        parent.rmdir()
 
 def _overrides(argv: list[str]) -> tuple[list[str], bool]:
     multirun = any(a in ("-m", "--multirun") for a in argv)
@@ -129,6 +146,12 @@ def _task(cfg):
             from audiotrain.train.evaluate import eval_message, run_eval
 
             console.print(eval_message(run_eval(cfg, overrides)))
+            return None
+        if cfg.get("mode", "train") == "plan":
+            from audiotrain.train.plan import run_plan
+
+            console.print(run_plan(cfg, overrides), highlight=False)
+            _forget_run_dir(cfg)
             return None
         summary = train(cfg, overrides)
     except TrainingDiverged as exc:

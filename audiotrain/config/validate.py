@@ -16,7 +16,7 @@ from audiotrain.train.optim import OPTIMIZERS, SCHEDULERS
 PRECISIONS = {"32": "32-true", "32-true": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed",
               "bf16-true": "bf16-true"}
 BACKENDS = ("local", "ddp", "deepspeed")
-MODES = ("train", "eval")
+MODES = ("train", "eval", "plan")
 
 
 class ConfigError(UserError):
@@ -91,10 +91,15 @@ def validate(cfg: DictConfig, plugin: Any | None, module_names: list[str] | None
     if cfg.backend.get("name") not in BACKENDS:
         p.append(f"backend={cfg.backend.get('name')} is unknown: use one of {', '.join(BACKENDS)}.")
     tr = cfg.trainer
+    epochs = tr.get("max_epochs")
+    by_epochs = isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1
     for key in ("max_steps", "accumulate_grad_batches", "devices", "num_nodes"):
         v = tr.get(key)
+        if key == "max_steps" and v == -1 and by_epochs:
+            continue  # the length is given in epochs (trainer.max_epochs)
         if not isinstance(v, int) or v < 1:
-            p.append(f"trainer.{key}={v} must be a positive integer.")
+            p.append(f"trainer.{key}={v} must be a positive integer"
+                     + (" (or -1 with trainer.max_epochs=N to train for N epochs)." if key == "max_steps" else "."))
     bad_steps = tr.get("max_nonfinite_steps", 10)
     if not isinstance(bad_steps, int) or isinstance(bad_steps, bool) or bad_steps < 1:
         p.append(f"trainer.max_nonfinite_steps={bad_steps} must be a positive integer (the NaN/Inf steps in a row "
@@ -113,7 +118,7 @@ def validate(cfg: DictConfig, plugin: Any | None, module_names: list[str] | None
     if not isinstance(bs, int) or bs < 1:
         p.append(f"dataset.batch_size={bs} must be a positive integer.")
     if cfg.get("mode", "train") not in MODES:
-        p.append(f"mode={cfg.get('mode')} is unknown: use train or eval.")
+        p.append(f"mode={cfg.get('mode')} is unknown: use train, eval or plan.")
     order = cfg.dataset.get("order")
     if order not in (None, "interleaved", "duration", "speaker", "random"):
         p.append(f"dataset.order={order} is unknown: use interleaved, duration, speaker or random (or null).")

@@ -50,7 +50,10 @@ class Backbone(nn.Module, ABC):
         (a curriculum). The default ignores it."""
 
     def sample_audio(self, conditions: Mapping[str, Any], *, seed: int) -> tuple[torch.Tensor, int]:
-        """Generate audio for fixed prompts; returns (waveforms (B, C, N), sample_rate).
+        """Generate audio for fixed prompts; returns (waveforms (B, C, N), sample_rate). A system that renders
+        several tracks at once (a song's accompaniment and vocals beside their mix) returns ``({track: (B, C,
+        N)}, sample_rate)``, the main track first: it is the sample (and what evaluation scores), the others are
+        written beside it (``audiotrain.tracking.samples.tracks``).
 
         How long or how finely it samples (diffusion steps, the most autoregressive frames) is the plugin's own
         setting in its model group, read by the backbone. Plugins that cannot render audio keep the default,

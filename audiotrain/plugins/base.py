@@ -90,6 +90,21 @@ class Plugin(ABC):
         """Plugin-specific config errors (plain sentences); the core adds them to its own."""
         return []
 
+    def fit_to_data(self, cfg: "DictConfig", train_count: int, val_count: int) -> list[str]:
+        """Adjust the run to its data once it is known (``train_count`` usable training examples, ``val_count``
+        held-out ones), before the loader and the model are built — e.g. a tool's rule that caps the batch at the
+        dataset's size. Change ``cfg`` in place (it is writable here) and return one sentence per change, which
+        the run prints and ``mode=plan`` shows. Default: nothing to adjust."""
+        return []
+
+    def audio_metrics(self, cfg: "DictConfig") -> Sequence[Any]:
+        """This system's own scores of generated audio, computed by the audio evaluation beside
+        ``eval/mel_distance`` (``trainer.eval_audio``, ``mode=eval``): objects with ``name`` (logged as
+        ``eval/<name>``, the mean over the prompts that have a score) and ``score(audio (C, N) float tensor,
+        sample_rate, row) -> float | None`` (None: this example is not scored, e.g. it has no caption). E.g. a
+        caption-audio CLAP similarity from a local folder. Default: none."""
+        return []
+
     def lora_module_names(self, cfg: "DictConfig") -> list[str]:
         """Module names LoRA can target, without loading weights (default: build on the meta device)."""
         import torch
@@ -182,7 +197,9 @@ class Plugin(ABC):
 
     def generate(self, model: Any, cfg: "DictConfig", request: Mapping[str, Any], seed: int, *,
                  progress: Callable[[int, int], None] | None = None) -> tuple[Any, int]:
-        """Render one request: ``(audio (channels, samples) float tensor in [-1, 1], sample_rate)``.
+        """Render one request: ``(audio (channels, samples) float tensor in [-1, 1], sample_rate)``; a system that
+        renders several tracks returns ``({track: audio}, sample_rate)``, the main track first (written as the
+        prompt's wav, the others beside it as ``<name>_<track>.wav``).
 
         ``model`` is ``audiotrain.cli.generate_source.GenerationModel`` (``.backbone`` with the adapter attached
         and scaled, in eval mode; ``.encoders`` from ``build_encoders``). The same ``seed`` must give the same

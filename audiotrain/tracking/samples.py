@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,3 +60,21 @@ def write_sample(wav: np.ndarray, sr: int, stem: Path, title: str = "") -> list[
     fig.savefig(str(stem.with_suffix(".png")))
     plt.close(fig)
     return [stem.with_suffix(".wav"), stem.with_suffix(".png")]
+
+
+def tracks(audio: Any) -> dict[str, Any]:
+    """A rendering as ``{track name: audio}``, the main track first under "" (one tensor or array is that track;
+    a mapping of several, as a song's mix, accompaniment and vocals, keeps its order: its first is the main)."""
+    from collections.abc import Mapping
+
+    if not isinstance(audio, Mapping):
+        return {"": audio}
+    items = list(audio.items())
+    if not items:
+        raise ValueError("a rendering of no track at all")
+    return {"": items[0][1], **{str(k): v for k, v in items[1:]}}
+
+
+def track_stem(stem: Path, name: str) -> Path:
+    """Where a track is written: the main one at ``stem``, another beside it as ``<stem>_<name>``."""
+    return stem if not name else stem.with_name(f"{stem.name}_{name}")

@@ -27,7 +27,7 @@ from audiotrain.atomic_write import atomic_write_text
 from audiotrain.errors import UserError
 from audiotrain.models.backbone import Backbone
 from audiotrain.tracking.mel_distance import mel_distance, resample
-from audiotrain.tracking.samples import write_sample
+from audiotrain.tracking.samples import tracks, write_sample
 from audiotrain.train.callbacks import Periodic
 from audiotrain.train.console import console
 from audiotrain.train.data_setup import load_data
@@ -71,6 +71,8 @@ def evaluate(cfg: DictConfig, module: Any, dataset: Any, tracker: Any, run_dir: 
     seed = int(cfg.seed)
     rows: list[dict[str, Any]] = []
     files: list[Path] = []
+    plugin = getattr(module, "plugin", None)
+    extra = list(plugin.audio_metrics(cfg)) if plugin is not None else []  # the system's own scores
     was_training = module.training
     module.eval()
     try:
@@ -80,6 +82,7 @@ def evaluate(cfg: DictConfig, module: Any, dataset: Any, tracker: Any, run_dir: 
                 conditions = module.features([ex], salt=i)
             with torch.no_grad():
                 hyp, sr = backbone.sample_audio(conditions, seed=seed + i)
+                hyp = tracks(hyp)[""]  # the main track is scored
                 reference = backbone.reference_audio(conditions)
             if reference is None:
                 raise EvalError(f"{type(backbone).__name__}.reference_audio returned nothing for example {ex['key']}.")
@@ -92,15 +95,24 @@ def evaluate(cfg: DictConfig, module: Any, dataset: Any, tracker: Any, run_dir: 
             files += write_sample(ref.numpy(), int(sr), out / f"ref_{i}_{key}", title=f"reference (codec), {key}")
             rows.append({"key": str(ex["key"]), "mel_distance": dist, "seconds": hyp.shape[-1] / int(sr),
                          "reference_seconds": ref.shape[-1] / int(sr)})
+            row = dataset.items[i].row if hasattr(dataset, "items") else {}
+            for metric in extra:
+                value = metric.score(hyp, int(sr), row)
+                rows[-1][metric.name] = None if value is None else float(value)
     finally:
         module.train(was_training)
     mean = sum(r["mel_distance"] for r in rows) / len(rows)
     result = {"step": int(step), "mel_distance": mean, "per_example": rows, "dir": str(out)}
+    logged = {METRIC: mean}
+    for metric in extra:
+        scored = [r[metric.name] for r in rows if r.get(metric.name) is not None]
+        if scored:
+            result[metric.name] = logged[f"eval/{metric.name}"] = sum(scored) / len(scored)
     metrics_file = out / "metrics.json"
     atomic_write_text(metrics_file, json.dumps(result, indent=2))
     files.append(metrics_file)
     if tracker is not None:
-        tracker.log_metrics({METRIC: mean}, int(step))
+        tracker.log_metrics(logged, int(step))
         for f in files:
             tracker.log_artifact(f, f"eval/step_{int(step)}")
     result["files"] = [str(f) for f in files]

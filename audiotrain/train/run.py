@@ -26,6 +26,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     run_dir, plugin = job.run_dir, job.plugin
     data = load_data(cfg, plugin, run_dir, job.accelerator, save_report=job.zero,
                      brief=job.sweep is not None and job.sweep.num > 0)
+    adjust_to_data(cfg, plugin, data)
     sampler, loader = build_loader(cfg, data.train, job.accelerator)
 
     model = build_model(cfg, plugin)
@@ -104,6 +105,19 @@ def summarise(cbs: Callbacks, steps: int, data: Any) -> dict[str, Any]:
         "completed": cbs.control.stopped_at is None, "stopped_at": cbs.control.stopped_at,
         "last_metrics": last,
     }
+
+
+def adjust_to_data(cfg: DictConfig, plugin: Any, data: Any) -> list[str]:
+    """The plugin's adjustments to the data it got (``Plugin.fit_to_data``), each printed as a sentence."""
+    from omegaconf import open_dict
+
+    from audiotrain.train.console import console
+
+    with open_dict(cfg):
+        changes = plugin.fit_to_data(cfg, len(data.train), len(data.val) if data.val is not None else 0)
+    for text in changes:
+        console.print(f"[yellow]Adjusted:[/] {text}", highlight=False)
+    return list(changes)
 
 
 def build_loader(cfg: DictConfig, dataset: AudioDataset, acc: str):

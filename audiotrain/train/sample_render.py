@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig
 
 from audiotrain.data.audio_io import load_audio
-from audiotrain.tracking.samples import write_sample
+from audiotrain.tracking.samples import track_stem, tracks, write_sample
 
 
 def prompt_text(plugin: Any, row: dict, key: str, seed: int) -> str:
@@ -34,7 +34,9 @@ def sample_renderer(cfg: DictConfig, plugin: Any, module: Any, dataset: Any) -> 
         files: list[Path] = []
         for i, ex in enumerate(batch):
             key = str(ex["key"]).replace("/", "__")  # keys of songs in sub-folders hold a slash
-            files += write_sample(wavs[i].float().cpu().numpy(), sr, out / f"pred_{i}_{key}", title=f"step {step} — {key}")
+            for track, w in tracks(wavs).items():  # the main track, then any others (a song's stems) beside it
+                files += write_sample(w[i].float().cpu().numpy(), sr, track_stem(out / f"pred_{i}_{key}", track),
+                                      title=f"step {step} — {key}" + (f" ({track})" if track else ""))
             info = out / f"prompt_{i}_{key}.md"
             info.write_text(prompt_text(plugin, dataset.items[i].row, key, seed), encoding="utf-8")
             files.append(info)
