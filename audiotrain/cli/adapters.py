@@ -69,9 +69,18 @@ def _run_config(run_dir: Path) -> Any | None:
     except Exception as exc:  # yaml's and OmegaConf's own error types
         raise UserError(f"{path} is not a readable run config ({str(exc).splitlines()[0][:120]}): give the run "
                         f"directory that trained the adapter.") from None
-    if not OmegaConf.select(cfg, "model.name", default=None):
+    name = OmegaConf.select(cfg, "model.name", default=None)
+    if not name:
         raise UserError(f"{path} names no model (model.name): give the run directory that trained the adapter.")
-    return cfg
+    from audiotrain.plugins import registry
+
+    if str(name) not in registry.discover():
+        return cfg  # the caller says the plugin is not installed
+    # a run from an older audiotrain lacks the settings added since: the plugin's defaults fill them, the run's
+    # own values win
+    from audiotrain.cli.adapter_input import compose_for
+
+    return OmegaConf.merge(compose_for(str(name), None, [], "audiotrain"), cfg)
 
 
 def check_adapter(src: Path, cfg: Any | None, trust_pickle: bool = False) -> list[Path]:

@@ -178,6 +178,12 @@ class Plugin(ABC):
         (same file / same group / either) and what they are cut from. Default: none."""
         return []
 
+    def save_weights_native(self, root: "torch.nn.Module", settings: Any, directory: Path, step: int) -> Path | None:
+        """At every adapter save (``directory`` is the folder being written, ``step`` the optimizer step): the
+        weights as the original tool loads them, when it has no adapter format of its own — e.g. a whole-model
+        file with the LoRA merged in. ``settings`` is None for a full fine-tune. Default: nothing more."""
+        return None
+
     def save_adapter_native(self, root: "torch.nn.Module", settings: Any, directory: Path) -> Path | None:
         """Write the adapter in the original project's format too (None: the system has none)."""
         fmt = self.native_adapter_format()

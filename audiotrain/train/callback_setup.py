@@ -54,7 +54,7 @@ def build_callbacks(cfg: DictConfig, plugin: Any, model: BuiltModel, module: Any
         return f"{headline.prefix}/loss {value:.4f}"
 
     def export_action(trainer, _module):
-        return adapters._save(f"manual_step_{trainer.global_step}") if trainer.is_global_zero else None
+        return adapters._save(f"manual_step_{trainer.global_step}", trainer.global_step) if trainer.is_global_zero else None
 
     control = LiveControl(stdin=_stdin_enabled(cfg), control_file=run_dir / "control", tracker=tracker,
                           run_dir=run_dir, actions={"save": checkpoint_action(run_dir / "checkpoints"),

@@ -105,13 +105,13 @@ class MetricsToTracker(L.Callback):
 class AdapterSaver(L.Callback):
     """Adapters every ``every`` optimizer steps and at the end, in every format the run asks for."""
 
-    def __init__(self, every: int, save: Callable[[Path], None], root: Path, tracker: Any):
+    def __init__(self, every: int, save: Callable[[Path, int], None], root: Path, tracker: Any):
         self.every, self.save, self.root, self.tracker = every, save, Path(root), tracker
         self.saved: list[Path] = []
 
-    def _save(self, name: str) -> Path:
+    def _save(self, name: str, step: int) -> Path:
         out = self.root / name
-        self.save(out)  # complete or not at all (model_setup.adapter_writer writes it with atomic_dir)
+        self.save(out, step)  # complete or not at all (model_setup.adapter_writer writes it with atomic_dir)
         self.saved.append(out)
         if self.tracker is not None:
             from audiotrain.atomic_write import disk_full_guard
@@ -127,10 +127,10 @@ class AdapterSaver(L.Callback):
             return  # a skipped step saves nothing: the adapters from before a diverging streak stay the newest
         if self.every > 0 and step > 0 and step % self.every == 0 and getattr(self, "_last", -1) != step:
             self._last = step
-            self._save(f"step_{step}")
+            self._save(f"step_{step}", step)
 
     def on_train_end(self, trainer, pl_module):
-        self._save("final")
+        self._save("final", trainer.global_step)
 
 
 class SampleRenderer(L.Callback):

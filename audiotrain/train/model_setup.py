@@ -84,7 +84,7 @@ def adapter_writer(m: BuiltModel, plugin: Any, cfg: DictConfig):
     root = m.backbone.adapter_root()
     base = f"{plugin.name}:{cfg.model.get('preset')}"
 
-    def save(out: Path) -> None:
+    def save(out: Path, step: int = 0) -> None:
         from audiotrain.atomic_write import atomic_dir
         from audiotrain.train.deepspeed_cpu import gathered
 
@@ -99,9 +99,10 @@ def adapter_writer(m: BuiltModel, plugin: Any, cfg: DictConfig):
                 from audiotrain.models.state_dict import savable
 
                 save_file(savable(root.state_dict()), str(tmp / "model.safetensors"))
-                return
-            lora_adapter.save_peft(root, m.settings, tmp / "peft", base_model=base)
-            plugin.save_adapter_native(root, m.settings, tmp / plugin.name)
+            else:
+                lora_adapter.save_peft(root, m.settings, tmp / "peft", base_model=base)
+                plugin.save_adapter_native(root, m.settings, tmp / plugin.name)
+            plugin.save_weights_native(root, m.settings, tmp, int(step))
 
     return save
 

@@ -140,7 +140,9 @@ def build_loader(cfg: DictConfig, dataset: AudioDataset, acc: str):
                                      drop_last=bool(d.get("drop_last", False)), shuffle=bool(d.shuffle))
         return sampler, ShieldedLoader(dataset, batch_sampler=sampler, **common)
     sampler = ResumableSampler(len(dataset), seed=int(cfg.seed), shuffle=bool(d.shuffle))
-    return sampler, ShieldedLoader(dataset, batch_size=int(d.batch_size), sampler=sampler, **common)
+    drop_last = bool(d.get("drop_last", False)) and len(dataset) >= int(d.batch_size)  # never an empty epoch
+    return sampler, ShieldedLoader(dataset, batch_size=int(d.batch_size), sampler=sampler, drop_last=drop_last,
+                                   **common)
 
 
 def _window_mean(values: list[float], first: bool) -> float | None:

@@ -118,11 +118,16 @@ class SongGenBackbone(Backbone):
     @torch.no_grad()
     def sample_audio(self, conditions: Mapping[str, Any], *, seed: int) -> tuple[torch.Tensor, int]:
         """Songs for the fixed prompts (at most ``model.max_new_frames`` frames, sampled at ``model.temperature``;
-        EOS ends one earlier), the mix for the dual-track patterns: ``(B, 1, N)`` at 16 kHz, zero-padded."""
+        EOS ends one earlier): ``(B, 1, N)`` at 16 kHz, zero-padded; for the dual-track patterns ``{"mix", "acc",
+        "vocal"}`` of those (the mix first: it is the sample)."""
         from audiotrain_songgen.generate import SAMPLE_RATE, stack_waves, to_audio
 
         tokens = self.generate_tokens(conditions, seed=seed)
-        return stack_waves([w["mix"] for w in to_audio(tokens, self.pattern, self.codec())]), SAMPLE_RATE
+        waves = to_audio(tokens, self.pattern, self.codec())
+        if self.pattern in P.SINGLE_TRACK:
+            return stack_waves([w["mix"] for w in waves]), SAMPLE_RATE
+        # dual-track: the mix is the sample; the accompaniment and the vocals are written beside it
+        return {t: stack_waves([w[t] for w in waves]) for t in ("mix", "acc", "vocal")}, SAMPLE_RATE
 
     @torch.no_grad()
     def reference_audio(self, conditions: Mapping[str, Any]) -> tuple[torch.Tensor, int]:

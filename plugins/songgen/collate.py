@@ -8,7 +8,9 @@ accompaniment and the vocals independently and combine them (``patterns.combine`
 -100 (ignored by the loss), the decoder input is the labels shifted right with BOS first (``shift_right``: -100
 becomes PAD), the text states are zero-padded with their mask, the lyrics padded with 0 ([STOP], as SongGen's
 tokenizer pads) with their mask. mixed_pro also gets ``vocal_labels``: the delayed vocal-stem codes aligned to the
-mix labels' length (a song without a vocal stem has none: all -100, so it adds nothing to the vocal loss).
+mix labels' length (a song without a vocal stem has none: all -100, so it adds nothing to the vocal loss). With
+the voice prompt on, ``mert_hidden`` ``[B, T, 25, H]`` and ``voice_mask`` ``[B, T]`` (``voice.py``: each song's
+chosen crop, or zeros all masked for a dropped, silent or missing voice).
 """
 from __future__ import annotations
 
@@ -34,7 +36,10 @@ def labels_of(item: Mapping[str, Any], pattern: str) -> torch.Tensor:
     return P.combine(P.delay(acc[:, :frames]), P.delay(vocal[:, :frames]), pattern)
 
 
-def collate(items: Sequence[Mapping[str, Any]], pattern: str, vocal_labels: bool = False) -> dict[str, Any]:
+def collate(items: Sequence[Mapping[str, Any]], pattern: str, vocal_labels: bool = False,
+            voice: tuple[int, int, int] | None = None) -> dict[str, Any]:
+    """The batch; ``voice`` (``(frames, states, width)`` of a voice, None with the voice prompt off) adds
+    ``mert_hidden`` / ``voice_mask`` (``voice.collate_voice``)."""
     rows = [labels_of(it, pattern) for it in items]
     labels = pad_stack(rows, dim=-1, value=P.IGNORE_INDEX).long()
     batch: dict[str, Any] = {
@@ -58,4 +63,8 @@ def collate(items: Sequence[Mapping[str, Any]], pattern: str, vocal_labels: bool
                 v = torch.full_like(row, P.IGNORE_INDEX)
             vocal.append(align_vocal(align_vocal(v, row.shape[-1]), width))  # to the song's own labels, then padded
         batch["vocal_labels"] = torch.stack(vocal).long()
+    if voice is not None:
+        from audiotrain_songgen.voice import collate_voice
+
+        batch.update(collate_voice(items, voice))
     return batch

@@ -1,11 +1,12 @@
 """Building SongGen's parts from a run's config: the frozen encoders (X-Codec per stream, the description's T5,
-the lyrics tokenizer) behind lazy loaders with their cache keys known up front, and the backbone (the composite:
-random for a preset, or a checkpoint folder's weights).
+the lyrics tokenizer, MERT over the vocal stem) behind lazy loaders with their cache keys known up front, and the
+backbone (the composite: random for a preset, or a checkpoint folder's weights).
 
-``tiny``: a tiny random X-Codec and a tiny random T5 of the preset's text-encoder config (seeded: the same every
-run), the built-in lyrics vocabulary. The released presets read local folders only: ``model.codec_path`` (X-Codec in
-transformers' layout), ``model.text_encoder_path`` (google/flan-t5-large), ``model.lyrics_vocab_path`` (SongGen's
-vocab.json) and ``model.checkpoint_dir`` (the SongGen folder); nothing is downloaded.
+``tiny``: a tiny random X-Codec, a tiny random T5 of the preset's text-encoder config and a tiny random MERT (seeded:
+the same every run), the built-in lyrics vocabulary. The released presets read local folders only: ``model.codec_path``
+(X-Codec in transformers' layout), ``model.text_encoder_path`` (google/flan-t5-large), ``model.lyrics_vocab_path``
+(SongGen's vocab.json), ``model.mert_path`` (MERT-v1-330M, for the voice prompt: ``voice.py``) and
+``model.checkpoint_dir`` (the SongGen folder); nothing is downloaded.
 """
 from __future__ import annotations
 
@@ -71,6 +72,7 @@ def codec_factory(cfg: Any, lazy_key: bool = False) -> tuple[str | None, Callabl
 
 def build_encoders(cfg: Any, model_cfg: Mapping[str, Any]) -> list[LazyEncoder]:
     from audiotrain_songgen import codec as xcodec
+    from audiotrain_songgen import voice
     from audiotrain_songgen.lyrics import LyricsFeature
     from audiotrain_songgen.plugin import STREAM_ROLES
     from audiotrain_songgen.text_encoder import DescriptionEncoder, DescriptionFeature, text_dir_key
@@ -86,11 +88,14 @@ def build_encoders(cfg: Any, model_cfg: Mapping[str, Any]) -> list[LazyEncoder]:
         text_key = tiny_text_key(model_cfg)
         make_text = lambda: tiny_text_encoder(model_cfg)  # noqa: E731
     lyrics = LyricsFeature(vocab_path=m.get("lyrics_vocab_path"))
-    return [
+    encoders = [
         *(xcodec.CodecFeature.lazy_for(role, codec_key, make_codec) for role in STREAM_ROLES),
         LazyEncoder("text", text_key, lambda: DescriptionFeature(make_text())),
         LazyEncoder("lyrics", lyrics.cache_key(), lambda: lyrics),
     ]
+    if voice.voice_on(cfg):
+        encoders.append(voice.voice_encoder(cfg, model_cfg))
+    return encoders
 
 
 def build_backbone(cfg: Any, model_cfg: Mapping[str, Any], device: str = "cpu"):

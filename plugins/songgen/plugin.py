@@ -1,8 +1,10 @@
 """The SongGen plugin object registered under the ``audiotrain.plugins`` entry point.
 
 Streams: ``mix`` (the song, required), ``vocal`` and ``acc`` (its stems, optional: mixed_pro's vocal loss reads
-the vocal stem; the dual-track patterns need both), each 16 kHz mono for X-Codec. Frozen encoders: X-Codec per
-stream (``codes_<role>``), the description's T5 states (``text``), the lyrics ids (``lyrics``).
+the vocal stem; the dual-track patterns need both), each 16 kHz mono for X-Codec; with the voice prompt on
+(``model.voice``), ``voice``: the vocal stem again at 24 kHz mono for MERT. Frozen encoders: X-Codec per stream
+(``codes_<role>``), the description's T5 states (``text``), the lyrics ids (``lyrics``), MERT's states of a few
+crops of the vocal stem (``voice``, ``voice.py``; a step picks one, or drops the voice, in ``choose_variant``).
 """
 from __future__ import annotations
 
@@ -49,11 +51,18 @@ class SongGenPlugin(Plugin):
 
     def audio_streams(self, cfg):
         from audiotrain.data.audio_io import StreamSpec
+        from audiotrain_songgen import voice
 
         d = cfg.dataset
         spec = dict(sample_rate=SAMPLE_RATE, channels=1, min_duration=float(d.min_duration),
                     max_duration=float(d.max_duration), silence_threshold=float(d.silence_threshold))
-        return {role: StreamSpec(**spec, required=role == "mix") for role in STREAM_ROLES}
+        streams = {role: StreamSpec(**spec, required=role == "mix") for role in STREAM_ROLES}
+        if voice.voice_on(cfg):  # MERT's input: the vocal stem's file, decoded at 24 kHz
+            from audiotrain_songgen.mert import SAMPLE_RATE as MERT_RATE
+
+            streams[voice.STREAM] = StreamSpec(**{**spec, "sample_rate": MERT_RATE}, required=False,
+                                               source=voice.SOURCE)
+        return streams
 
     # ---- model settings every part reads ---------------------------------------------------------------
     @staticmethod
@@ -96,15 +105,27 @@ class SongGenPlugin(Plugin):
     def collate(self, items: Sequence[Mapping[str, Any]]):
         from audiotrain_songgen.collate import collate
 
-        return collate(items, self._pattern, vocal_labels=self._vocal)
+        return collate(items, self._pattern, vocal_labels=self._vocal, voice=self._voice_layout)
+
+    def choose_variant(self, features, rng):
+        """The voice of this step: one of the cached crops, or none (``model.voice_choices``); no rng: crop 0."""
+        from audiotrain_songgen.voice import choose
+
+        return choose(features, rng, self._voice_choices)
 
     _pattern = "mixed_pro"
     _vocal = True
+    _voice_layout: tuple[int, int, int] | None = None
+    _voice_choices: tuple[str, ...] = ("mert_input",)
 
     def _remember(self, cfg) -> None:
+        from audiotrain_songgen.voice import voice_choices, voice_layout
+
         mc = self.model_config(cfg)
         self._pattern = str(mc["decoder"]["track_pattern"])
         self._vocal = bool(mc["decoder"]["add_vocal_loss"])
+        self._voice_layout = voice_layout(cfg, mc)
+        self._voice_choices = tuple(voice_choices(cfg))
 
     def filter_items(self, items, cfg, report):
         """Dual-track patterns train on the stems: a song without both is reported and skipped."""
@@ -136,6 +157,15 @@ class SongGenPlugin(Plugin):
             return (f"DESCRIPTION: ({len(row['t5_ids'])} flan-t5 token ids from a preprocessed dataset)\n\n"
                     f"LYRICS: (VoiceBpe ids from a preprocessed dataset)")
         return f"DESCRIPTION: {row.get('caption', '')}\n\nLYRICS:\n\n{row.get('lyrics', '')}"
+
+    def audio_metrics(self, cfg):
+        """``eval/clap`` (caption–audio similarity) when ``model.clap_path`` names a local CLAP folder."""
+        path = cfg.model.get("clap_path")
+        if not path:
+            return []
+        from audiotrain_songgen.clap import ClapScore
+
+        return [ClapScore(path, trust_pickle=bool(cfg.get("trust_pickle", False)))]
 
     def validate(self, cfg) -> list[str]:
         from audiotrain_songgen.validate import problems
@@ -226,8 +256,8 @@ class SongGenPlugin(Plugin):
     def generate(self, model, cfg, request, seed, *, progress=None):
         """A song: the description (T5) and the lyrics (VoiceBpe) as the cross-attention memory, no voice prompt;
         tokens sampled (``generate.sample``) for at most ``--duration`` seconds, stripped of the pattern and X-Codec
-        decoded: ``(1, samples)`` at 16 kHz. For a dual-track pattern the mix (acc + vocal; the core writes one
-        wav per prompt, so the stems are not written)."""
+        decoded: ``(1, samples)`` at 16 kHz; for a dual-track pattern ``{"mix", "acc", "vocal"}`` (the mix is the
+        prompt's wav, the accompaniment and the vocals are written beside it)."""
         import torch
 
         from audiotrain_songgen.generate import SAMPLE_RATE, conditions_of, to_audio
@@ -245,7 +275,9 @@ class SongGenPlugin(Plugin):
                                           temperature=None if temperature is None else float(temperature),
                                           progress=progress)
         waves = to_audio(tokens[0], backbone.pattern, backbone.codec())
-        return waves["mix"].clamp(-1.0, 1.0), SAMPLE_RATE
+        if len(waves) == 1:
+            return waves["mix"].clamp(-1.0, 1.0), SAMPLE_RATE
+        return {t: waves[t].clamp(-1.0, 1.0) for t in ("mix", "acc", "vocal")}, SAMPLE_RATE
 
 
 PLUGIN = SongGenPlugin()

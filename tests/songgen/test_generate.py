@@ -197,3 +197,29 @@ def test_generate_bad_inputs_are_one_sentence_exit_2(songgen_run, tmp_path):
         assert expect in p.stderr and "Traceback" not in p.stderr, (args, p.stderr[-1500:])
     p = _run(["generate", songgen_run, "--help"], tmp_path)
     assert p.returncode == 0 and "--description" in p.stdout and "--lyrics" in p.stdout
+
+
+def test_dual_track_samples_are_the_mix_with_its_stems_beside_it(tmp_path):
+    from audiotrain.plugins import registry
+    from audiotrain.tracking.samples import track_stem, tracks
+
+    plugin = registry.get("songgen")
+    cfg = compose_cfg(["model.track_pattern=interleaving_A_V", "model.max_new_frames=6"])
+    backbone = plugin.build_backbone(cfg).eval()
+    waves, sr = backbone.sample_audio(_memory(backbone.model, 1), seed=0)
+    assert sr == 16000 and list(waves) == ["mix", "acc", "vocal"]
+    assert waves["mix"].shape == waves["acc"].shape == waves["vocal"].shape and waves["mix"].shape[:2] == (1, 1)
+    assert torch.equal(waves["mix"], waves["acc"] + waves["vocal"])
+    named = tracks(waves)
+    assert list(named) == ["", "acc", "vocal"] and named[""] is waves["mix"]
+    assert [track_stem(tmp_path / "pred_0_song", t).name for t in named] == ["pred_0_song", "pred_0_song_acc",
+                                                                             "pred_0_song_vocal"]
+    single = plugin.build_backbone(compose_cfg(["model.max_new_frames=6"])).eval()
+    mono, _ = single.sample_audio(_memory(single.model, 1), seed=0)
+    assert isinstance(mono, torch.Tensor) and mono.shape[:2] == (1, 1) and list(tracks(mono)) == [""]
+
+
+def compose_cfg(extra):
+    from tests.conftest import compose
+
+    return compose(["model=songgen", "tracking=none", *extra])

@@ -80,3 +80,32 @@ def test_overfitting_one_song_drives_codebook_0_accuracy_above_0_9(songs, tmp_pa
     assert summary["final_metrics"]["train/acc_0"] >= 0.9
     fixed = summary["train_fixed_loss"]
     assert fixed[-1][1] < 0.1 * fixed[0][1]
+
+
+@pytest.mark.slow
+def test_sweep_over_rank_and_track_pattern_is_a_parent_with_four_children(tmp_path):
+    """`audiotrain -m model=songgen ... lora.r=4,8 model.track_pattern=mixed_pro,interleaving_A_V`: one parent
+    run and four finished children in MLflow, each with its swept values and its own losses."""
+    from audiotrain.plugins import registry
+    from tests.core.conftest import Sweep, parent_and_children, steps_of
+
+    data = registry.get("songgen").example_data(tmp_path / "songs", 2)
+    sweep = Sweep(tmp_path, [])
+    p = sweep.run("-m", "model=songgen", f"data={data}", "debug=smoke", "trainer.max_steps=2",
+                  "trainer.every_plot_step=0", "lora.r=4,8", "model.track_pattern=mixed_pro,interleaving_A_V",
+                  timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    client = sweep.client()
+    parent, children, _ = parent_and_children(client, experiment="audiotrain/songgen")
+    assert parent.info.status == "FINISHED" and len(children) == 4
+    seen = set()
+    for c in children:
+        r, pattern = int(c.data.params["override.lora.r"]), c.data.params["override.model.track_pattern"]
+        seen.add((r, pattern))
+        assert c.info.status == "FINISHED" and steps_of(client, c.info.run_id) == [1, 2]
+        assert c.data.metrics["train/loss"] > 0
+        # mixed_pro logs its vocal loss, the interleaved pattern has none (one stream per codebook either way)
+        names = set(c.data.metrics)
+        assert {f"train/code_loss_{k}" for k in range(8)} <= names and "train/weighted_loss" in names
+        assert ("train/vocal_loss" in names) == (pattern == "mixed_pro")
+    assert seen == {(4, "mixed_pro"), (4, "interleaving_A_V"), (8, "mixed_pro"), (8, "interleaving_A_V")}
