@@ -36,8 +36,10 @@ class AudioDataset(Dataset):
         self._lru: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
         self._by_group: dict[str, list[int]] | None = None
 
-    #: cached features kept in memory per process (small: codes, latents, text states), LRU
+    #: cached features kept in memory per process (and per loader worker), LRU: at most this many examples and
+    #: this many bytes (codes and text states are small; a voice prompt's stacked hidden states are not)
     memory_items: int = 512
+    memory_bytes: int = 1 << 30
 
     def _cached(self, item: Item) -> dict[str, torch.Tensor]:
         lru = self._lru
@@ -52,8 +54,10 @@ class AudioDataset(Dataset):
                 except DamagedEntry as exc:  # damaged since preparation: never trusted, computed again
                     feats.update(self._recompute(item, t, str(exc)))
         lru[item.fingerprint] = feats
-        if len(lru) > self.memory_items:
-            lru.popitem(last=False)
+        self._lru_bytes = getattr(self, "_lru_bytes", 0) + _nbytes(feats)
+        while len(lru) > 1 and (len(lru) > self.memory_items or self._lru_bytes > self.memory_bytes):
+            _, dropped = lru.popitem(last=False)
+            self._lru_bytes -= _nbytes(dropped)
         return feats
 
     def _recompute(self, item: Item, encoder: FrozenEncoder, why: str) -> dict[str, torch.Tensor]:
@@ -121,6 +125,19 @@ class AudioDataset(Dataset):
         if given_features(item.row):
             example["given"] = given_features(item.row)
         return {"key": item.row["key"], "index": index, "raw": example}
+
+
+def _nbytes(feats: Mapping[str, Any]) -> int:
+    """Bytes held by one example's features (tensors, and lists of per-clip dicts of tensors)."""
+    total = 0
+    for v in feats.values():
+        if isinstance(v, torch.Tensor):
+            total += v.numel() * v.element_size()
+        elif isinstance(v, Mapping):
+            total += _nbytes(v)
+        elif isinstance(v, (list, tuple)):
+            total += sum(_nbytes(x) if isinstance(x, Mapping) else 0 for x in v)
+    return total
 
 
 def collate_passthrough(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -78,3 +78,19 @@ def test_without_the_cache_the_given_outputs_reach_the_model_unchanged(tmp_path)
 class _Plain:
     def prepare_example(self, row, rng):
         return {"key": row["key"], "text": row["text"]}
+
+
+def test_the_in_memory_feature_cache_is_bounded_by_bytes(tmp_path):
+    encoders = _encoders()
+    cache = FeatureCache(tmp_path / "cache", "tiny")
+    items = prepare_items(Manifest(_rows(tmp_path)[:2], str(tmp_path)), None, STREAMS, encoders, cache,
+                          BadInputReport())
+    ds = AudioDataset(items, None, STREAMS, encoders, cache)
+    first = ds[0]["features"]
+    size = sum(v.numel() * v.element_size() for v in first.values())
+    ds.memory_bytes = size  # room for one example
+    ds[1]
+    assert list(ds._lru) == [items[1].fingerprint]  # the older example left memory
+    kept = ds._lru[items[1].fingerprint]
+    assert ds._lru_bytes == sum(v.numel() * v.element_size() for v in kept.values())
+    assert torch.equal(ds[0]["features"]["mix_rms"], first["mix_rms"])  # read back from the disk cache
