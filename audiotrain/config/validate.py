@@ -104,7 +104,7 @@ def validate(cfg: DictConfig, plugin: Any | None, module_names: list[str] | None
     if not isinstance(bad_steps, int) or isinstance(bad_steps, bool) or bad_steps < 1:
         p.append(f"trainer.max_nonfinite_steps={bad_steps} must be a positive integer (the NaN/Inf steps in a row "
                  f"that stop a run), e.g. 10.")
-    for key in ("every_n_train_steps", "every_plot_step", "keep_last_n"):
+    for key in ("every_n_train_steps", "every_plot_step", "keep_last_n", "keep_last_adapters"):
         v = tr.get(key)
         if not isinstance(v, int) or v < 0:
             p.append(f"trainer.{key}={v} must be a non-negative integer (0 turns it off).")

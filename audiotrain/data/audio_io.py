@@ -37,9 +37,13 @@ class AudioSpec:
     min_duration: float = 3.0
     max_duration: float = 240.0
     silence_threshold: float = 0.95  # fraction of exactly-zero samples (all channels) that counts as silent
+    #: True: a clip outside [min_duration, max_duration] is skipped (reported), never cut or padded — for
+    #: systems whose clip goes with a transcript of all of it (a cut clip would not match its text)
+    strict_bounds: bool = False
 
     def cache_fields(self) -> dict:
-        return {"sr": self.sample_rate, "ch": self.channels, "min": self.min_duration, "max": self.max_duration}
+        out = {"sr": self.sample_rate, "ch": self.channels, "min": self.min_duration, "max": self.max_duration}
+        return {**out, "strict": True} if self.strict_bounds else out
 
 
 @dataclass(frozen=True)
@@ -201,7 +205,12 @@ def load_audio(path: str | Path, spec: AudioSpec, notes: list[str] | None = None
     Returns (audio (channels, samples) float32 at ``spec.sample_rate``, original length in samples
     at the target rate before padding, capped at max).
     """
-    audio, sr = decode(path, max_seconds=spec.max_duration if spec.max_duration > 0 else None, notes=notes)
+    strict = getattr(spec, "strict_bounds", False)
+    limit = spec.max_duration + (0.05 if strict else 0.0)  # strict: read a little past the bound to see it crossed
+    said: list[str] = []
+    audio, sr = decode(path, max_seconds=limit if spec.max_duration > 0 else None, notes=said)
+    if notes is not None:  # strict: a clip past the bound is skipped below, so "only its first ..." is not said
+        notes.extend(t for t in said if not (strict and "only its first" in t))
     n = audio.shape[1]
     if n < sr / 100:
         raise AudioError(f"too short: {n} sample{'' if n == 1 else 's'} ({1000 * n / sr:.2f} ms at {sr} Hz); "
@@ -211,6 +220,12 @@ def load_audio(path: str | Path, spec: AudioSpec, notes: list[str] | None = None
     audio = to_channels(audio, spec.channels)
     if is_silent(audio, spec.silence_threshold):
         raise AudioError(f"silent ({spec.silence_threshold:.0%}+ of the samples are exactly zero)")
+    if strict and spec.max_duration > 0 and n > spec.max_duration * sr:
+        raise AudioError(f"longer than dataset.max_duration={spec.max_duration:g} s: it is skipped, not cut (its "
+                         f"transcript covers all of it); split it (e.g. at its pauses) or raise the bound")
+    if strict and n < spec.min_duration * sr:
+        raise AudioError(f"{n / sr:.2f} s is shorter than dataset.min_duration={spec.min_duration:g} s: it is "
+                         f"skipped, not padded")
     audio = resample(audio, sr, spec.sample_rate)
     np.clip(audio, -1.0, 1.0, out=audio)
     max_len = int(round(spec.max_duration * spec.sample_rate))

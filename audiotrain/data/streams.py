@@ -94,4 +94,5 @@ def encoder_input(example: Mapping[str, Any], stream: str | None) -> dict[str, A
 
 def _fields(spec: AudioSpec) -> dict[str, Any]:
     return {"sample_rate": spec.sample_rate, "channels": spec.channels, "min_duration": spec.min_duration,
-            "max_duration": spec.max_duration, "silence_threshold": spec.silence_threshold}
+            "max_duration": spec.max_duration, "silence_threshold": spec.silence_threshold,
+            "strict_bounds": spec.strict_bounds}

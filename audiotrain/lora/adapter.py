@@ -118,7 +118,13 @@ def attach(root: nn.Module, settings: LoRASettings) -> nn.Module:
         raise LoRAConfigError(unknown_targets_message(missing, names))
     for p in root.parameters():
         p.requires_grad_(False)
-    inject_adapter_in_model(settings.to_peft(), root)
+    config = settings.to_peft()
+    from transformers.pytorch_utils import Conv1D
+
+    targeted = [m for n, m in root.named_modules() if any(matches(n, t) for t in settings.target_modules)]
+    if targeted and all(isinstance(m, Conv1D) for m in targeted):
+        config.fan_in_fan_out = True  # GPT-2's (in, out) layers: PEFT needs to know (it would warn and set it)
+    inject_adapter_in_model(config, root)
     for n, p in root.named_parameters():
         p.requires_grad_("lora_" in n)
     return root

@@ -178,6 +178,10 @@ class Plugin(ABC):
         (same file / same group / either) and what they are cut from. Default: none."""
         return []
 
+    #: keys of the released checkpoint the loader drops on purpose (patterns; e.g. buffers a newer library no
+    #: longer keeps), left out when the plugin contract compares a released preset with the reference keys
+    dropped_release_keys: tuple[str, ...] = ()
+
     def save_weights_native(self, root: "torch.nn.Module", settings: Any, directory: Path, step: int) -> Path | None:
         """At every adapter save (``directory`` is the folder being written, ``step`` the optimizer step): the
         weights as the original tool loads them, when it has no adapter format of its own — e.g. a whole-model

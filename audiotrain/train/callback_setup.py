@@ -45,7 +45,7 @@ def build_callbacks(cfg: DictConfig, plugin: Any, model: BuiltModel, module: Any
         if cfg.trainer.get("eval_audio") and can_render(backbone) else None
     metrics = cb.MetricsToTracker(tracker)
     adapters = cb.AdapterSaver(int(cfg.trainer.every_n_train_steps), adapter_writer(model, plugin, cfg),
-                            run_dir / "adapters", tracker)
+                            run_dir / "adapters", tracker, keep=int(cfg.trainer.get("keep_last_adapters") or 0))
     headline = val or train_fixed  # what the typed `eval` command reports
 
     def eval_action(trainer, pl_module) -> str:

@@ -105,9 +105,20 @@ class MetricsToTracker(L.Callback):
 class AdapterSaver(L.Callback):
     """Adapters every ``every`` optimizer steps and at the end, in every format the run asks for."""
 
-    def __init__(self, every: int, save: Callable[[Path, int], None], root: Path, tracker: Any):
+    def __init__(self, every: int, save: Callable[[Path, int], None], root: Path, tracker: Any, keep: int = 0):
         self.every, self.save, self.root, self.tracker = every, save, Path(root), tracker
+        self.keep = int(keep)  # trainer.keep_last_adapters: the newest step_N folders kept (0: every one)
         self.saved: list[Path] = []
+
+    def _prune(self) -> None:
+        """Remove all but the newest ``keep`` ``step_N`` folders (by N; ``final`` and manual saves stay)."""
+        if self.keep <= 0:
+            return
+        import shutil
+
+        steps = sorted((int(p.name[5:]), p) for p in self.root.glob("step_*") if p.name[5:].isdigit())
+        for _, old in steps[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
 
     def _save(self, name: str, step: int) -> Path:
         out = self.root / name
@@ -128,6 +139,7 @@ class AdapterSaver(L.Callback):
         if self.every > 0 and step > 0 and step % self.every == 0 and getattr(self, "_last", -1) != step:
             self._last = step
             self._save(f"step_{step}", step)
+            self._prune()
 
     def on_train_end(self, trainer, pl_module):
         self._save("final", trainer.global_step)

@@ -102,7 +102,9 @@ def adapter_writer(m: BuiltModel, plugin: Any, cfg: DictConfig):
             else:
                 lora_adapter.save_peft(root, m.settings, tmp / "peft", base_model=base)
                 plugin.save_adapter_native(root, m.settings, tmp / plugin.name)
-            plugin.save_weights_native(root, m.settings, tmp, int(step))
+            native = getattr(plugin, "save_weights_native", None)  # a Plugin has it; a duck-typed one may not
+            if native is not None:
+                native(root, m.settings, tmp, int(step))
 
     return save
 

@@ -27,6 +27,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     data = load_data(cfg, plugin, run_dir, job.accelerator, save_report=job.zero,
                      brief=job.sweep is not None and job.sweep.num > 0)
     adjust_to_data(cfg, plugin, data)
+    from audiotrain.config.validate import lightning_precision
+
+    precision = lightning_precision(cfg.precision.name)  # the plugin's rules may have changed it
     sampler, loader = build_loader(cfg, data.train, job.accelerator)
 
     model = build_model(cfg, plugin)
@@ -45,8 +48,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         tracker = start_tracking(cfg, plugin, run_dir, overrides, data.report_text(), ckpt=job.ckpt, job=job.sweep,
                                  params={"lora.trainable_params": model.trainable, **model.plan.params})
     cbs = build_callbacks(cfg, plugin, model, module, data, tracker, run_dir, zero=job.zero, job=job.sweep,
-                          precision=job.precision)
-    trainer = build_trainer(cfg, job.accelerator, job.precision, cbs.all, run_dir)
+                          precision=precision)
+    trainer = build_trainer(cfg, job.accelerator, precision, cbs.all, run_dir)
     status = "FAILED"
     try:
         try:

@@ -198,8 +198,9 @@ def settings_from(cfg: Any) -> Settings:
         lr_scheme="multistep" if name == "multistep" else "cosine",
         lr_schedule=tuple(int(e) for e in (sch.get("milestones_epochs") or DEFAULT_SCHEDULE)),
         lr_restarts=int(sch.get("restarts") or 4), batch_size=int(ds.batch_size) * accum,
-        gradient_accumulation=accum, save_rate=int(m.save_every_epochs), validation_rate=int(m.validate_every_epochs),
-        half_precision=str(cfg.get("precision_name", "")) in ("16-mixed", "16-true"),
+        gradient_accumulation=accum, save_rate=int(m.get("save_every_epochs") or 5),
+        validation_rate=int(m.get("validate_every_epochs") or 5),
+        half_precision=str(cfg.precision.name) in ("16-mixed", "16-true"),
         bitsandbytes=str(cfg.optimizer.get("name", "adamw")) == "adamw8bit",
         validation_enabled=bool(m.get("validation", False)), workers=int(ds.num_workers)
         if str(ds.num_workers).isdigit() else 2)
@@ -214,6 +215,8 @@ def overrides(s: Settings, p: Plan) -> dict[str, Any]:
         "trainer.accumulate_grad_batches": int(s.gradient_accumulation),
         "trainer.every_n_train_steps": p.save_every, "trainer.val_check_interval": p.validate_every,
     }
+    if not s.half_precision:
+        out["precision.name"] = "32"  # only written when it changes (the caller compares)
     if s.lr_scheme == "multistep":
         out["scheduler.milestones"] = list(p.milestones)
     else:

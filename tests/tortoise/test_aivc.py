@@ -106,3 +106,22 @@ def test_the_audiotrain_keys_of_a_plan():
     s = Settings(lr_scheme="cosine", epochs=100, batch_size=10, gradient_accumulation=2)
     out = overrides(s, plan(s, 50))
     assert out["scheduler.period_steps"] == 125 and out["scheduler.restarts"] == 4 and "scheduler.milestones" not in out
+
+
+def test_half_precision_with_bitsandbytes_becomes_fp32_in_the_run_config():
+    from omegaconf import open_dict
+
+    from audiotrain.plugins import registry
+    from tests.conftest import compose
+
+    cfg = compose(["model=tortoise", "precision=16-mixed"])
+    with open_dict(cfg):
+        msgs = registry.get("tortoise").fit_to_data(cfg, 300, 0)
+    assert "half precision and bitsandbytes are both on: half precision turned off, as AIVC does" in msgs
+    assert str(cfg.precision.name) == "32"
+    cfg = compose(["model=tortoise", "precision=16-mixed", "optimizer=adamw"])
+    with open_dict(cfg):
+        registry.get("tortoise").fit_to_data(cfg, 300, 0)
+    assert str(cfg.precision.name) == "16-mixed"  # without bitsandbytes half precision stays
+    assert cfg.dataset.batch_size == 32 and cfg.trainer.accumulate_grad_batches == 4
+    assert list(cfg.scheduler.milestones) == [6, 12, 27, 54, 75, 99, 150]
