@@ -173,6 +173,9 @@ def _export_external(args: argparse.Namespace) -> int:
 
 
 def export(argv: list[str]) -> int:
+    from audiotrain.train.console import quiet_libraries
+
+    quiet_libraries()  # bitsandbytes' and transformers' import chatter is not the user's business
     from audiotrain.cli.adapter_input import is_external
 
     ap = _source_parser("audiotrain export", "Copy a run's adapter in every saved format, or write an adapter "
@@ -238,6 +241,9 @@ def _run_adapter(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
 
 
 def merge(argv: list[str]) -> int:
+    from audiotrain.train.console import quiet_libraries
+
+    quiet_libraries()  # bitsandbytes' and transformers' import chatter is not the user's business
     ap = _source_parser("audiotrain merge", "Merge a LoRA into its base model and save the merged weights.")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
