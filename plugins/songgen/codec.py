@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from audiotrain.encoders.inputs import real_mono
 from audiotrain.encoders.base import stable_hash
 from audiotrain.encoders.frozen import FrozenFeature, weights_key
 from audiotrain.encoders.lazy import LazyEncoder
@@ -257,12 +258,5 @@ class CodecFeature(FrozenFeature):
                            lambda: cls(build_codec(), codec_key, stream), stream=stream)
 
     def features(self, example: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        audio = torch.as_tensor(example["audio"], dtype=torch.float32)
-        if audio.dim() == 2:
-            if audio.shape[0] != 1:
-                raise ValueError(f"X-Codec wants mono audio (1, N), got {tuple(audio.shape)}")
-            audio = audio[0]
-        length = example.get("audio_length")
-        if length is not None:  # the core may pad short clips; encode the real audio only
-            audio = audio[: int(length)]
+        audio = real_mono(example, "X-Codec")
         return {self.name: encode_batch(self.module, [audio])[0]}  # codes_<role>: one key per stream in a cache row

@@ -192,6 +192,38 @@ class SongGenPlugin(Plugin):
                                  "model's EOS may end it earlier)")
         parser.add_argument("--temperature", type=float, default=None,
                             help="sampling temperature, 0 = greedy (default: model.temperature)")
+        parser.add_argument("--voice", default=None, metavar="WAV",
+                            help="a reference voice (a vocal, ideally without accompaniment): its first 3 s at 24 kHz "
+                                 "through MERT, as SongGen's processor takes it (default: no voice)")
+
+    def _voice(self, cfg, request):
+        """``--voice``'s first 3 s, mono at 24 kHz (one sentence when the file is unusable), or None."""
+        from audiotrain.errors import UserError
+        from audiotrain_songgen.voice import voice_on
+
+        path = request.get("voice")
+        if not path:
+            return None
+        if not voice_on(cfg):
+            raise UserError(f"--voice {path}: this model was trained without a voice prompt (model.voice=false); "
+                            f"leave --voice out.")
+        from audiotrain.cli.reference_clip import load_reference
+
+        return load_reference(path, "--voice", 24000, 3.0, "someone singing")
+
+    @staticmethod
+    def voice_conditions(encoders, voice, device) -> dict:
+        """``--voice``'s clip (``(1, N)`` float32 at 24 kHz, or None) as the memory's first part: ``mert_hidden``
+        ``[1, T, 25, H]`` and ``voice_mask`` ``[1, T]`` (all False for a silent clip); ``{}`` without a voice."""
+        if voice is None:
+            return {}
+        import torch
+
+        states = encoders["voice"].encode({"audio": torch.from_numpy(voice), "audio_length": voice.shape[-1],
+                                           "key": "generate"})
+        hidden, voiced = states["mert_hidden"][0], bool(states["mert_voiced"][0])
+        return {"mert_hidden": hidden[None].float().to(device),
+                "voice_mask": torch.full((1, hidden.shape[0]), voiced, dtype=torch.bool, device=device)}
 
     @staticmethod
     def _lyrics_text(request) -> str:
@@ -240,6 +272,7 @@ class SongGenPlugin(Plugin):
             raise UserError("--description is empty: describe the song, e.g. --description \"A calm piano ballad "
                             "with a male vocal.\".")
         self._lyrics_text(request)
+        self._voice(cfg, request)
         duration, temperature = request.get("duration"), request.get("temperature")
         if duration is not None:
             if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not duration > 0:
@@ -254,7 +287,7 @@ class SongGenPlugin(Plugin):
             raise UserError(f"--temperature {temperature} is not a number >= 0: pass e.g. --temperature 1 (0 = greedy).")
 
     def generate(self, model, cfg, request, seed, *, progress=None):
-        """A song: the description (T5) and the lyrics (VoiceBpe) as the cross-attention memory, no voice prompt;
+        """A song: the description (T5), the lyrics (VoiceBpe) and ``--voice`` (MERT) as the cross-attention memory;
         tokens sampled (``generate.sample``) for at most ``--duration`` seconds, stripped of the pattern and X-Codec
         decoded: ``(1, samples)`` at 16 kHz; for a dual-track pattern ``{"mix", "acc", "vocal"}`` (the mix is the
         prompt's wav, the accompaniment and the vocals are written beside it)."""
@@ -270,6 +303,7 @@ class SongGenPlugin(Plugin):
         device = next(backbone.parameters()).device
         conditions = {k: v.to(device) for k, v in conditions_of(text["text_hidden"], text["text_mask"],
                                                                 lyrics["lyrics_ids"]).items()}
+        conditions.update(self.voice_conditions(encoders, self._voice(cfg, request), device))
         temperature = request.get("temperature")
         tokens = backbone.generate_tokens(conditions, seed=int(seed), max_frames=self._frames(cfg, request),
                                           temperature=None if temperature is None else float(temperature),

@@ -32,6 +32,7 @@ import torch
 
 from audiotrain.encoders.base import stable_hash
 from audiotrain.encoders.frozen import FrozenFeature
+from audiotrain.encoders.inputs import real_mono
 from audiotrain.encoders.lazy import LazyEncoder
 from audiotrain.errors import UserError
 from audiotrain_songgen.mert import CROP_SAMPLES, MertEncoder, frames_for
@@ -89,12 +90,8 @@ class VoiceFeature(FrozenFeature):
     def features(self, example: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         from audiotrain_songgen.mert import normalise
 
-        audio = torch.as_tensor(example["audio"], dtype=torch.float32)
-        if audio.dim() == 2:
-            if audio.shape[0] != 1:
-                raise ValueError(f"MERT wants mono audio (1, N), got {tuple(audio.shape)}")
-            audio = audio[0]
-        length = min(int(example.get("audio_length", audio.numel())), audio.numel())
+        audio = real_mono(example, "MERT")
+        length = audio.numel()
         enc: MertEncoder = self.module
         inputs, voiced = [], []
         for start in crop_starts(str(example["key"]), length, self.crops):

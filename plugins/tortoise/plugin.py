@@ -250,24 +250,17 @@ class TortoisePlugin(Plugin):
         """The reference clips' mels (one sentence when a clip is unusable)."""
         import torch
 
-        from audiotrain.data.audio_io import AudioError, AudioSpec, load_audio
         from audiotrain.errors import UserError
         from audiotrain_tortoise.features import PADDED_SAMPLES
 
         refs = request.get("reference")
         if not refs:
             raise UserError("--reference is missing: give one or more clips of the voice, e.g. --reference me.wav.")
-        spec = AudioSpec(sample_rate=self.sample_rate, channels=1, min_duration=0.0,
-                         max_duration=PADDED_SAMPLES / self.sample_rate)
-        out = []
-        for ref in ([refs] if isinstance(refs, str) else list(refs)):
-            try:
-                audio, length = load_audio(ref, spec)
-            except (AudioError, OSError, RuntimeError) as exc:
-                raise UserError(f"--reference {ref} is not a usable voice clip ({str(exc).splitlines()[0][:120]}): "
-                                f"give a wav, flac or mp3 of the voice speaking, a few seconds long.") from None
-            out.append(torch.from_numpy(audio[0, :length]))
-        return out
+        from audiotrain.cli.reference_clip import load_reference
+
+        return [torch.from_numpy(load_reference(ref, "--reference", self.sample_rate, PADDED_SAMPLES / self.sample_rate,
+                                                "the voice speaking")[0])
+                for ref in ([refs] if isinstance(refs, str) else list(refs))]
 
     def generate_check(self, cfg, request):
         from audiotrain.errors import UserError

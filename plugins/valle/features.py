@@ -11,6 +11,7 @@ from typing import Any, Mapping
 import torch
 
 from audiotrain.data.streams import MAIN
+from audiotrain.encoders.inputs import real_mono
 from audiotrain.encoders.base import FrozenEncoder, stable_hash
 from audiotrain.encoders.frozen import FrozenFeature
 
@@ -58,12 +59,5 @@ class CodecFeature(FrozenFeature):
         super().__init__(codec, stable_hash("codes", codec.cache_key()))
 
     def features(self, example: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        audio = torch.as_tensor(example["audio"], dtype=torch.float32)
-        if audio.dim() == 2:
-            if audio.shape[0] != 1:
-                raise ValueError(f"the codec wants mono audio (1, N), got {tuple(audio.shape)}")
-            audio = audio[0]
-        length = example.get("audio_length")
-        if length is not None:  # the core pads short clips to the minimum duration; encode the real audio
-            audio = audio[: max(1, int(length))]
+        audio = real_mono(example, "the codec")
         return {"codes": self.module.encode(audio)}

@@ -214,20 +214,15 @@ class VALLEPlugin(Plugin):
 
     def _reference(self, cfg, request):
         """The reference clip, mono at 24 kHz, cut to the prompt length (one sentence when it is unusable)."""
-        from audiotrain.data.audio_io import AudioError, AudioSpec, load_audio
         from audiotrain.errors import UserError
 
         ref = request.get("reference")
         if not ref:
             raise UserError("--reference is missing: give a clip of the voice to speak in, e.g. --reference me.wav.")
         seconds = request.get("prompt_seconds") or max(float(x) for x in cfg.model.prompt_duration_range)
-        spec = AudioSpec(sample_rate=self.sample_rate, channels=1, min_duration=0.0, max_duration=float(seconds))
-        try:
-            audio, length = load_audio(ref, spec)
-        except (AudioError, OSError, RuntimeError) as exc:
-            raise UserError(f"--reference {ref} is not a usable voice clip ({str(exc).splitlines()[0][:120]}): give "
-                            f"a wav, flac or mp3 of someone speaking, a few seconds long.") from None
-        return audio[:, :length]
+        from audiotrain.cli.reference_clip import load_reference
+
+        return load_reference(ref, "--reference", self.sample_rate, float(seconds), "someone speaking")
 
     def generate_check(self, cfg, request):
         from audiotrain.errors import UserError

@@ -101,6 +101,28 @@ def test_same_generator_same_tokens_and_each_sample_draws_what_it_draws_alone():
     assert torch.equal(*greedy)
 
 
+def test_a_reference_voice_becomes_the_memorys_first_part():
+    from audiotrain_songgen import mert as M, voice as V
+    from audiotrain_songgen.plugin import PLUGIN
+
+    model = _model()
+    encoders = {"voice": V.VoiceFeature(M.MertEncoder.tiny(0), 1)}
+    t = np.arange(72000) / 24000
+    clip = (0.3 * np.sin(2 * np.pi * 220 * t))[None].astype(np.float32)
+    cond = PLUGIN.voice_conditions(encoders, clip, torch.device("cpu"))
+    want = encoders["voice"].encode({"audio": torch.from_numpy(clip), "audio_length": 72000, "key": "generate"})
+    assert torch.equal(cond["mert_hidden"][0], want["mert_hidden"][0].float()) and cond["voice_mask"].all()
+    mem = _memory(model, 1)
+    plain, _ = model.memory(**mem)
+    voiced, vmask = model.memory(**mem, **cond)
+    frames = cond["mert_hidden"].shape[1]
+    assert voiced.shape[1] == plain.shape[1] + frames and vmask[0, :frames].all()
+    assert torch.equal(voiced[:, frames:], plain)  # the description and lyrics parts are unchanged
+    silent = PLUGIN.voice_conditions(encoders, np.zeros_like(clip), torch.device("cpu"))
+    assert not silent["voice_mask"].any()  # a silent reference is never attended to
+    assert PLUGIN.voice_conditions(encoders, None, torch.device("cpu")) == {}
+
+
 @pytest.mark.parametrize("pattern", ["interleaving_A_V", "parallel_V_A"])
 def test_dual_track_generation_decodes_both_tracks_and_their_mix(pattern):
     model = _model(pattern)
@@ -160,13 +182,16 @@ def _digest(path: Path) -> str:
 def test_generate_from_a_run_is_reproducible_16k_mono_and_the_adapter_matters(songgen_run, tmp_path):
     song = ["--description", "a calm piano ballad", "--lyrics", "[verse] hello there", "--duration", "1"]
     outs = []
-    for name, extra in (("a", []), ("b", []), ("base", ["--lora-scale", "0"]), ("seed", ["--seed", "5"])):
+    vocal = next((songgen_run.parents[3] / "songs").glob("*_vocal.wav"))
+    for name, extra in (("a", []), ("b", []), ("base", ["--lora-scale", "0"]), ("seed", ["--seed", "5"]),
+                        ("voice", ["--voice", vocal])):
         p = _run(["generate", songgen_run, *song, "--out", tmp_path / name, *extra], tmp_path)
         assert p.returncode == 0, p.stderr[-2000:]
         (wav,) = (tmp_path / name).glob("*.wav")
         outs.append(wav)
-    a, b, base, seed = outs
+    a, b, base, seed, voiced = outs
     assert _digest(a) == _digest(b)
+    assert json.loads(voiced.with_suffix(".json").read_text())["request"]["voice"] == str(vocal)
     audio, sr = sf.read(a, always_2d=True)
     assert sr == 16000 and audio.shape[1] == 1 and 0 < audio.shape[0] <= 16000 and np.isfinite(audio).all()
     assert _digest(base) != _digest(a) and _digest(seed) != _digest(a)
@@ -223,3 +248,21 @@ def compose_cfg(extra):
     from tests.conftest import compose
 
     return compose(["model=songgen", "tracking=none", *extra])
+
+
+@pytest.mark.slow
+def test_merge_writes_a_songgen_folder_that_loads_strictly_and_trains(songgen_run, tmp_path):
+    import torch
+
+    from audiotrain_songgen.checkpoint import load_folder
+
+    out = songgen_run / "merged"
+    p = _run(["merge", songgen_run, "--out", out], tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert sorted(f.name for f in out.iterdir()) == ["config.json", "model.safetensors"]
+    loaded = load_folder(out)  # strict: no missing or unexpected key
+    assert not any("lora_" in k for k in loaded.model.state_dict())
+    # the merged weights differ from the untouched base (the adapter is in them) and generate from the folder
+    p = _run(["generate", out, "--description", "a song", "--duration", "0.4", "--out", tmp_path / "g"], tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert len(list((tmp_path / "g").glob("*.wav"))) == 1
