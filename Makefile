@@ -33,8 +33,14 @@ test: $(STAMP) ## Run every test but the gpu ones, slow included (about 14 minut
 test-fast: $(STAMP) ## The edit loop: every test but the slow and gpu ones (about 4 minutes on 2 CPU cores)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not gpu"
 
-bench: $(STAMP) ## Print speed/memory ratios measured side by side (framework overhead, feature cache)
+bench: $(STAMP) ## Print ratios measured side by side (framework overhead, feature cache, data preparation, padding)
 	$(BIN)/python experiments/bench.py
+
+bench-memory: $(STAMP) ## Peak memory of one training step of each released model: LoRA, full, 8-bit, original set-up (docs/memory.md)
+	$(BIN)/python experiments/bench_memory.py
+
+bench-gpu: $(STAMP) ## On a CUDA GPU: LoRA steps/s and peak memory of each released model, fp16 guard, bnb CUDA (bench_gpu.json)
+	$(BIN)/python experiments/bench_gpu.py
 
 ui: $(STAMP) ## Serve the MLflow UI for ./mlflow.db on 127.0.0.1:5000
 	$(BIN)/audiotrain ui
@@ -42,4 +48,4 @@ ui: $(STAMP) ## Serve the MLflow UI for ./mlflow.db on 127.0.0.1:5000
 clean: ## Remove runs, caches, demo data and the MLflow store (keeps .venv)
 	rm -rf exps outputs multirun demo_data .audiotrain_cache mlflow.db mlartifacts build *.egg-info
 
-.PHONY: help env demo test test-fast bench ui clean
+.PHONY: help env demo test test-fast bench bench-memory bench-gpu ui clean

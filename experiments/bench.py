@@ -30,6 +30,13 @@
    encoders (checked). Peak memory = ``ru_maxrss`` of each subprocess, also shown net of the RSS after every
    library either mode imports (the same baseline for both). Targets: >= 1.5x the speed, <= 0.6x the memory.
 
+3. Data preparation - the cache build with every core ÷ with one (``dataset.prepare_workers``), and the decode
+   stage ÷ a bare soundfile + soxr loop over the same files (``experiments/bench_prepare.py``). Targets:
+   >= 1.7 on 2 cores, >= 0.8.
+
+4. Padding waste - positions the token models compute ÷ real ones, duration buckets vs random order
+   (``experiments/bench_padding.py``). Target: <= 1.10 bucketed.
+
 Clocks: with one torch thread (the default) every rate is measured on this process's CPU time, which equals
 wall-clock steps/s on an idle machine but is barely moved by other jobs (the data loading and encoding run
 in the same process: num_workers=0); the wall-clock ratios are printed too. With --threads > 1 the wall
@@ -38,7 +45,7 @@ tiny model's steps get ~10x slower: that is why one thread is the default.)
 
 A benchmark never fails the build: missed targets exit 0 (a crash of the benchmark itself does not).
 
-Usage: ``python experiments/bench.py [--threads N] [--rounds N] [--seconds S] [--only overhead|cache]``
+Usage: ``python experiments/bench.py [--threads N] [--rounds N] [--seconds S] [--only overhead|cache|prepare|padding]``
 """
 from __future__ import annotations
 
@@ -56,15 +63,20 @@ from typing import Any  # noqa: E402
 from bench_cache import feature_cache, report_cache, subprocess_main  # noqa: E402
 from bench_common import _loadavg, _setup_torch  # noqa: E402
 from bench_overhead import framework_overhead, report_overhead  # noqa: E402
+from bench_padding import padding, report_padding  # noqa: E402
+from bench_prepare import data_preparation, prepare_main, report_preparation  # noqa: E402
 
 
-def report(args, over: list[dict[str, Any]], cache: dict[str, Any] | None, elapsed: float, load0: str) -> None:
+def report(args, over: list[dict[str, Any]], cache: dict[str, Any] | None, elapsed: float, load0: str,
+           prep: dict[str, Any] | None = None, pad: list | None = None) -> None:
     from rich.console import Console
 
     con = Console(width=None if sys.stdout.isatty() else 132)
     clock = args.clock
     report_overhead(con, args, over)
     report_cache(con, args, over, cache)
+    report_preparation(con, args, prep)
+    report_padding(con, pad)
     con.print(f"\n{os.cpu_count()} cores, torch threads {args.threads}, ratios on the {clock} clock; load average at "
               f"start {load0}, at end {_loadavg()} (1/5/15 min); total {elapsed:.0f} s.")
     try:
@@ -78,7 +90,7 @@ def report(args, over: list[dict[str, Any]], cache: dict[str, Any] | None, elaps
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", choices=("overhead", "cache"), help="run one part only")
+    ap.add_argument("--only", choices=("overhead", "cache", "prepare", "padding"), help="run one part only")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: with 2 threads, a concurrent job on a 2-core machine makes "
                          "OpenMP spin-waits dominate and the numbers meaningless)")
@@ -96,11 +108,17 @@ def main() -> int:
     ap.add_argument("--cache-warmup", type=int, default=2, help="part 2: untimed steps per run")
     ap.add_argument("--cache-steps", type=int, default=14, help="part 2: timed steps per run")
     ap.add_argument("--child-timeout", type=float, default=400, help="seconds before a subprocess is abandoned")
-    ap.add_argument("--mode", choices=("prepare", "cached", "onthefly"), help=argparse.SUPPRESS)
+    ap.add_argument("--prepare-rounds", type=int, default=2, help="part 3: rounds of (1 worker, all cores)")
+    ap.add_argument("--prepare-songs", type=int, default=8, help="part 3: songs in the cache build")
+    ap.add_argument("--prepare-workers", default="1", help=argparse.SUPPRESS)
+    ap.add_argument("--mode", choices=("prepare", "cached", "onthefly", "build", "decode"), help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     ap.add_argument("--tag", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.clock = "cpu" if args.threads == 1 else "wall"  # CPU time sums threads: only comparable with one
+    if args.mode in ("build", "decode"):
+        prepare_main(args)
+        return 0
     if args.mode:
         subprocess_main(args)
         return 0
@@ -121,8 +139,45 @@ def main() -> int:
             print("2. Feature cache (scaled ACE-Step): prepare subprocess, then one subprocess per run...", flush=True)
             (Path(tmp) / "cache").mkdir()
             cache = feature_cache(args, Path(tmp) / "cache")
-        report(args, over, cache, time.perf_counter() - start, load0)
+        prep = None
+        if args.only in (None, "prepare"):
+            print("3. Data preparation (scaled ACE-Step): cache builds with 1 worker and with every core, each in a "
+                  "fresh subprocess, then the decode stage against a bare loop...", flush=True)
+            (Path(tmp) / "prepare").mkdir()
+            prep = prepare_part(args, Path(tmp) / "prepare")
+        pad = None
+        if args.only in (None, "padding"):
+            print("4. Padding waste of the batch sampler (VALL-E, SongGen, TorToiSe)...", flush=True)
+            pad = padding(args)
+        report(args, over, cache, time.perf_counter() - start, load0, prep, pad)
     return 0
+
+
+def prepare_part(args, work: Path) -> dict[str, Any]:
+    """Part 3 on its own songs (``--prepare-songs``) with part 2's scaled presets and teachers."""
+    import json
+    import subprocess
+
+    from bench_cache import scaled_presets, write_teachers
+    from bench_common import RESULT_TAG, _write_songs
+
+    _write_songs(work / "songs", count=args.prepare_songs, seconds=args.seconds)
+    presets = scaled_presets(args.scale)
+    (work / "presets.json").write_text(json.dumps(presets))
+    (work / "overrides.json").write_text(json.dumps([] if args.no_repa else write_teachers(work / "teachers", presets)))
+
+    def run_child(mode: str, tag: str, extra: list[str]) -> dict[str, Any]:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--mode", mode, "--work", str(work), "--threads",
+               str(args.threads), "--tag", tag, "--scale", str(args.scale), *extra]
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore"}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.child_timeout)
+        for line in proc.stdout.splitlines():
+            if line.startswith(RESULT_TAG):
+                return json.loads(line[len(RESULT_TAG):])
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
+        raise RuntimeError(f"bench subprocess --mode {mode} failed (exit {proc.returncode}):\n{tail}")
+
+    return data_preparation(args, work, run_child)
 
 
 if __name__ == "__main__":

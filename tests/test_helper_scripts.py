@@ -46,3 +46,15 @@ def test_what_runs_leave_behind_is_ignored_by_git():
                          text=True)
     ignored = {line.split("\t", 1)[1] for line in out.stdout.splitlines()}
     assert ignored == set(LEFT_BEHIND), f"not ignored: {sorted(set(LEFT_BEHIND) - ignored)}"
+
+
+def test_gpu_bench_without_a_gpu_is_one_sentence_and_exit_0(tmp_path: Path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: make bench-gpu runs the real thing there")
+    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "bench_gpu.py")], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("make bench-gpu needs a CUDA GPU: this machine has none") and out.stdout.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []

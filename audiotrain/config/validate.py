@@ -166,6 +166,13 @@ def training_plan_problems(cfg: DictConfig, plugin: Any | None) -> list[str]:
             locate(value)
         except InitFromError as exc:
             p.append(str(exc))
+    mode = OmegaConf.select(cfg, "model.quantize", default=None)
+    if mode is not None:
+        from audiotrain.lora.quantize import check as quantize_problem
+
+        problem = quantize_problem(mode, bool(OmegaConf.select(cfg, "lora.enabled", default=True)))
+        if problem:
+            p.append(problem)
     adapter = OmegaConf.select(cfg, "lora.init_from", default=None)
     if adapter and not Path(str(adapter)).expanduser().exists():
         p.append(f"lora.init_from={adapter} does not exist: give a PEFT adapter folder, the model's own adapter "
@@ -247,6 +254,10 @@ def deepspeed_problems(cfg: DictConfig) -> list[str]:
         p.append("optimizer=adamw8bit cannot run under backend=deepspeed: DeepSpeed partitions and wraps the "
                  "optimizer state, which bitsandbytes' 8-bit optimizers do not support; use optimizer=adamw "
                  "(or backend=local / ddp to keep the 8-bit optimizer).")
+    if OmegaConf.select(cfg, "model.quantize", default=None):
+        p.append(f"model.quantize={OmegaConf.select(cfg, 'model.quantize')} cannot run under backend=deepspeed: ZeRO "
+                 f"partitions the weights, which bitsandbytes' quantised layers hold in their own format; use "
+                 f"backend=local or ddp with it.")
     if OmegaConf.select(cfg, "backend.offload_parameters") and stage != 3:
         p.append(f"backend.offload_parameters=true needs backend.stage=3 (ZeRO offloads parameters only at "
                  f"stage 3; stage is {stage}).")

@@ -84,6 +84,15 @@ def fingerprint(durations: Sequence[float], groups: Sequence[str]) -> str:
     return h.hexdigest()[:16]
 
 
+def padding_waste(batches: Sequence[Sequence[int]], lengths: Sequence[float]) -> float:
+    """Positions a padded batch computes ÷ the real ones: ``sum(max(len) × count) / sum(len)`` over the batches
+    (1.0 = no padding). ``lengths`` in any unit (seconds, frames, tokens), indexed by the batches' items."""
+    real = sum(float(lengths[i]) for b in batches for i in b)
+    if real <= 0:
+        raise ValueError("padding_waste needs batches with some length in them")
+    return sum(max(float(lengths[i]) for i in b) * len(b) for b in batches if b) / real
+
+
 def _round_robin(lists: Sequence[Sequence]) -> list:
     """``[[a1, a2], [b1]] -> [a1, b1, a2]`` (zip_longest, holes skipped)."""
     hole = object()

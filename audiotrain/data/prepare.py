@@ -26,6 +26,7 @@ from audiotrain.data.report import BadInputReport
 from audiotrain.data.streams import as_streams, check_encoders, encoder_input, normalise_row, text_part, with_sources
 from audiotrain.plugins.base import Plugin
 from audiotrain.encoders.base import FrozenEncoder, stable_hash
+from audiotrain.encoders.lazy import LazyEncoder
 
 
 class DataError(UserError):
@@ -100,43 +101,64 @@ def prepare_items(
     report: BadInputReport,
     progress: Any = None,
     device: str = "cpu",
+    workers: int = 0,
 ) -> list[Item]:
     """Check every row once; fill the cache for the encoder entries that are missing.
 
     ``spec`` is the plugin's stream declaration (``Plugin.audio_streams``; a single AudioSpec is the one
     required ``main`` stream). A row whose required stream is missing or bad is skipped and reported with the
     file and the reason; an optional stream may be absent. With the cache on, a stream is decoded only when
-    an encoder of it has no entry yet (or its duration is unknown): a fully cached row decodes nothing."""
+    an encoder of it has no entry yet (or its duration is unknown): a fully cached row decodes nothing.
+
+    The rows that need decoding or encoding are worked on by ``workers`` processes (``prepare_pool``; 0: this
+    process), with one progress bar over them; what is kept, skipped and reported, and in what order, does not
+    depend on the number of workers, and neither do the cache's contents. On a GPU the workers decode and this
+    process runs the frozen encoders on the device."""
     streams = as_streams(spec)
     check_encoders(streams, encoders)
     builder = _Builder(plugin, streams, encoders, cache, report, device)
-    items: list[Item] = []
-    seen: dict[str, Item] = {}
+    slots: list[Any] = []  # per usable-looking row: an Item, None (skipped) or ("repeat", first slot, row)
+    pending: list[tuple[int, dict[str, Any], dict[str, str], dict[str, str], str]] = []
+    first: dict[str, int] = {}  # fingerprint -> the slot of its first row (repeat_count rows share its work)
     locks = [cache.lock(t.name, t.cache_key()) for t in encoders] if cache else []
     for lk in locks:
         lk.acquire()
     try:
-        iterator = progress(manifest.rows, "Preparing data") if progress else manifest.rows
-        for raw_row in iterator:
+        for raw_row in manifest.rows:
             row = with_sources(normalise_row(raw_row), streams)
             ids = builder.stream_ids(row)
             if ids is None:
                 continue
             entries = {t.name: e for t in encoders if (e := entry_id(t, row, ids)) is not None}
             fp = stable_hash(sorted(entries.items()), sorted(ids.items()))
-            if fp in seen:  # a repeated row (repeat_count) shares the first one's work
-                first = seen[fp]
-                items.append(Item(row, fp, first.duration, first.entries, first.durations))
+            if fp in first:
+                slots.append(("repeat", first[fp], row, ids, entries, fp))
                 continue
-            durations = builder.build(row, ids, entries)
-            if durations is None:
-                continue
-            item = Item(row, fp, durations[next(iter(durations))], entries, durations)
-            seen[fp] = item
-            items.append(item)
+            first[fp] = len(slots)
+            slots.append(None)
+            pending.append((len(slots) - 1, row, ids, entries, fp))
+        bar = progress(_Bar(sum(1 for _ in pending)), "Preparing data") if progress and pending else None
+        while pending:  # one round, unless rows waited on work another row of the round could not finish
+            pending = builder.round(pending, slots, workers, bar)
+        # a row equal to one that was skipped (a file with the same bytes under another name) is checked on its
+        # own, so that it is reported under its own name
+        pending = [(i, *slot[2:]) for i, slot in enumerate(slots)
+                   if isinstance(slot, tuple) and slots[slot[1]] is None]
+        while pending:
+            pending = builder.round(pending, slots, workers, None)
+        if bar is not None and hasattr(bar, "close"):
+            bar.close()
     finally:
         for lk in locks:
             lk.release()
+    items: list[Item] = []
+    for i, slot in enumerate(slots):
+        if isinstance(slot, tuple):  # a repeated row: the first one's item, if it was usable
+            src = slots[slot[1]]
+            slot = slots[i] = None if src is None else Item(slot[2], src.fingerprint, src.duration, src.entries,
+                                                            src.durations)
+        if slot is not None:
+            items.append(slot)
     report.usable = len(items)
     if not items:
         raise DataError(
@@ -144,6 +166,45 @@ def prepare_items(
             f"(see the report above); fix or replace those files."
         )
     return items
+
+
+class _Bar:
+    """The rows being prepared, for a progress bar advanced by hand (``update``) as each one is done."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __iter__(self):
+        return iter(range(self.n))
+
+    def __len__(self) -> int:
+        return self.n
+
+
+@dataclass
+class _Job:
+    """A row that needs work: the streams to decode and the encoders to run."""
+
+    row: dict[str, Any]
+    ids: dict[str, str]
+    entries: dict[str, str]
+    decode: list[str]
+    todo: list[str]  # encoder names
+    durations: dict[str, float | None]
+    slot: int = 0
+    fingerprint: str = ""
+    #: streams another row of this round decodes (role -> stream id): their durations come from its result
+    waits: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Done:
+    """What a worker found: the durations (None: the row is skipped), the report lines in order, and — when the
+    encoders run here (a GPU) — the decoded streams."""
+
+    durations: dict[str, float] | None
+    events: list[tuple[str, str, str]]
+    decoded: dict[str, dict[str, Any]] | None = None
 
 
 class _Builder:
@@ -191,7 +252,12 @@ class _Builder:
         given = given_features(row)
         return bool(given) and all(t.name in given for t in self.encoders if getattr(t, "stream", None) == role)
 
-    def build(self, row: dict[str, Any], ids: dict[str, str], entries: dict[str, str]) -> dict[str, float] | None:
+    def plan(self, row: dict[str, Any], ids: dict[str, str], entries: dict[str, str],
+             scheduled: set[tuple[str, str]], decoding: set[str]) -> "_Job | dict[str, float] | None":
+        """This process's part of a row: durations known from the cache, given outputs saved, damaged entries
+        dropped; the rest is a :class:`_Job` — without the entries and streams an earlier row of the round
+        (``scheduled``: (encoder, entry); ``decoding``: stream ids) already works on. Returns the durations
+        when nothing is left, or None (reported)."""
         cache = self.cache
         durations = {r: _cached_duration(cache, i) for r, i in ids.items()} if cache is not None else {}
         given = given_features(row)
@@ -204,36 +270,110 @@ class _Builder:
                                 f"length in seconds (duration)")
                 return None
             durations = {main: float(seconds), **durations}
-        if cache is not None:
-            self._drop_damaged(row, entries)
-            for t in self.encoders:  # given outputs are cached as they are
-                if t.name in given and not cache.has(t.name, t.cache_key(), entries[t.name]):
-                    cache.save(t.name, t.cache_key(), entries[t.name], as_tensors(given[t.name]))
+        if cache is None:  # no cache: every stream is checked now and decoded again when used
+            return _Job(row, ids, entries, list(ids), [], durations)
+        self._drop_damaged(row, entries)
+        for t in self.encoders:  # given outputs are cached as they are
+            if t.name in given and not cache.has(t.name, t.cache_key(), entries[t.name]):
+                cache.save(t.name, t.cache_key(), entries[t.name], as_tensors(given[t.name]))
         todo = [t for t in self.encoders if t.name in entries and t.name not in given
-                and (cache is None or not cache.has(t.name, t.cache_key(), entries[t.name]))]
-        if cache is None:
-            decode = list(ids)  # no cache: every stream is checked now and decoded again when used
-        else:
-            decode = [r for r in ids if durations[r] is None or any(t.stream == r for t in todo)]
+                and (t.name, entries[t.name]) not in scheduled and not cache.has(t.name, t.cache_key(), entries[t.name])]
+        decode = [r for r in ids if any(t.stream == r for t in todo) or (durations[r] is None and ids[r] not in decoding)]
+        waits = {r: ids[r] for r in ids if durations[r] is None and r not in decode}
+        scheduled.update((t.name, entries[t.name]) for t in todo)
+        decoding.update(ids[r] for r in decode)
+        if not decode and not todo and not waits:
+            return durations
+        return _Job(row, ids, entries, decode, [t.name for t in todo], durations, waits=waits)
+
+    def round(self, pending: list, slots: list, workers: int, bar: Any) -> list:
+        """Plan every pending row, work on the jobs over ``workers`` processes, fill ``slots`` in row order (the
+        report lines too); the rows whose waited-on work failed elsewhere are returned for another round."""
+        scheduled: set[tuple[str, str]] = set()
+        decoding: set[str] = set()
+        jobs: list[_Job] = []
+        for slot, row, ids, entries, fp in pending:
+            planned = self.plan(row, ids, entries, scheduled, decoding)
+            if isinstance(planned, _Job):
+                planned.slot, planned.fingerprint = slot, fp
+                jobs.append(planned)
+            else:
+                slots[slot] = None if planned is None else Item(row, fp, planned[next(iter(planned))], entries, planned)
+                _advance(bar)
+        busy = [j for j in jobs if j.decode or j.todo]
+        here = self.device != "cpu"  # encoders on the GPU run in this process; the workers decode
+        if here and not self.moved and any(j.todo for j in busy):
+            for t in self.encoders:  # frozen encoders run on the training device, once
+                if hasattr(t, "to"):
+                    t.to(self.device)
+            self.moved = True
+        if workers > 0 and not here:  # built once here, so the forked workers share its weights (not N copies)
+            needed = {n for j in busy for n in j.todo}
+            for t in self.encoders:
+                if t.name in needed and isinstance(t, LazyEncoder):
+                    t.get()
+        from audiotrain.data.prepare_pool import ordered_map
+
+        results = iter(ordered_map(lambda i: self.work(busy[i], encode=not here), len(busy), workers,
+                                   lambda i: next(iter(busy[i].row["audio"].values()), None) or f"row {i}"))
+        known: dict[str, float] = {}  # stream id -> seconds, from this round's results
+        again = []
+        for job in jobs:
+            done = next(results) if (job.decode or job.todo) else _Done(dict(job.durations), [])
+            if done.durations is not None and here and job.todo:
+                done = self._encode_here(job, done)
+            for kind, path, text in done.events:
+                (self.report.add if kind == "skip" else self.report.note)(path, text)
+            if done.durations is None:
+                slots[job.slot] = None
+                _advance(bar)
+                continue
+            for role in job.decode:
+                known[job.ids[role]] = done.durations[role]
+                if self.cache is not None:
+                    _save_duration(self.cache, job.ids[role], done.durations[role])
+            for role, sid in job.waits.items():
+                done.durations[role] = known.get(sid)
+            if any(v is None for v in done.durations.values()) or (self.cache is not None and not all(
+                    self.cache.has(t.name, t.cache_key(), job.entries[t.name]) for t in self.encoders
+                    if t.name in job.entries)):
+                again.append((job.slot, job.row, job.ids, job.entries, job.fingerprint))  # the other row failed
+                continue
+            first = done.durations[next(iter(done.durations))]
+            slots[job.slot] = Item(job.row, job.fingerprint, first, job.entries, done.durations)
+            _advance(bar)
+        return again
+
+    def work(self, job: "_Job", encode: bool) -> "_Done":
+        """Decode the job's streams and (``encode``) run its encoders into the cache — in a worker process or
+        here. Never raises for a file: an unreadable stream or an encoder's error is the row's skip."""
+        events: list[tuple[str, str, str]] = []
+        durations = dict(job.durations)
         decoded: dict[str, dict[str, Any]] = {}
-        for role in decode:
-            spec, path = self.streams[role], row["audio"][role]
+        for role in job.decode:
+            spec, path = self.streams[role], job.row["audio"][role]
             notes: list[str] = []
             try:
                 audio, length = load_audio(path, spec, notes)
             except AudioError as exc:
-                self.report.add(path, _reason(role, str(exc), self.streams))
-                return None
-            for text in notes:
-                self.report.note(path, _reason(role, text, self.streams))
+                return _Done(None, events + [("skip", path, _reason(role, str(exc), self.streams))])
+            except Exception as exc:  # a decoder library's own failure on this file
+                return _Done(None, events + [("skip", path, _reason(
+                    role, f"cannot be decoded ({type(exc).__name__}: {exc})", self.streams))])
+            events += [("note", path, _reason(role, text, self.streams)) for text in notes]
             decoded[role] = {"audio": torch.from_numpy(audio), "audio_length": length}
             durations[role] = length / spec.sample_rate
-        if cache is not None:
-            for role in decode:
-                _save_duration(cache, ids[role], durations[role])
-            if todo:
-                self._encode(row, decoded, todo, entries)
-        return durations
+        if job.todo and encode:
+            failed = self._encode(job, decoded)
+            if failed is not None:
+                return _Done(None, events + [failed])
+        return _Done(durations, events, None if encode or not job.todo else decoded)
+
+    def _encode_here(self, job: "_Job", done: "_Done") -> "_Done":
+        failed = self._encode(job, done.decoded or {})
+        if failed is not None:
+            return _Done(None, done.events + [failed])
+        return _Done(done.durations, done.events)
 
     def _drop_damaged(self, row: dict[str, Any], entries: dict[str, str]) -> None:
         """A cache entry that is empty, truncated or not safetensors is never used: noted, removed, re-computed."""
@@ -247,18 +387,31 @@ class _Builder:
                 self.report.note(where, f"its cached '{t.name}' features were {why}; they were re-computed")
                 self.cache.discard(t.name, t.cache_key(), entries[t.name])
 
-    def _encode(self, row, decoded, todo, entries) -> None:
-        if self.device != "cpu" and not self.moved:
-            for t in self.encoders:  # frozen encoders run on the training device, once
-                if hasattr(t, "to"):
-                    t.to(self.device)
-            self.moved = True
-        example = self.plugin.prepare_example(row, None) if self.plugin is not None else dict(row)
+    def _encode(self, job: "_Job", decoded: dict[str, dict[str, Any]]) -> tuple[str, str, str] | None:
+        """Run the job's encoders on the decoded streams and save their entries; the skip line if one fails."""
+        example = self.plugin.prepare_example(job.row, None) if self.plugin is not None else dict(job.row)
         example["streams"] = decoded
+        by_name = {t.name: t for t in self.encoders}
         with torch.no_grad():
-            for t in todo:
-                inputs = encoder_input(example, t.stream)
-                self.cache.save(t.name, t.cache_key(), entries[t.name], t.encode(_to_device(inputs, self.device)))
+            for name in job.todo:
+                t = by_name[name]
+                try:
+                    inputs = encoder_input(example, t.stream)
+                    out = t.encode(_to_device(inputs, self.device))
+                except UserError:  # a setting's problem (a missing tool, a bad option), not this file's
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the file's problem, reported like any bad input
+                    role = t.stream or next(iter(self.streams))
+                    where = job.row["audio"].get(role) or next(iter(job.row["audio"].values()), None) or \
+                        f"row {job.row.get('key', '?')}"
+                    return ("skip", where, f"the '{name}' encoder failed on it ({type(exc).__name__}: {exc})")
+                self.cache.save(t.name, t.cache_key(), job.entries[name], out)
+        return None
+
+
+def _advance(bar: Any) -> None:
+    if bar is not None and hasattr(bar, "update"):
+        bar.update(1)
 
 
 def _reason(role: str, reason: str, streams: Mapping[str, StreamSpec]) -> str:

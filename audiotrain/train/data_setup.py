@@ -13,6 +13,7 @@ from audiotrain.data.cache import FeatureCache
 from audiotrain.data.dataset import AudioDataset
 from audiotrain.data.manifest import Manifest
 from audiotrain.data.prepare import DataError, prepare_items, resolve_manifest
+from audiotrain.data.prepare_pool import resolve_workers
 from audiotrain.data.report import BadInputReport
 from audiotrain.train import val_split
 from audiotrain.train.console import console, progress
@@ -43,9 +44,11 @@ def load_data(cfg: DictConfig, plugin: Any, run_dir: Path, acc: str, save_report
     encoders = plugin.build_encoders(cfg)
     cache = FeatureCache(cfg.cache_dir, plugin.name) if cfg.cache else None
     device = "cuda" if acc == "gpu" else "cpu"
+    workers = resolve_workers(cfg.dataset.get("prepare_workers", "auto"))
 
     def usable(manifest: Manifest, rep: BadInputReport, what: str) -> list:
-        items = prepare_items(manifest, plugin, spec, encoders, cache, rep, progress=progress, device=device)
+        items = prepare_items(manifest, plugin, spec, encoders, cache, rep, progress=progress, device=device,
+                              workers=workers)
         items = plugin.filter_items(items, cfg, rep)
         rep.usable = len(items)
         if not items:

@@ -25,6 +25,8 @@ class BuiltModel:
     total: int
     released: int                  # parameters the forward pass never reads, not kept in memory
     plan: TrainingPlan             # model.init_from, model.freeze and the per-group counts (params.* in MLflow)
+    quantised: int = 0             # base parameters held in 4-/8-bit (model.quantize)
+    quantize: str = ""
 
     @property
     def adapter_only(self) -> bool:
@@ -37,9 +39,14 @@ def build_model(cfg: DictConfig, plugin: Any, *, report: bool = True) -> BuiltMo
     backbone = plugin.build_backbone(cfg)
     root = backbone.adapter_root()
     settings = settings_from_cfg(cfg.lora, backbone.default_lora_targets)
-    released = 0
+    released = quantised = 0
+    mode = cfg.model.get("quantize")
     if settings is not None:
         released = backbone.release_unused_weights(settings.target_modules)
+        if mode:
+            from audiotrain.lora.quantize import compute_dtype, quantize_base
+
+            quantised = quantize_base(root, str(mode), compute_dtype(str(cfg.precision.name)))
         lora_adapter.attach(root, settings)
     else:
         for p in root.parameters():
@@ -63,17 +70,29 @@ def build_model(cfg: DictConfig, plugin: Any, *, report: bool = True) -> BuiltMo
     plan = apply_training_plan(backbone, cfg, settings, console if report else None)
     trainable = sum(p.numel() for p in backbone.parameters() if p.requires_grad)
     total = sum(p.numel() for p in backbone.parameters())
-    built = BuiltModel(backbone, settings, trainable, total, released, plan)
+    built = BuiltModel(backbone, settings, trainable, total, released, plan, quantised, str(mode or ""))
     if report:
         console.print(describe(built, plugin.name, cfg.model.get("preset")))
+        if quantised and _writes_whole_model(plugin):
+            console.print(f"[yellow]Note:[/] with model.quantize={mode} the saves hold the adapter only; the whole-model "
+                          f"file {plugin.name}'s tools load is written from the unquantised base by "
+                          f"`audiotrain merge RUN_DIR`.", highlight=False)
     return built
+
+
+def _writes_whole_model(plugin: Any) -> bool:
+    from audiotrain.plugins.base import Plugin
+
+    own = getattr(type(plugin), "save_weights_native", None)
+    return own is not None and own is not Plugin.save_weights_native
 
 
 def describe(m: BuiltModel, name: str, preset: Any) -> str:
     s = m.settings
     return (f"Model {name} ({preset}): {m.trainable:,} trainable of {m.total:,} parameters"
             + (f"; LoRA r={s.r} alpha={s.alpha:g} on {', '.join(s.target_modules)}" if s else "; full fine-tune")
-            + (f" ({m.released:,} parameters the forward pass never reads are not kept in memory)" if m.released else ""))
+            + (f" ({m.released:,} parameters the forward pass never reads are not kept in memory)" if m.released else "")
+            + (f"; {m.quantised:,} base parameters held in {m.quantize} (model.quantize)" if m.quantised else ""))
 
 
 def adapter_writer(m: BuiltModel, plugin: Any, cfg: DictConfig):
@@ -103,7 +122,7 @@ def adapter_writer(m: BuiltModel, plugin: Any, cfg: DictConfig):
                 lora_adapter.save_peft(root, m.settings, tmp / "peft", base_model=base)
                 plugin.save_adapter_native(root, m.settings, tmp / plugin.name)
             native = getattr(plugin, "save_weights_native", None)  # a Plugin has it; a duck-typed one may not
-            if native is not None:
+            if native is not None and not m.quantised:  # a quantised base is not the model's weights: merge does it
                 native(root, m.settings, tmp, int(step))
 
     return save

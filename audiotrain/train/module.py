@@ -20,7 +20,7 @@ from audiotrain.plugins.base import Plugin
 from audiotrain.encoders.base import FrozenEncoder
 from audiotrain.train import checkpoint_identity
 from audiotrain.train.nonfinite import guarded_step
-from audiotrain.train.optim import build_optimizer, build_scheduler
+from audiotrain.train.optim import build_optimizer, build_scheduler, embedding_weights
 from audiotrain.train.param_groups import torch_param_groups
 
 
@@ -209,7 +209,8 @@ class TrainModule(L.LightningModule):
         return losses["loss"]
 
     def configure_optimizers(self):
-        opt = build_optimizer(self.cfg.optimizer, torch_param_groups(self.backbone, self.cfg.optimizer))
+        opt = build_optimizer(self.cfg.optimizer, torch_param_groups(self.backbone, self.cfg.optimizer),
+                              full_state=embedding_weights(self.backbone))
         total = int(self.cfg.trainer.max_steps)
         sched = build_scheduler(self.cfg.scheduler, opt, total, steps_per_epoch=self.steps_per_epoch)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}

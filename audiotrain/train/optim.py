@@ -14,10 +14,19 @@ OPTIMIZERS = ("adamw", "adamw8bit")
 SCHEDULERS = ("constant", "warmup_linear", "cosine", "multistep", "cosine_restarts")
 
 
-def build_optimizer(cfg: Any, params: Iterable[torch.nn.Parameter] | Sequence[Mapping[str, Any]]) -> torch.optim.Optimizer:
+def embedding_weights(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The weights of every ``nn.Embedding`` in ``module`` (token and position tables: rows a step mostly leaves
+    untouched, whose rare updates 8-bit state quantises badly)."""
+    return [m.weight for m in module.modules() if isinstance(m, torch.nn.Embedding)]
+
+
+def build_optimizer(cfg: Any, params: Iterable[torch.nn.Parameter] | Sequence[Mapping[str, Any]],
+                    full_state: Iterable[torch.nn.Parameter] = ()) -> torch.optim.Optimizer:
     """AdamW / AdamW8bit over ``params``: plain parameters (one group, the trainable ones) or the param groups of
     :func:`audiotrain.train.param_groups.torch_param_groups` (each with its own lr and weight decay). The
-    optimizer's default lr is ``cfg.lr`` (the base lr the schedule and ``lr X`` refer to)."""
+    optimizer's default lr is ``cfg.lr`` (the base lr the schedule and ``lr X`` refer to). With AdamW8bit the
+    parameters in ``full_state`` keep 32-bit state when ``cfg.embeddings_32bit`` (default on: what
+    bitsandbytes' own ``Embedding`` layer asks for, and DL-Art-School's default)."""
     params = list(params)
     if params and isinstance(params[0], Mapping):
         groups: list = [dict(g, params=[p for p in g["params"] if p.requires_grad]) for g in params]
@@ -29,10 +38,29 @@ def build_optimizer(cfg: Any, params: Iterable[torch.nn.Parameter] | Sequence[Ma
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, **kw)
     if cfg.name == "adamw8bit":
-        import bitsandbytes as bnb
-
-        return bnb.optim.AdamW8bit(groups, **kw)
+        keep = [p for p in full_state if p.requires_grad] if cfg.get("embeddings_32bit", True) else []
+        return adamw8bit_class()(groups, full_state=keep, **kw)
     raise ValueError(f"optimizer={cfg.name} is unknown: use one of {', '.join(OPTIMIZERS)}.")
+
+
+def adamw8bit_class():
+    """bitsandbytes' AdamW8bit, with 32-bit Adam state for the parameters given as ``full_state`` — the override
+    bitsandbytes keeps in a process-wide manager keyed by ``id()``, kept here on the optimizer itself (so two
+    optimizers in one process, or a parameter id reused after a model is freed, cannot mix their settings)."""
+    import bitsandbytes as bnb
+
+    class AdamW8bit(bnb.optim.AdamW8bit):
+        def __init__(self, params, full_state: Iterable[torch.nn.Parameter] = (), **kw):
+            super().__init__(params, **kw)
+            self.full_state = {id(p) for p in full_state}
+
+        def get_config(self, gindex, pindex, group):
+            config = super().get_config(gindex, pindex, group)
+            if id(self.param_groups[gindex]["params"][pindex]) in self.full_state:
+                config["optim_bits"] = 32
+            return config
+
+    return AdamW8bit
 
 
 def lr_factor(name: str, step: int, warmup: int, total: int, min_ratio: float = 0.0) -> float:

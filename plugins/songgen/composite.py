@@ -143,8 +143,10 @@ class SongGenComposite(nn.Module):
         """The cross-attention memory ``[B, M, hidden]`` and its bool mask ``[B, M]`` (True = attend):
         [voice ; description ; lyrics] (no voice part when ``mert_hidden`` is None; ``voice_mask`` None = all
         valid)."""
-        w = self.enc_to_dec_proj.weight
-        text = self.enc_to_dec_proj((text_hidden.to(w.dtype) * text_mask[..., None].to(w.dtype)))
+        from audiotrain.lora.quantize import input_dtype
+
+        dtype = input_dtype(self.enc_to_dec_proj)
+        text = self.enc_to_dec_proj((text_hidden.to(dtype) * text_mask[..., None].to(dtype)))
         parts, masks = [text, self.lyrics_states(lyrics_ids, lyrics_mask)], [text_mask.bool(), lyrics_mask.bool()]
         if mert_hidden is not None:
             voice = self.voice_states(mert_hidden)

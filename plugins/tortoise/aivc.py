@@ -46,6 +46,7 @@ class Settings:
     workers: int = 2
     gpus: int = 1
     resume_state: str = ""
+    stop_at: str = "aivc"               # "aivc": the iterations AIVC shows | "dlas": what DLAS's epoch loop trains
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,23 @@ class Plan:
     restart_period: int = 0          # cosine: steps per cycle
     restart_weights: list[float] = field(default_factory=list)
     validation_batch_size: int = 0   # 0: no validation
+    dlas_epochs: int = 0             # DLAS's loop: epochs 0..ceil(iterations / ceil(lines / batch)), inclusive
+    dlas_steps: int = 0              # ... of floor(lines / batch) steps each (its loader drops the last batch)
+
+    def stop(self, s: "Settings") -> tuple[int, int]:
+        """(steps, epochs) the run trains: AIVC's count, or DLAS's loop with ``stop_at="dlas"``."""
+        if s.stop_at == "dlas":
+            return self.dlas_steps, self.dlas_epochs
+        return self.iterations, int(s.epochs)
 
     def describe(self, s: Settings) -> str:
         """AIVC's summary line."""
-        return (f"For {s.epochs} epochs with {self.lines} lines in batches of {s.batch_size}, iterating for "
+        text = (f"For {s.epochs} epochs with {self.lines} lines in batches of {s.batch_size}, iterating for "
                 f"{self.iterations} steps ({self.steps_per_epoch} steps per epoch)")
+        if s.stop_at == "dlas":
+            text += (f"; as DLAS's loop trains it (model.stop_at=dlas): {self.dlas_epochs} epochs of "
+                     f"{self.lines // max(1, int(s.batch_size))} steps, {self.dlas_steps} steps")
+        return text
 
 
 def _vram_cap(vram_gib: float) -> int:
@@ -184,7 +197,9 @@ def plan(s: Settings, lines: int, validation_lines: int = 0) -> Plan:
         restarts = max(1, int(s.lr_restarts))
         period = steps * int(epochs / restarts)
         weights = restart_weights(restarts)
-    return Plan(lines, iterations, steps, save_every, validate_every, milestones, period, weights, val_batch)
+    dlas_epochs = math.ceil(iterations / math.ceil(lines / b)) + 1
+    return Plan(lines, iterations, steps, save_every, validate_every, milestones, period, weights, val_batch,
+                dlas_epochs, dlas_epochs * (lines // b))
 
 
 def settings_from(cfg: Any) -> Settings:
@@ -203,13 +218,13 @@ def settings_from(cfg: Any) -> Settings:
         half_precision=str(cfg.precision.name) in ("16-mixed", "16-true"),
         bitsandbytes=str(cfg.optimizer.get("name", "adamw")) == "adamw8bit",
         validation_enabled=bool(m.get("validation", False)), workers=int(ds.num_workers)
-        if str(ds.num_workers).isdigit() else 2)
+        if str(ds.num_workers).isdigit() else 2, stop_at=str(m.get("stop_at") or "aivc"))
 
 
 def overrides(s: Settings, p: Plan) -> dict[str, Any]:
     """The audiotrain keys that carry validated settings and their plan."""
     out: dict[str, Any] = {
-        "trainer.max_steps": p.iterations, "trainer.max_epochs": int(s.epochs), "optimizer.lr": float(s.learning_rate),
+        "trainer.max_steps": p.stop(s)[0], "trainer.max_epochs": p.stop(s)[1], "optimizer.lr": float(s.learning_rate),
         "model.mel_loss_weight": float(s.mel_lr_ratio), "model.text_loss_weight": float(s.text_lr_ratio),
         "dataset.batch_size": int(s.batch_size) // int(s.gradient_accumulation),
         "trainer.accumulate_grad_batches": int(s.gradient_accumulation),

@@ -200,6 +200,9 @@ class TortoisePlugin(Plugin):
         if str(m.get("cond_residual", "tortoise")) not in COND_RESIDUALS:
             problems.append(f"model.cond_residual={m.get('cond_residual')} must be tortoise (the form TorToiSe plays "
                             f"with) or dlas (to continue a DLAS run exactly).")
+        if str(m.get("stop_at", "aivc")) not in ("aivc", "dlas"):
+            problems.append(f"model.stop_at={m.get('stop_at')} must be aivc (the steps AIVC's plan counts) or dlas "
+                            f"(what DLAS's epoch loop trains: one epoch more, the last partial batch dropped).")
         files = {"checkpoint": "TorToiSe's autoregressive.pth or a <step>_gpt.pth", "dvae_path": "dvae.pth",
                  "mel_norms_path": "mel_norms.pth", "tokenizer_path": "TorToiSe's tokenizer.json"}
         for key, what in files.items():

@@ -193,3 +193,47 @@ def test_adapter_round_trips_bit_for_bit_in_peft_and_native_formats(plugin, data
     assert (native_settings.r, native_settings.alpha) == (settings.r, settings.alpha)
     assert set(native_settings.target_modules) == set(settings.target_modules)
     assert set(native_state) == set(state) and all(torch.equal(native_state[k], state[k]) for k in state)
+
+
+@pytest.mark.parametrize("mode, tolerance", [("nf4", 0.15), ("int8", 0.05)])
+def test_a_quantised_base_trains_and_its_adapter_works_on_the_unquantised_model(plugin, data, tmp_path, mode,
+                                                                                 tolerance):
+    """model.quantize (QLoRA): the linear layers of the frozen base held in bitsandbytes' 4-/8-bit layers, LoRA on
+    top; a few steps lower the loss; the adapter loads bit for bit into the unquantised model, whose loss on the
+    same batch is within ``tolerance`` (relative) of the quantised one's."""
+    import bitsandbytes as bnb
+
+    module, ds, model = _module(plugin, data, tmp_path, f"model.quantize={mode}", "lora.r=4")
+    root = model.backbone.adapter_root()
+    kind = bnb.nn.Linear4bit if mode == "nf4" else bnb.nn.Linear8bitLt
+    assert sum(isinstance(m, kind) for m in root.modules()) >= 2
+    trainable = [p for n, p in model.backbone.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n, p in model.backbone.named_parameters() if p.requires_grad)
+    batch = module.features([ds[0], ds[1]], salt=0)
+    backbone = model.backbone
+    opt = torch.optim.AdamW(trainable, lr=3e-3)
+
+    def loss(net, train: bool) -> torch.Tensor:  # measured without dropout, so the numbers compare
+        net.train(train)
+        with torch.set_grad_enabled(train):
+            return net.training_losses(batch, generator=torch.Generator().manual_seed(0))["loss"]
+
+    first = float(loss(backbone, False))
+    for _ in range(6):
+        opt.zero_grad()
+        value = loss(backbone, True)
+        assert torch.isfinite(value)
+        value.backward()
+        opt.step()
+    quantised = float(loss(backbone, False))
+    assert quantised < first
+    lora_adapter.save_peft(root, model.settings, tmp_path / "peft", base_model=f"{plugin.name}:tiny")
+    settings, state = lora_adapter.load_peft(tmp_path / "peft")
+    cfg = compose(overrides(plugin, data, tmp_path))
+    plain = plugin.build_backbone(cfg)
+    lora_adapter.attach(plain.adapter_root(), settings)
+    lora_adapter.load_adapter_state(plain.adapter_root(), state)
+    again = lora_adapter.adapter_state(plain.adapter_root())
+    assert set(again) == set(state) and all(torch.equal(again[k], state[k]) for k in state)
+    unquantised = float(loss(plain, False))
+    assert abs(unquantised - quantised) <= tolerance * abs(unquantised), (quantised, unquantised)

@@ -125,3 +125,35 @@ def test_half_precision_with_bitsandbytes_becomes_fp32_in_the_run_config():
     assert str(cfg.precision.name) == "16-mixed"  # without bitsandbytes half precision stays
     assert cfg.dataset.batch_size == 32 and cfg.trainer.accumulate_grad_batches == 4
     assert list(cfg.scheduler.milestones) == [6, 12, 27, 54, 75, 99, 150]
+
+
+def test_stop_at_aivcs_count_or_as_dlas_loop_trains():
+    # 100 lines, batch 32, 10 epochs: AIVC counts ceil(10 × ceil(100/32)) = 40 steps; DLAS's loop runs epochs
+    # 0..ceil(40 / 4) = 10 inclusive (11 epochs) of floor(100/32) = 3 steps (the last batch dropped): 33 steps
+    s = Settings(epochs=10, batch_size=32, gradient_accumulation=4)
+    p = plan(s, lines=100)
+    assert (p.iterations, p.dlas_epochs, p.dlas_steps) == (40, 11, 33)
+    assert p.stop(s) == (40, 10) and overrides(s, p)["trainer.max_steps"] == 40
+    d = Settings(epochs=10, batch_size=32, gradient_accumulation=4, stop_at="dlas")
+    assert p.stop(d) == (33, 11)
+    out = overrides(d, p)
+    assert out["trainer.max_steps"] == 33 and out["trainer.max_epochs"] == 11
+    assert p.describe(d).endswith("as DLAS's loop trains it (model.stop_at=dlas): 11 epochs of 3 steps, 33 steps")
+    # batches that divide the lines: DLAS still trains one epoch more than AIVC shows
+    p = plan(Settings(epochs=5, batch_size=10), lines=50)
+    assert (p.iterations, p.dlas_steps) == (25, 30)
+
+
+def test_stop_at_from_the_config_and_a_bad_value():
+    from omegaconf import open_dict
+
+    from audiotrain.plugins import registry
+    from tests.conftest import compose
+
+    cfg = compose(["model=tortoise", "model.stop_at=dlas", "trainer.max_epochs=10", "dataset.batch_size=8"])
+    with open_dict(cfg):
+        msgs = registry.get("tortoise").fit_to_data(cfg, 100, 0)
+    # batch 8 × 4 chunks = 32: as above
+    assert int(cfg.trainer.max_steps) == 33 and int(cfg.trainer.max_epochs) == 11 and "33 steps" in msgs[-1]
+    bad = compose(["model=tortoise", "model.stop_at=never"])
+    assert any(p.startswith("model.stop_at=never must be aivc") for p in registry.get("tortoise").validate(bad))

@@ -226,3 +226,35 @@ def test_our_gpt2_blocks_equal_transformers_gpt2_fed_embeddings():
         hf.wpe.weight.zero_()
         x = torch.randn(2, 50, 64)
         assert torch.allclose(ours(x), hf(inputs_embeds=x).last_hidden_state, atol=1e-5)
+
+
+def test_dlas_optimizer_groups_and_32bit_embedding_state():
+    """DLAS's two AdamW groups (weight decay 0.01 on weights; 0 on biases, norms and every embedding) and, with
+    bitsandbytes (AIVC's default), 32-bit Adam state for the embeddings, 8-bit for the GPT-2 weights."""
+    from audiotrain.train.optim import build_optimizer, embedding_weights
+    from audiotrain.train.param_groups import torch_param_groups
+    from audiotrain_tortoise.backbone import TortoiseBackbone
+
+    from tests.conftest import compose
+
+    optim = compose(["model=tortoise"]).optimizer
+    assert optim.name == "adamw8bit" and optim.embeddings_32bit
+    backbone = TortoiseBackbone(seeded(lambda: UnifiedVoice("tiny"), 0))
+    groups = {g["name"]: g for g in torch_param_groups(backbone, optim)}
+    names = {id(p): n for n, p in backbone.named_parameters()}
+    no_decay = {names[id(p)] for p in groups["no_decay"]["params"]}
+    decay = {names[id(p)] for p in groups["default"]["params"]}
+    assert groups["no_decay"]["weight_decay"] == 0.0 and groups["default"]["weight_decay"] == 0.01
+    assert all(n.endswith(".bias") or "ln" in n or "norm" in n or "embedding" in n for n in no_decay)
+    assert {"model.text_embedding.weight", "model.mel_embedding.weight",
+            "model.mel_pos_embedding.emb.weight"} <= no_decay
+    assert "model.gpt.h.0.attn.c_attn.weight" in decay and not any(n.endswith(".bias") for n in decay)
+    opt = build_optimizer(optim, torch_param_groups(backbone, optim), full_state=embedding_weights(backbone))
+    assert [tuple(g["betas"]) for g in opt.param_groups] == [(0.9, 0.96)] * 2
+    for p in backbone.parameters():
+        p.grad = torch.ones_like(p) * 1e-3
+    opt.step()
+    m = backbone.model
+    assert opt.state[m.mel_embedding.weight]["state1"].dtype == torch.float32
+    assert opt.state[m.text_pos_embedding.emb.weight]["state1"].dtype == torch.float32
+    assert opt.state[m.gpt.h[0].mlp.c_fc.weight]["state1"].dtype == torch.uint8

@@ -135,3 +135,33 @@ def test_generate_speaks_a_preview_reproducibly(voice, tmp_path):
                          (["--reference", refs[0], "--max-codes", "0"], "--max-codes 0 must be a whole number")):
         p = _run(["generate", run, *args, "--out", tmp_path / "x"], tmp_path)
         assert p.returncode == 2 and expect in p.stderr and "Traceback" not in p.stderr, p.stderr[-1500:]
+
+
+@pytest.mark.slow
+def test_qlora_run_saves_the_adapter_and_merge_writes_the_gpt_file_from_the_unquantised_base(voice, tmp_path):
+    """model.quantize=nf4 on GPT-2's Conv1D layers: the saves hold the adapter only (a note says why), and
+    ``audiotrain merge`` writes a _gpt.pth that loads strictly and equals the base with the adapter merged."""
+    p = _run(["model=tortoise", f"data={voice}", "debug=smoke", "trainer.max_steps=3", "model.quantize=nf4",
+              "optimizer.lr=0.01"], tmp_path)
+    out = " ".join((p.stdout + p.stderr).split())
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "base parameters held in nf4 (model.quantize)" in out
+    assert "the whole-model file tortoise's tools load is written from the unquantised base by `audiotrain merge" in out
+    run = _one("exps/logs/*/*/summary.json", tmp_path).parent
+    final = run / "adapters" / "final"
+    assert (final / "peft" / "adapter_model.safetensors").is_file() and not list(final.glob("*_gpt.pth"))
+    m = _run(["merge", run, "--out", tmp_path / "merged"], tmp_path)
+    assert m.returncode == 0, m.stderr[-3000:]
+    from audiotrain.lora import adapter as lora_adapter
+    from audiotrain_tortoise.checkpoint import load_autoregressive
+    from audiotrain_tortoise.unified_voice import UnifiedVoice
+
+    merged = load_autoregressive(_one("*_gpt.pth", tmp_path / "merged"), "tiny")
+    settings, state = lora_adapter.load_peft(final / "peft")
+    assert any(v.abs().sum() > 0 for k, v in state.items() if "lora_B" in k)  # it trained
+    from audiotrain.models.presets import seeded
+
+    base = seeded(lambda: UnifiedVoice("tiny"))  # the tiny run's base (the plugin seeds it)
+    same = {k: torch.equal(v, merged.state_dict()[k]) for k, v in base.state_dict().items()}
+    assert not all(same.values())  # the adapter changed the merged weights
+    assert all(same[k] for k in same if ".attn.c_attn." not in k and ".c_proj." not in k and ".c_fc." not in k)

@@ -1,0 +1,88 @@
+"""The processes that decode and encode the files of a cache build (``dataset.prepare_workers``).
+
+:func:`ordered_map` runs ``work(i)`` for ``i`` in ``range(n)`` over forked worker processes and yields the
+results in order. The work and its inputs are inherited through ``fork`` (nothing is pickled on the way in: the
+frozen encoders' weights are shared with the parent page by page, not copied); only the small results come back.
+Every worker computes with one torch thread, so the bytes it writes are the same whichever worker — and however
+many workers — handled a file. ``workers=0`` runs everything in this process, at its own thread count.
+
+A worker that dies (the kernel's OOM killer, a segfault in a decoder library) ends the build with one sentence
+naming the file it was working on and the fix; an exception inside the work is the work's to report (the
+preparation turns it into a bad-input line).
+"""
+from __future__ import annotations
+
+import multiprocessing
+
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable, Iterator
+
+from audiotrain.errors import UserError
+
+_WORK: Callable[[int], Any] | None = None  # set in the parent before the fork; the workers call it
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    # Ctrl-C and a SIGTERM sent to the whole process group (timeout, SLURM) are the parent's to act on; a
+    # worker whose parent is gone finds its queue closed and exits
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _call(i: int) -> Any:
+    assert _WORK is not None
+    return _WORK(i)
+
+
+def ordered_map(work: Callable[[int], Any], n: int, workers: int, what: Callable[[int], str]) -> Iterator[Any]:
+    """``work(0) … work(n-1)``, in order, over ``workers`` processes (0: here). ``what(i)`` names the input of
+    call ``i`` for the error a dead worker gives."""
+    global _WORK
+    if workers <= 0 or n == 0 or "fork" not in multiprocessing.get_all_start_methods():
+        for i in range(n):
+            yield work(i)
+        return
+    _WORK = work
+    pool = ProcessPoolExecutor(max_workers=min(workers, n), mp_context=multiprocessing.get_context("fork"),
+                               initializer=_init_worker)
+    futures = []
+    try:
+        futures = [pool.submit(_call, i) for i in range(n)]
+        for i, future in enumerate(futures):
+            try:
+                yield future.result()
+            except BrokenProcessPool:
+                raise UserError(f"A data-preparation worker died (out of memory, or a crash in a decoder library) "
+                                f"with {what(i)} or a later file in progress: retry with fewer processes "
+                                f"(dataset.prepare_workers=1), or find the file and leave it out.") from None
+    finally:
+        for f in futures:
+            f.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+        _WORK = None
+
+
+def resolve_workers(value: Any) -> int:
+    """``dataset.prepare_workers``: auto/null = one per usable CPU core, 0 = in the training process, N = N."""
+    from audiotrain.train.data_workers import usable_cores
+
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return usable_cores()
+    try:
+        n = int(value)
+        if isinstance(value, bool) or n != float(value) or n < 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise UserError(f"dataset.prepare_workers={value!r} is not a number of processes: give auto (one per CPU "
+                        f"core, {usable_cores()} here), 0 (prepare in the training process) or a whole number."
+                        ) from None
+    return n
+
+
+

@@ -1,0 +1,98 @@
+"""Part 3 of the benchmark: data preparation over the machine's cores (see the docstring of ``experiments/bench.py``).
+
+Cache build: the scaled ACE-Step of part 2 (its frozen encoders at the release's proportions: DC-AE, UMT5, the
+REPA teachers), songs decoded and encoded into a fresh cache by ``load_data`` — once with
+``dataset.prepare_workers=1`` and once with one worker per core, each in a fresh subprocess (ABBA order over the
+rounds). Ratio = songs/s with all cores ÷ songs/s with one (target >= 1.7 on 2 cores).
+
+Decode stage: the same files checked and decoded by ``load_data`` without the cache (no encoder runs: what is
+measured is audiotrain's decode - soundfile, mix-down, silence check, soxr resample, clamp - plus its reading of
+the folder), with one worker, ÷ a bare loop that does ``soundfile.read`` + ``soxr.resample`` to the same rate over
+the same files (target >= 0.8).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from bench_common import RESULT_TAG, _base_overrides, _register_configs, _setup_torch, _verdict
+
+
+def prepare_main(args) -> None:
+    """``--mode build`` (the cache, ``--prepare-workers N``) or ``--mode decode`` (no cache, then the bare loop)."""
+    _setup_torch(args.threads)
+    work = Path(args.work)
+    from audiotrain.config.compose import _compose
+    from audiotrain.plugins import registry
+    from audiotrain.train.console import console
+    from audiotrain.train.data_setup import load_data
+    from bench_cache import _install_presets
+
+    console.quiet = True
+    _register_configs()
+    _install_presets(json.loads((work / "presets.json").read_text()))
+    base = _base_overrides(work / "songs", work, 1, repeat=1) + json.loads((work / "overrides.json").read_text())
+    base += [f"cache_dir={work / f'cache_{args.mode}{args.tag}'}", f"dataset.prepare_workers={args.prepare_workers}"]
+    result: dict[str, Any] = {"mode": args.mode, "workers": args.prepare_workers}
+    if args.mode == "build":
+        cfg = _compose(base + ["cache=true"])
+        t = time.perf_counter()  # the frozen encoders' build counts (done once, before the workers start)
+        items = load_data(cfg, registry.get("acestep"), work / "runs" / f"build{args.tag}", "cpu",
+                          save_report=False).train
+        result.update(items=len(items), seconds=time.perf_counter() - t)
+    else:
+        cfg = _compose(base + ["cache=false"])
+        t = time.perf_counter()
+        items = load_data(cfg, registry.get("acestep"), work / "runs" / f"decode{args.tag}", "cpu",
+                          save_report=False).train
+        ours = time.perf_counter() - t
+        import soundfile as sf
+        import soxr
+
+        rate = int(registry.get("acestep").audio_streams(cfg)["main"].sample_rate)
+        t = time.perf_counter()
+        for item in items:
+            audio, sr = sf.read(item.audio_path, dtype="float32", always_2d=True)
+            soxr.resample(audio, sr, rate)
+        result.update(items=len(items), seconds=ours, bare_seconds=time.perf_counter() - t)
+    print(RESULT_TAG + json.dumps(result), flush=True)
+
+
+def data_preparation(args, work: Path, run_child) -> dict[str, Any]:
+    """Rounds of build(1 worker) / build(all cores), then the decode comparison; ``work`` holds part 2's
+    songs, presets and teachers."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    runs: dict[int, list[dict[str, Any]]] = {1: [], cores: []}
+    for i in range(args.prepare_rounds):
+        order = (1, cores) if i % 2 == 0 else (cores, 1)
+        for n in order:
+            r = run_child("build", f"{n}w{i}", ["--prepare-workers", str(n)])
+            runs[n].append(r)
+            print(f"  round {i + 1}/{args.prepare_rounds} cache build, {n} worker(s): {r['items'] / r['seconds']:.2f} "
+                  f"songs/s ({r['seconds']:.1f} s for {r['items']})", flush=True)
+    decode = run_child("decode", "d", ["--prepare-workers", "1"])
+    print(f"  decode: audiotrain {decode['seconds']:.2f} s, bare soundfile + soxr loop {decode['bare_seconds']:.2f} s",
+          flush=True)
+    return {"cores": cores, "runs": runs, "decode": decode}
+
+
+def report_preparation(con, args, prep: dict[str, Any] | None) -> None:
+    if prep is None:
+        return
+    import statistics
+
+    cores = prep["cores"]
+    rate = {n: statistics.median(r["items"] / r["seconds"] for r in rs) for n, rs in prep["runs"].items()}
+    ratio = rate[cores] / rate[1]
+    d = prep["decode"]
+    dec = d["bare_seconds"] / d["seconds"]
+    con.print(f"\n3. Data preparation ({prep['runs'][1][0]['items']} songs of {args.seconds:g} s, the scaled ACE-Step "
+              f"of part 2; median of {args.prepare_rounds} rounds)")
+    con.print(f"   cache build, {cores} workers ÷ 1 worker: {rate[cores]:.2f} / {rate[1]:.2f} songs/s = "
+              f"[bold]{ratio:.2f}[/] (target >= 1.7 on 2 cores: {_verdict(ratio >= 1.7)})")
+    con.print(f"   decode stage ÷ bare soundfile + soxr loop (1 worker): {d['bare_seconds']:.2f} s / {d['seconds']:.2f} s"
+              f" = [bold]{dec:.2f}[/] (target >= 0.8: {_verdict(dec >= 0.8)}; audiotrain's side includes reading "
+              f"the folder and the silence check)")
