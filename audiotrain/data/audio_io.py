@@ -105,7 +105,20 @@ def decode(path: str | Path, max_seconds: float | None = None,
             sr, announced = int(fh.samplerate), int(fh.frames)
             wanted = announced if max_seconds is None else min(announced, int(round(max_seconds * sr)) or 1)
             step, got, broke = max(sr, 1), 0, False  # 1 s blocks: a cut costs at most 1 s
-            while got < wanted:
+            done = False
+            try:  # one read for a sound file (as fast as soundfile gets); 1 s blocks only where the stream breaks
+                whole = fh.read(wanted, dtype="float32", always_2d=True)
+            except Exception:
+                try:
+                    fh.seek(0)
+                except Exception:
+                    done = broke = True
+            else:
+                if len(whole):
+                    blocks.append(whole)
+                    got = len(whole)
+                done = True  # all the stream held (fewer frames than announced: it ends early)
+            while not done and got < wanted:
                 try:
                     block = fh.read(min(step, wanted - got), dtype="float32", always_2d=True)
                 except Exception:  # a cut-off FLAC/OGG fails mid-stream: keep what decoded before the cut
