@@ -156,10 +156,9 @@ def main() -> int:
 def prepare_part(args, work: Path) -> dict[str, Any]:
     """Part 3 on its own songs (``--prepare-songs``) with part 2's scaled presets and teachers."""
     import json
-    import subprocess
 
     from bench_cache import scaled_presets, write_teachers
-    from bench_common import RESULT_TAG, _write_songs
+    from bench_common import _write_songs, child_result
 
     _write_songs(work / "songs", count=args.prepare_songs, seconds=args.seconds)
     presets = scaled_presets(args.scale)
@@ -170,12 +169,7 @@ def prepare_part(args, work: Path) -> dict[str, Any]:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--mode", mode, "--work", str(work), "--threads",
                str(args.threads), "--tag", tag, "--scale", str(args.scale), *extra]
         env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore"}
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.child_timeout)
-        for line in proc.stdout.splitlines():
-            if line.startswith(RESULT_TAG):
-                return json.loads(line[len(RESULT_TAG):])
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
-        raise RuntimeError(f"bench subprocess --mode {mode} failed (exit {proc.returncode}):\n{tail}")
+        return child_result(cmd, env, args.child_timeout, mode)
 
     return data_preparation(args, work, run_child)
 

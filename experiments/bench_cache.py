@@ -7,14 +7,13 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import json  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from bench_common import (  # noqa: E402
-    HeapPeak, _status_mb, build_heap_peak, RESULT_TAG, SEED, _base_overrides, _now, _quiet_run_module, _register_configs, _setup_torch, _steps_per_s, _verdict, _write_songs)
+    child_result, HeapPeak, _status_mb, build_heap_peak, RESULT_TAG, SEED, _base_overrides, _now, _quiet_run_module, _register_configs, _setup_torch, _steps_per_s, _verdict, _write_songs)
 
 # Release parameter counts (presets.py, dcae_presets.py docstrings; umt5-base encoder; spec for MERT, mHuBERT).
 RELEASE = {"transformer": 3_305_659_264, "dcae": 156_812_426, "vocoder": 103_005_138, "umt5": 281_000_000,
@@ -248,12 +247,7 @@ def _run_child(args, mode: str, work: Path, tag: str = "") -> dict[str, Any]:
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore"}
     if mode != "prepare" and args.heap_peak:
         env["LD_PRELOAD"] = args.heap_peak
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.child_timeout)
-    for line in proc.stdout.splitlines():
-        if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG):])
-    tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
-    raise RuntimeError(f"bench subprocess --mode {mode} failed (exit {proc.returncode}):\n{tail}")
+    return child_result(cmd, env, args.child_timeout, mode)
 
 
 def feature_cache(args, work: Path) -> dict[str, Any]:

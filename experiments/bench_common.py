@@ -162,3 +162,17 @@ class HeapPeak:
     def reset(self) -> None:
         if self._lib:
             self._lib.heappeak_reset()
+
+
+def child_result(cmd: list[str], env: dict[str, str], timeout: float, mode: str) -> dict:
+    """Run a bench subprocess and return the JSON its ``RESULT_TAG`` line carries (its output's tail if it fails)."""
+    import json
+    import subprocess
+
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT_TAG):
+            return json.loads(line[len(RESULT_TAG):])
+    tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
+    raise RuntimeError(f"bench subprocess --mode {mode} failed (exit {proc.returncode}):\n{tail}")
+
