@@ -122,6 +122,13 @@ def validate(cfg: DictConfig, plugin: Any | None, module_names: list[str] | None
     order = cfg.dataset.get("order")
     if order not in (None, "interleaved", "duration", "speaker", "random"):
         p.append(f"dataset.order={order} is unknown: use interleaved, duration, speaker or random (or null).")
+    from audiotrain.data.prepare_pool import resolve_workers
+    from audiotrain.errors import UserError
+
+    try:
+        resolve_workers(cfg.dataset.get("prepare_workers", "auto"))
+    except UserError as exc:
+        p.append(str(exc))
     mbs = cfg.dataset.get("max_batch_seconds")
     if mbs is not None and (not isinstance(mbs, (int, float)) or mbs <= 0):
         p.append(f"dataset.max_batch_seconds={mbs} must be a positive number of seconds (or null).")

@@ -69,7 +69,7 @@ def build_model(cfg: DictConfig, plugin: Any, *, report: bool = True) -> BuiltMo
                 console.print(f"[yellow]Note:[/] {note}", highlight=False)
     plan = apply_training_plan(backbone, cfg, settings, console if report else None)
     trainable = sum(p.numel() for p in backbone.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in backbone.parameters())
+    total = sum(logical_numel(p) for p in backbone.parameters())
     built = BuiltModel(backbone, settings, trainable, total, released, plan, quantised, str(mode or ""))
     if report:
         console.print(describe(built, plugin.name, cfg.model.get("preset")))
@@ -78,6 +78,18 @@ def build_model(cfg: DictConfig, plugin: Any, *, report: bool = True) -> BuiltMo
                           f"file {plugin.name}'s tools load is written from the unquantised base by "
                           f"`audiotrain merge RUN_DIR`.", highlight=False)
     return built
+
+
+def logical_numel(p) -> int:
+    """A parameter's element count as the model defines it (a 4-bit weight packs two into a byte)."""
+    state = getattr(p, "quant_state", None)
+    shape = getattr(state, "shape", None)
+    if shape is not None:
+        n = 1
+        for d in shape:
+            n *= int(d)
+        return n
+    return p.numel()
 
 
 def _writes_whole_model(plugin: Any) -> bool:

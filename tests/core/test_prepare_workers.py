@@ -111,3 +111,11 @@ def test_prepare_workers_values():
     for bad in ("many", -1, 1.5, True):
         with pytest.raises(UserError, match=r"dataset.prepare_workers=.* is not a number of processes"):
             resolve_workers(bad)
+
+
+def test_a_bad_prepare_workers_value_is_refused_with_the_config():
+    from audiotrain.config.validate import validate
+
+    with pytest.raises(UserError, match=r"dataset.prepare_workers='lots' is not a number of processes"):
+        validate(compose(["model=acestep", "model.preset=tiny", "dataset.prepare_workers=lots"]), None)
+
