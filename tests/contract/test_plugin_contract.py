@@ -195,9 +195,16 @@ def test_adapter_round_trips_bit_for_bit_in_peft_and_native_formats(plugin, data
     assert set(native_state) == set(state) and all(torch.equal(native_state[k], state[k]) for k in state)
 
 
-@pytest.mark.parametrize("mode, tolerance", [("nf4", 0.15), ("int8", 0.05)])
-def test_a_quantised_base_trains_and_its_adapter_works_on_the_unquantised_model(plugin, data, tmp_path, mode,
-                                                                                 tolerance):
+#: NF4 on every plugin; int8 on TorToiSe (GPT-2 Conv1D layers) and VALL-E (nn.Linear) - the layer code is the core's
+QUANTISED = {"nf4": 0.15, "int8": 0.05}  # relative loss tolerance against the unquantised model
+
+
+def test_a_quantised_base_trains_and_its_adapter_works_on_the_unquantised_model(plugin, data, tmp_path):
+    for mode in ("nf4", "int8") if plugin.name in ("tortoise", "valle") else ("nf4",):
+        _quantised_case(plugin, data, tmp_path / mode, mode, QUANTISED[mode])
+
+
+def _quantised_case(plugin, data, tmp_path, mode, tolerance):
     """model.quantize (QLoRA): the linear layers of the frozen base held in bitsandbytes' 4-/8-bit layers, LoRA on
     top; a few steps lower the loss; the adapter loads bit for bit into the unquantised model, whose loss on the
     same batch is within ``tolerance`` (relative) of the quantised one's."""

@@ -1,5 +1,5 @@
-"""Fault injection: every installed plugin's tiny preset is trained through the CLI and interrupted seven times -
-five SIGKILLs and two SIGTERMs, at steps (and moments within a step) drawn from a printed seed - each time
+"""Fault injection: every installed plugin's tiny preset is trained through the CLI and interrupted four times -
+two SIGKILLs and two SIGTERMs (in a random order: over CI runs every combination comes up), at steps (and moments within a step) drawn from a printed seed - each time
 restarted with the same command and ``resume=auto``; its final weights, optimizer and scheduler state equal an
 uninterrupted run's bit for bit (CPU). A SIGTERM saves within one step and exits; every restart continues the same
 MLflow run.
@@ -36,7 +36,7 @@ from tests.core.conftest import cli_env
 SEED_ENV = "AUDIOTRAIN_KILL_SEED"
 MAX_STEPS = 20
 LAST_SIGNAL_STEP = MAX_STEPS - 3  # two steps to spare: a signal must land before the run ends on its own
-KILLS, TERMS = 5, 2
+KILLS, TERMS = 2, 2  # each attempt is a process start: 4 plugins x 5 attempts keep make test under 20 min
 STEP_FILE = re.compile(r"^step=(\d+)(?:-v\d+)?\.ckpt$")
 MANUAL_FILE = re.compile(r"^manual-step=(\d+)\.ckpt$")
 EXIT_TIMEOUT = 120  # seconds a signalled process may take to end (a SIGTERM saves first)
