@@ -27,11 +27,13 @@ demo: $(STAMP) ## Synthesise demo songs, train a tiny ACE-Step LoRA on CPU (abou
 	@$(BIN)/audiotrain model=acestep experiment=acestep_demo data=demo_data/songs
 	@echo "To look at it: make ui (MLflow on 127.0.0.1:5000; Ctrl-C stops it), then open the \"in the UI\" address above."
 
-test: $(STAMP) ## Run every test but the gpu ones, slow included (about 21 minutes on 2 CPU cores; .ci/run runs it)
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=10
+PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider -n auto --dist loadfile
+
+test: $(STAMP) ## Run every test but the gpu ones, slow included, one worker per core (about 21 minutes on 2 CPU cores; .ci/run runs it)
+	$(PYTEST) --durations=10
 
 test-fast: $(STAMP) ## The edit loop: every test but the slow and gpu ones (about 6 minutes on 2 CPU cores)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not gpu"
+	$(PYTEST) -m "not slow and not gpu"
 
 bench: $(STAMP) ## Print ratios measured side by side (framework overhead, feature cache, data preparation, padding)
 	$(BIN)/python experiments/bench.py

@@ -40,19 +40,37 @@ def pytest_runtest_makereport(item, call):
         reason = reason.removeprefix("Skipped: ")
         report.outcome = "failed"
         report.longrepr = f"skipped ({reason}), but {NO_SKIP}=1: install what the test needs (see .ci/run)"
-    seconds = getattr(report, "duration", 0.0)
-    if seconds > SLOW_SECONDS and item.get_closest_marker("slow") is None:
-        _UNMARKED_SLOW.append((seconds, f"{item.nodeid} ({report.when})"))
     return report
 
 
 SLOW_SECONDS = 20.0  # `make test-fast` leaves out what takes longer (pyproject.toml's `slow` marker)
+REPORT = "audiotrain_report"  # record_property(REPORT, text): printed at the end of the session
 _UNMARKED_SLOW: list[tuple[float, str]] = []
+_REPORTS: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    """Runs where the results are gathered (the main process, also under pytest-xdist's ``-n``): the lines a test
+    reports and the tests over SLOW_SECONDS without the ``slow`` mark."""
+    _REPORTS.extend(str(v) for k, v in report.user_properties if k == REPORT and report.when == "call")
+    if report.duration > SLOW_SECONDS and "slow" not in report.keywords:
+        _UNMARKED_SLOW.append((report.duration, f"{report.nodeid} ({report.when})"))
+
+
+def pytest_collection_modifyitems(items):
+    """The longest tests first, so that with ``-n`` workers they overlap the many short ones instead of ending
+    the run alone (a stable sort: the rest keep their order)."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("first") else 1)
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Name every test that took over SLOW_SECONDS without the ``slow`` mark, so the edit loop stays fast. Only a
-    note (timings never decide a test's result: this machine's speed varies); mark it or make it faster."""
+    """What tests reported (e.g. the kill points survived), then every test that took over SLOW_SECONDS without the
+    ``slow`` mark, so the edit loop stays fast. Only a note (timings never decide a test's result: this machine's
+    speed varies); mark it or make it faster."""
+    if _REPORTS:
+        terminalreporter.section("reported by the tests")
+        for line in _REPORTS:
+            terminalreporter.write_line(line)
     if _UNMARKED_SLOW:
         terminalreporter.section("tests over 20 s without @pytest.mark.slow")
         for seconds, name in sorted(_UNMARKED_SLOW, reverse=True):
