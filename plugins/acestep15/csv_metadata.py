@@ -1,5 +1,6 @@
 """ACE-Step 1.5's CSV metadata: any ``*.csv`` in the song folder with a ``file`` column, and optional ``bpm``,
 ``key`` and ``caption`` columns (header names in any case; ``,``, ``;`` or tab separated; UTF-8, a BOM allowed).
+ACE-Step 1.5 reads the CSVs at the top of the folder; a CSV in a sub-folder is read here too (not passed over).
 
 A row's ``file`` names a song by its file name (as ACE-Step 1.5 matches it, anywhere below the folder) or by its path
 relative to the CSV's folder. What cannot be used is reported, each as ``line N: reason`` on the CSV: a file name
