@@ -152,7 +152,7 @@ AUDIO_KINDS: list[Kind] = [
     Kind("text_named_wav", ".wav", _write_bytes(b"This is a text file, not audio.\n" * 20), CORRUPT, wav_only=True),
     # readable bytes (a WAV of its own length: equal bytes would share another file's decoding) in a format not read
     Kind("aac_named_m4a", ".m4a", lambda p: tone(p, seconds=3.0, fmt="WAV"),
-         r"\.m4a is not an audio format audiotrain reads \(\.mp3/\.wav/\.flac/\.ogg\): convert it"),
+         r"\.m4a is not an audio format audiotrain reads \(\.mp3/\.wav/\.flac/\.ogg/\.opus\): convert it"),
     Kind("one_sample", ".wav", lambda p: tone(p, seconds=1 / SR), r"^too short: 1 sample", wav_only=True),
     Kind("nan_samples", ".wav", _float_wav(float("nan")), r"contains NaN or infinite samples", wav_only=True),
     Kind("inf_samples", ".wav", _float_wav(float("inf")), r"contains NaN or infinite samples", wav_only=True),
@@ -199,7 +199,7 @@ def sidecar_folder(root: Path, sidecars, only: set[str] | None = None) -> list[O
     just the audio and text kinds of these names (the rest is always written)."""
     folder = root / "spk"
     folder.mkdir(parents=True, exist_ok=True)
-    main = next(sc.suffix for sc in sidecars if sc.required)
+    main = next((sc.suffix for sc in sidecars if sc.required), sidecars[0].suffix)  # all optional: the first
     offers: list[Offer] = []
 
     def texts(stem: str, override: dict[str, bytes] | None = None) -> list[Path]:
@@ -338,6 +338,46 @@ def utf16_list(root: Path) -> tuple[Path, list[Offer]]:
         offers.append(Offer(audio.stem, USED, [audio], line=i + 1))
     listfile = root / "train.txt"
     listfile.write_bytes("\r\n".join(lines).encode("utf-16"))
+    return listfile, offers
+
+
+def dataset_json(root: Path, name: str = "dataset.json") -> tuple[Path, list[Offer]]:
+    """A ``{metadata, samples}`` dataset JSON (ACE-Step 1.5's), its audio in ``audio/`` (paths relative to the file):
+    every audio kind as a labeled sample, and every bad sample kind (one offer per sample, reported as ``row N (``)."""
+    import json
+
+    audio_dir = root / "audio"
+    samples, offers = [], []
+
+    def sample(obj, name: str, expect: str, files: list[Path]) -> None:
+        samples.append(obj)
+        offers.append(Offer(name, expect, files, row=len(samples) - 1))
+
+    def song(sid: str, audio: str, **more) -> dict:
+        return {"id": sid, "audio_path": audio, "caption": GOOD_TEXT, "lyrics": "[verse] la la", "labeled": True,
+                **more}
+
+    for i, k in enumerate(AUDIO_KINDS):
+        audio = audio_dir / f"{k.name}{k.ext}"
+        k.write(audio)
+        sample(song(f"a{i:07x}", f"audio/{audio.name}"), k.name, k.expect, [audio])
+    good = "audio/good_wav.wav"
+    sample(song("b0000001", "audio/missing.wav"), "missing", r"audio file audio/missing\.wav not found", [])
+    (audio_dir / "a_folder.wav").mkdir()
+    sample(song("b0000002", "audio/a_folder.wav"), "directory", r"audio/a_folder\.wav is a folder", [])
+    sample(song("b0000003", good, labeled=False), "unlabeled", r"not labeled", [])
+    sample({"id": "b0000004", "audio_path": good}, "no_caption", r"not labeled", [])
+    sample(["not", "a", "sample"], "json_list", r"a JSON list, not a sample object", [])
+    sample(song("b0000005", ""), "no_audio_path", r"no audio_path", [])
+    sample(song("b0000006", good, caption=["a", "list"]), "list_caption", r'"caption" is a list, not a text', [])
+    sample(song("../b7", good), "bad_id", r"the id cannot name a file", [])
+    sample(song("a0000000", good), "repeated_id", r"repeats the id of row 0", [])
+    sample(song("b0000008", good, prompt_override="tags"), "bad_override", r'"prompt_override" is .tags.', [])
+    sample(song("b0000009", "audio/aac_named_m4a.m4a"), "m4a_path", r"\.m4a is not an audio format", [])
+    listfile = root / name
+    root.mkdir(parents=True, exist_ok=True)
+    listfile.write_text(json.dumps({"metadata": {"name": "corpus", "genre_ratio": 0}, "samples": samples}, indent=1),
+                        encoding="utf-8")
     return listfile, offers
 
 

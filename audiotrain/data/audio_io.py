@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg")
-#: audio that is not read (AAC, ALAC, WMA, Opus, AIFF, ...): reported as such, never passed over in silence
-OTHER_AUDIO_EXTENSIONS = (".m4a", ".aac", ".mp4", ".wma", ".opus", ".aiff", ".aif", ".ape", ".wv", ".webm", ".mka")
+AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".opus")  # .opus: Ogg Opus, which libsndfile decodes
+#: audio that is not read (AAC, ALAC, WMA, AIFF, ...): reported as such, never passed over in silence
+OTHER_AUDIO_EXTENSIONS = (".m4a", ".aac", ".mp4", ".wma", ".aiff", ".aif", ".ape", ".wv", ".webm", ".mka")
 
 
 def unsupported(ext: str) -> str:

@@ -17,6 +17,7 @@ import pytest
 
 from audiotrain.data.audio_io import AUDIO_EXTENSIONS, OTHER_AUDIO_EXTENSIONS, AudioSpec
 from audiotrain.data.prepare import prepare_items, resolve_manifest
+from audiotrain.data.readers.hf_audio_dataset import HFAudioDataset
 from audiotrain.data.readers.sidecar_folder import SidecarFolder
 from audiotrain.data.readers.transcript_list import TranscriptList
 from audiotrain.data.report import BadInputReport
@@ -50,8 +51,11 @@ def _layout(reader, root: Path) -> tuple[Path, list[bc.Offer], Path | None]:
         listfile, offers = bc.transcript_list(root)
         return root, offers, listfile
     kind = type(reader).__name__
-    if kind == "HFSongDataset":
+    if isinstance(reader, HFAudioDataset):
         return root, bc.hf_dataset(root), None
+    if kind == "AceStep15DatasetJSON":
+        listfile, offers = bc.dataset_json(root)
+        return listfile, offers, None
     if kind == "SongGenDataset":
         return root, bc.songgen_preprocessed(root), None
     if kind == "SongMetadata":
@@ -74,7 +78,11 @@ def _offered(reader, data: Path, listfile: Path | None) -> int:
         return sum(f.suffix.lower() in exts for f in files) + len(orphans)
     if listfile is not None:
         return sum(1 for line in listfile.read_bytes().split(b"\n") if line.strip())
-    if type(reader).__name__ in ("HFSongDataset", "SongGenDataset"):
+    if type(reader).__name__ == "AceStep15DatasetJSON":
+        import json
+
+        return len(json.loads((data / "dataset.json").read_text(encoding="utf-8"))["samples"])
+    if isinstance(reader, HFAudioDataset) or type(reader).__name__ == "SongGenDataset":
         from datasets import load_from_disk
 
         ds = load_from_disk(str(data))
@@ -136,6 +144,14 @@ def _owner(entry, offers: list[bc.Offer], listfile: Path | None) -> list[bc.Offe
 def test_every_file_of_the_bad_corpus_is_used_or_reported(plugin_name, which, tmp_path):
     root = tmp_path.resolve() / "data"
     reader, offers, items, report, listfile = _read(plugin_name, which, root)
+    check_every_offer(reader, offers, items, report, listfile, root, tmp_path)
+    print(f"{plugin_name}/{type(reader).__name__}: {len(offers)} offered, {report.usable} used, "
+          f"{len(report.skipped)} reported")
+
+
+def check_every_offer(reader, offers: list[bc.Offer], items, report: BadInputReport, listfile: Path | None,
+                      root: Path, tmp_path: Path) -> None:
+    """What the corpus test asserts of one reader's read and decoded corpus (also called by plugins' own tests)."""
     # the corpus's offers are what the reader is given, counted from the disk
     assert len(offers) == _offered(reader, root, listfile)
     assert len({o.name for o in offers}) == len(offers)
@@ -185,8 +201,6 @@ def test_every_file_of_the_bad_corpus_is_used_or_reported(plugin_name, which, tm
 
     saved = json.loads(report.save(tmp_path / "run")[1].read_text(encoding="utf-8"))
     assert saved["usable"] == report.usable and len(saved["skipped"]) == len(report.skipped)
-    print(f"{plugin_name}/{type(reader).__name__}: {len(offers)} offered, {report.usable} used, "
-          f"{len(report.skipped)} reported")
 
 
 

@@ -132,7 +132,7 @@ def test_a_stray_text_file_is_still_reported_unless_it_is_a_known_name(tmp_path)
     report = BadInputReport()
     assert [r["key"] for r in CaptionFolder().read(tmp_path, report).rows] == ["a"]
     assert relative(report, tmp_path) == [
-        ("ghost_cap.txt", "caption file without audio: no audio file named ghost (.mp3/.wav/.flac/.ogg) beside it")]
+        ("ghost_cap.txt", "caption file without audio: no audio file named ghost (.mp3/.wav/.flac/.ogg/.opus) beside it")]
     assert report.skipped[0].kind == "caption file without audio"
 
 
@@ -145,7 +145,7 @@ def test_well_known_text_files_are_not_stray_transcripts(tmp_path):
     rows = TranscriptFolder().read(tmp_path, report).rows
     assert [(r["key"], r["text"]) for r in rows] == [("a", "hello"), ("notes", "a clip named notes keeps its transcript")]
     assert relative(report, tmp_path) == [
-        ("stray.txt", "transcript file without audio: no audio file named stray (.mp3/.wav/.flac/.ogg) beside it")]
+        ("stray.txt", "transcript file without audio: no audio file named stray (.mp3/.wav/.flac/.ogg/.opus) beside it")]
 
 
 def test_sixty_bad_files_are_a_count_and_a_few_paths_per_reason_on_the_console(tmp_path):
@@ -198,7 +198,7 @@ def test_reason_kinds_drop_what_names_one_file():
         "row 3 (song (1)): audio file x.mp3 not found (relative paths are tried from the working directory and /a b)",
         "duplicate of b.flac (same name, another format); using that one",
         "mix stream: audio file is empty (0 bytes)",
-        "line 6: notes.mp4: .mp4 is not an audio format audiotrain reads (.mp3/.wav/.flac/.ogg): convert it",
+        "line 6: notes.mp4: .mp4 is not an audio format audiotrain reads (.mp3/.wav/.flac/.ogg/.opus): convert it",
         "tags file is not UTF-8 text (byte 0xe9 at offset 3); save it as UTF-8",
         "speaker 'alice' has 2 usable utterance(s); the model needs 3",
         "4.5 s is outside model.duration_range [1, 20] s")} == {
@@ -209,7 +209,7 @@ def test_reason_kinds_drop_what_names_one_file():
         "duplicate of b.flac (same name, another format); using that one":
             "duplicate of … (same name, another format); using that one",
         "mix stream: audio file is empty (0 bytes)": "audio file is empty (N bytes)",
-        "line 6: notes.mp4: .mp4 is not an audio format audiotrain reads (.mp3/.wav/.flac/.ogg): convert it":
+        "line 6: notes.mp4: .mp4 is not an audio format audiotrain reads (.mp3/.wav/.flac/.ogg/.opus): convert it":
             "… is not an audio format audiotrain reads (…)",
         "tags file is not UTF-8 text (byte 0xe9 at offset 3); save it as UTF-8":
             "tags file is not UTF-8 text (byte N at offset N); save it as UTF-8",

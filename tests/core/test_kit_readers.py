@@ -66,8 +66,8 @@ def test_sidecar_folder_rows_and_every_report_line(tmp_path):
         ("c.wav", "no caption file c_cap.txt: describe the clip in it"),
         ("d_cap.txt", "caption file is empty: describe the clip in it"),
         ("e_cap.txt", "caption file is not UTF-8 text (byte 0xe9 at offset 3); save it as UTF-8"),
-        ("ghost_cap.txt", "caption file without audio: no audio file named ghost (.mp3/.wav/.flac/.ogg) beside it"),
-        ("sub/ghost_note.txt", "note file without audio: no audio file named ghost (.mp3/.wav/.flac/.ogg) beside it")]
+        ("ghost_cap.txt", "caption file without audio: no audio file named ghost (.mp3/.wav/.flac/.ogg/.opus) beside it"),
+        ("sub/ghost_note.txt", "note file without audio: no audio file named ghost (.mp3/.wav/.flac/.ogg/.opus) beside it")]
     assert report.live_notes() == ["b.flac: no b_note.txt, kept without a note"]
 
 
@@ -101,7 +101,7 @@ def test_train_txt_rows_speakers_and_line_reports(tmp_path):
     assert [(s.path, s.reason) for s in report.skipped] == [
         (listfile, "line 4: repeats the clip of line 1; using that one"),
         (listfile, f"line 5: audio file gone.wav not found (paths are relative to {resolved})"),
-        (listfile, "line 6: notes.mp4: .mp4 is not an audio format audiotrain reads (.mp3/.wav/.flac/.ogg): "
+        (listfile, "line 6: notes.mp4: .mp4 is not an audio format audiotrain reads (.mp3/.wav/.flac/.ogg/.opus): "
                    "convert it to one of them"),
         (listfile, "line 7: the transcript is empty"),
         (listfile, "line 8: expected path|text or path|text|speaker, got 1 field(s)"),

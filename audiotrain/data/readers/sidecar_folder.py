@@ -39,9 +39,10 @@ class Sidecar:
     what: str
     #: what the user should do about a missing or empty file ("write what is said in the clip into it")
     hint: str = ""
-    #: a missing required file skips the clip; a missing optional one gives "" and ``missing_note``
+    #: a missing required file skips the clip; a missing optional one gives "" and ``missing_note`` (None: no note,
+    #: for a reader that looks elsewhere for the text and says itself what it found)
     required: bool = True
-    missing_note: str = ""
+    missing_note: str | None = ""
     #: whitespace runs (newlines too) joined into single spaces
     collapse: bool = False
     #: an empty file skips the clip
@@ -155,7 +156,8 @@ class SidecarFolder(DataReader):
                 if side.required:
                     report.add(apath, f"no {side.what} file {p.name}: {side.hint}")
                     return None
-                report.note(apath, f"no {p.name}, {side.missing_note}")
+                if side.missing_note is not None:
+                    report.note(apath, f"no {p.name}, {side.missing_note}")
                 texts[side.field] = ""
                 continue
             text = read_sidecar(p, report, what=f"{side.what} file ", collapse=side.collapse)
