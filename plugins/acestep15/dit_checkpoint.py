@@ -59,9 +59,13 @@ def load_dit(folder: str | Path, *, dtype: torch.dtype | None = torch.float32,
     config = read_dit_config(root, option)
     with torch.device("meta"):
         model = AceStepConditionGenerationModel(config)
-    state = _weights(root, option)
-    if dtype is not None:
-        state = {k: v.to(dtype) for k, v in state.items()}
+    raw = _weights(root, option)
+    # a fresh copy of each tensor: safetensors' buffers are not aligned like torch's own, which changes CPU
+    # kernels' rounding; the copies make a loaded model compute exactly what the saved one did
+    state = {}
+    for key in list(raw):
+        tensor = raw.pop(key)
+        state[key] = tensor.to(dtype or tensor.dtype, copy=True)
     load_strict(model, state, where(option, root / "model.safetensors"),
                 "the ACE-Step 1.5 DiT its config.json describes",
                 "give the folder of one released variant with its own config.json", assign=True)
