@@ -94,3 +94,22 @@ def test_xl_shaped_tiny_runs_with_a_narrower_encoder_and_the_timbre_cls():
     assert enc.shape == (1, 10, 48)
     x, ctx = latents(1, 12)
     assert model.velocity(x, torch.tensor([0.4]), enc, ctx, None, mask).shape == (1, 12, 64)
+
+
+def test_condition_encoder_masks_padding_and_groups_references_by_item():
+    model = tiny_model()
+    cfg = model.config
+    g = torch.Generator().manual_seed(4)
+    lyric, text = torch.randn(2, 9, cfg.text_hidden_dim, generator=g), torch.randn(2, 5, cfg.text_hidden_dim, generator=g)
+    lm, tm = torch.ones(2, 9), torch.ones(2, 5)
+    lm[1, 4:] = 0
+    tm[1, 2:] = 0
+    lyric[1, 4:] = 50.0  # padding content must not matter
+    refer = torch.randn(3, 6, 64, generator=g)
+    with torch.no_grad():
+        enc, mask = model.encode_conditions(text, tm, lyric, lm, refer, torch.tensor([0, 1, 1]))
+        assert mask.sum(1).tolist() == [9 + 1 + 5, 4 + 2 + 2]
+        alone, alone_mask = model.encode_conditions(text[1:, :2], tm[1:, :2], lyric[1:, :4], lm[1:, :4], refer[1:],
+                                                    torch.tensor([0, 0]))
+    assert alone.shape == (1, 8, 64) and bool(alone_mask.all())
+    torch.testing.assert_close(enc[1:, :8], alone, rtol=1e-5, atol=1e-5)
