@@ -107,7 +107,8 @@ def flow_matching_loss(model, target_latents: torch.Tensor, encoder_hidden_state
     """One step of the objective for an :class:`AceStepConditionGenerationModel` ``model``.
 
     ``target_latents`` are the clean latents ``x0 (B, T, 64)``; ``t`` (B,) and ``noise`` (B, T, 64) may be given
-    (else drawn from ``generator``). Returns ``loss`` (float32 scalar), ``t`` (B,) and ``cfg_dropped`` (B,)."""
+    (else drawn from ``generator``). Returns scalars: ``loss`` (float32, the one to optimise), ``t_mean`` and
+    ``cfg_dropped`` (the fraction of samples trained unconditionally), ready to log as metrics."""
     config = config or ObjectiveConfig()
     b = target_latents.shape[0]
     device = target_latents.device
@@ -125,4 +126,4 @@ def flow_matching_loss(model, target_latents: torch.Tensor, encoder_hidden_state
     velocity = model.velocity(xt, t.to(device), states, context_latents, attention_mask,
                               enc_mask if config.mask_encoder_padding else None)
     loss = masked_mse(velocity, x1 - x0, attention_mask)
-    return {"loss": loss, "t": t.detach(), "cfg_dropped": dropped}
+    return {"loss": loss, "t_mean": t.detach().float().mean(), "cfg_dropped": dropped.float().mean()}

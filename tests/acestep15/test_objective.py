@@ -117,3 +117,23 @@ def test_the_loss_falls_when_training_the_tiny_decoder_on_one_song():
     with torch.no_grad():
         after = float(flow_matching_loss(model, x0, enc, ctx, None, enc_mask, config=cfg, **fixed)["loss"])
     assert after < 0.6 * before
+
+
+def test_a_step_is_reproducible_and_a_dropped_sample_trains_on_the_null_embedding():
+    model = tiny_model()
+    enc, enc_mask = conditions(model, [(9, 5), (6, 3)])
+    x0, ctx = latents(2, 14)
+    with torch.no_grad():
+        a = flow_matching_loss(model, x0, enc, ctx, None, enc_mask, generator=torch.Generator().manual_seed(3))
+        b = flow_matching_loss(model, x0, enc, ctx, None, enc_mask, generator=torch.Generator().manual_seed(3))
+        assert set(a) == {"loss", "t_mean", "cfg_dropped"} and all(v.dim() == 0 for v in a.values())
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        fixed = dict(t=torch.tensor([0.6, 0.2]), noise=torch.randn(2, 14, 64))
+        dropped = flow_matching_loss(model, x0, enc, ctx, None, enc_mask, config=ObjectiveConfig(cfg_dropout=1.0),
+                                     **fixed)
+        null = flow_matching_loss(model, x0, model.null_states(enc), ctx, None, torch.ones_like(enc_mask),
+                                  config=ObjectiveConfig(cfg_dropout=0.0), **fixed)
+        kept = flow_matching_loss(model, x0, enc, ctx, None, enc_mask, config=ObjectiveConfig(cfg_dropout=0.0),
+                                  **fixed)
+    assert float(dropped["cfg_dropped"]) == 1.0 and torch.equal(dropped["loss"], null["loss"])
+    assert not torch.equal(dropped["loss"], kept["loss"])
