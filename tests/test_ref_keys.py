@@ -13,7 +13,8 @@ NAMES = sorted(p.stem for p in FOLDER.glob("*.json"))
 
 def test_the_lists_the_tests_and_the_next_plugins_need_are_here():
     assert {"acestep_dcae", "acestep_transformer", "acestep_vocoder", "valle_ar_nar_full", "tortoise_autoregressive",
-            "tortoise_dvae", "songgen_mixed_pro_decoder", "songgen_mixed_pro_composite_partial"} <= set(NAMES)
+            "tortoise_dvae", "songgen_mixed_pro_decoder", "songgen_mixed_pro_composite_partial",
+            "acestep15_dit", "acestep15_xl_dit"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
