@@ -1,1 +1,1 @@
-"""ACE-Step 1.5 (2B and XL DiT, Oobleck VAE, Qwen3 text encoder) as an audiotrain plugin."""
+"""ACE-Step 1.5 for audiotrain: the 2B and XL flow-matching DiT over Oobleck VAE latents, Qwen3-Embedding text."""
