@@ -162,3 +162,74 @@ def test_a_training_step_is_bit_identical_with_the_frozen_base_in_bf16(name, tmp
     assert differ == [], differ[:5]
     assert any(float(g.abs().sum()) > 0 for g in grads_on.values())
     assert abs(plain_on - plain_off) <= 0.01 * abs(plain_off), (plain_on, plain_off)
+
+
+def test_the_description_line_says_the_base_is_held_in_bf16(tmp_path):
+    from audiotrain.train.model_setup import build_model, describe
+
+    cfg = compose(["model=acestep", "model.preset=tiny", "precision=bf16-mixed", f"paths.log_dir={tmp_path}"])
+    built = build_model(cfg, registry.get("acestep"), report=False)
+    line = describe(built, "acestep", "tiny")
+    assert f"; {built.held_bf16:,} frozen base parameters held in bf16 (model.frozen_dtype=auto: a bf16-mixed LoRA " \
+           "run, whose autocast computes them in bf16 anyway)" in line and built.held_bf16 > 0
+    off = build_model(compose(["model=acestep", "model.preset=tiny"]), registry.get("acestep"), report=False)
+    assert off.held_bf16 == 0 and "bf16" not in describe(off, "acestep", "tiny")
+
+
+def test_tortoise_whole_model_file_is_fp32_with_the_lora_merged_in_fp32(tmp_path):
+    """TorToiSe writes the whole UnifiedVoice (``<step>_gpt.pth``) at every save: fp32 like a fp32 run's, its base
+    the held bf16 values widened exactly plus the LoRA delta; the training model keeps its bf16 base."""
+    from audiotrain.train.model_setup import adapter_writer, build_model
+
+    compose([])
+    plugin = registry.get("tortoise")
+    cfg = compose(["model=tortoise", "model.preset=tiny", "precision=bf16-mixed", "lora.r=4",
+                   f"paths.log_dir={tmp_path}"])
+    built = build_model(cfg, plugin, report=False)
+    root = built.backbone.adapter_root()
+    with torch.no_grad():
+        for n, p in root.named_parameters():
+            if "lora_B" in n:
+                p.copy_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(2)))
+    name, layer = next((n, m) for n, m in root.named_modules() if hasattr(m, "lora_A") and hasattr(m, "base_layer"))
+    base = layer.base_layer.weight
+    assert base.dtype == BF16
+    a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    delta = (b @ a).t() * layer.scaling["default"]  # GPT-2 Conv1D: (in, out), fan_in_fan_out
+    adapter_writer(built, plugin, cfg)(tmp_path / "save", step=3)
+    state = torch.load(tmp_path / "save" / "3_gpt.pth", map_location="cpu", weights_only=True)
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float32}
+    merged = state[f"{name}.weight"]
+    assert (merged - (base.float() + delta)).abs().max() < 1e-6 and not torch.equal(merged, base.float())
+    assert layer.base_layer.weight is base and base.dtype == BF16
+
+
+@pytest.mark.slow  # three tiny ACE-Step runs with samples and audio eval, a merge: ~2 min
+def test_resume_is_bit_identical_and_every_forward_outside_the_step_works(tiny_cfg, tmp_path):
+    """bf16-mixed, the frozen base held in bf16 (auto): the fixed-noise loss, the training-time samples and the
+    in-process audio eval run outside autocast; a run stopped at step 3 and resumed ends bit-identical to an
+    uninterrupted one; ``audiotrain merge`` writes fp32 weights."""
+    from safetensors.torch import load_file
+
+    from audiotrain.cli.adapters import merge
+    from audiotrain.train.run import train
+
+    def cfg(*extra, run):
+        return tiny_cfg("precision=bf16-mixed", "trainer.every_n_train_steps=3", "trainer.every_plot_step=3",
+                        "model.sample_steps=2", "trainer.sample_prompts=1", "trainer.eval_audio=true", *extra, run=run)
+
+    full = train(cfg("trainer.max_steps=6", run="full"))
+    half = train(cfg("trainer.max_steps=3", run="half"))
+    resumed = train(cfg("trainer.max_steps=6", f"ckpt_path={half['run_dir']}/checkpoints/last.ckpt", run="x"))
+    assert resumed["steps"] == full["steps"] == 6 and resumed["last_loss"] == full["last_loss"]
+    assert resumed["train_fixed_loss"][-1] == full["train_fixed_loss"][-1] and full["train_fixed_loss"][-1][0] == 6
+    assert len(full["eval_mel_distance"]) >= 2 and all(v == v for _, v in full["eval_mel_distance"])  # finite, not NaN
+    samples = sorted((tmp_path / "logs" / "full").rglob("pred_0_*.wav"))
+    assert len(samples) >= 2, samples
+    a = load_file(f"{full['adapter_dir']}/peft/adapter_model.safetensors")
+    b = load_file(f"{resumed['adapter_dir']}/peft/adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert {v.dtype for v in a.values()} == {torch.float32}
+    assert merge([full["run_dir"], "--out", str(tmp_path / "merged")]) == 0
+    (weights,) = (tmp_path / "merged").rglob("*.safetensors")
+    assert {v.dtype for v in load_file(str(weights)).values() if v.is_floating_point()} == {torch.float32}
