@@ -15,25 +15,30 @@ model comes from ``audiotrain.train.model_setup.build_model`` (the plugin's ``bu
 released, PEFT LoRA attached, gradient checkpointing enabled, the training plan applied), the optimizer from
 ``build_optimizer(torch_param_groups(...), full_state=embedding_weights(...))`` as ``TrainModule`` builds it,
 the batch from the plugin's ``collate`` and the loss from ``backbone.training_losses`` under
-``torch.autocast("cpu", bfloat16)`` (what Lightning's ``bf16-mixed`` does on a CPU: the weights stay fp32, the
-frozen base of a LoRA run too - audiotrain does not cast it to bf16), then ``clip_grad_norm_`` and ``step``.
+``torch.autocast("cpu", bfloat16)`` (what Lightning's ``bf16-mixed`` does on a CPU), then ``clip_grad_norm_`` and
+``step``. The weights stay fp32, except that a LoRA run's frozen linear/conv weights are held in bf16 by
+``model.frozen_dtype=auto`` (audiotrain/lora/frozen_dtype.py: autocast computes them in bf16 anyway).
 
 Rows (each a fresh subprocess):
 
 * ``lora``        LoRA r=16 (the plugin's default targets and optimizer), bf16-mixed, cached features, gradient
-                  checkpointing on, weights the forward pass never reads released (the framework's defaults);
+                  checkpointing on, weights the forward pass never reads released, the frozen base in bf16
+                  (``model.frozen_dtype=auto``): the framework's defaults;
 * ``lora_nockpt`` the same without gradient checkpointing (TorToiSe: its preset's GPT-2 ``checkpointing`` off);
 * ``full_adamw``  full fine-tune (``lora=none``), bf16-mixed, gradient checkpointing on, fp32 AdamW;
 * ``full_8bit``   the same with bitsandbytes' AdamW8bit (embeddings keep 32-bit state, the framework's default);
-* ``lora_bf16base`` a what-if, not a framework setting: the ``lora`` row with the frozen weight matrices cast to
-                  bf16 after building (LoRA weights, norms and biases fp32), to size what fp32 frozen weights
-                  cost (depths only);
+* ``lora_fp32base`` the ``lora`` row with ``model.frozen_dtype=fp32`` (the default before it existed; depths only);
+* ``qlora_nf4`` / ``qlora_int8`` the ``lora`` row with ``model.quantize=nf4`` / ``int8`` (bitsandbytes' CPU path; the
+                  linear layers it cannot quantise held in bf16 as in ``lora``; depths only);
+* ``lora_240s``   ACE-Step only: the ``lora`` row at a 240 s clip (``dataset.max_duration``'s default, the longest clip
+                  audiotrain trains), for the comparison with what people report (depths only);
 * ``original``    the original trainer's set-up. ACE-Step (trainer.py): LoRA r=16 with nothing released, the
                   four frozen encoders - DC-AE (music_dcae + vocoder), UMT5-base, the REPA teachers MERT-v1-330M
                   and mHuBERT-147 - built at release size in fp32 and run on every step on the raw 48 kHz stereo
                   clip at batch 1 (REPA on, ssl_coeff 1.0, gradient checkpointing as trainer.py always does).
                   TorToiSe (DLAS): the same LoRA step with the mel and the DVAE codes (release DVAE, fp32) of the
-                  padded wav and the conditioning mels computed on every step. VALL-E / SongGen: n/a.
+                  padded wav and the conditioning mels computed on every step. VALL-E / SongGen: n/a. Both with
+                  ``model.frozen_dtype=fp32``: the originals keep their frozen weights in fp32.
 
 Depths and extrapolation. 24 GiB cannot hold e.g. ACE-Step's full fine-tune with fp32 AdamW (~56 GB), so each
 model is built with ALL its release widths but only a few of its repeated blocks (the transformer stack: ACE-Step
@@ -65,7 +70,9 @@ Targets: LoRA r=16 peak <= 0.5 x the full fine-tune's (fp32 AdamW); AdamW8bit op
 ACE-Step's LoRA step <= 0.5 x the original trainer's set-up. A benchmark never fails the build (exit 0 on missed
 targets). The table is printed and written to ``docs/memory.md``.
 
-Usage: ``python experiments/bench_memory.py [--only PLUGIN] [--depths 1,2] [--rows lora,full_adamw] [--no-full]``
+Usage: ``python experiments/bench_memory.py [--only PLUGIN] [--depths 1,2] [--rows lora,full_adamw] [--no-full]
+[--json FILE] [--reuse FILE]`` (``--reuse``: take the measurements of the rows not asked for from an earlier
+``--json`` file, so a change to some rows re-measures only those).
 """
 from __future__ import annotations
 
@@ -88,13 +95,19 @@ from bench_common import RESULT_TAG, SEED, HeapPeak, _loadavg, _status_mb, build
 
 GB = 1e9
 PLUGINS = ("acestep", "valle", "songgen", "tortoise")
-ROWS = ("lora", "lora_nockpt", "full_adamw", "full_8bit", "original", "lora_bf16base")
-ROW_TITLES = {"lora": "LoRA r=16, bf16, defaults (ckpt on, cached, unused released)",
+ROWS = ("lora", "lora_nockpt", "full_adamw", "full_8bit", "original", "lora_fp32base", "qlora_nf4", "qlora_int8",
+        "lora_240s")
+ROW_TITLES = {"lora": "LoRA r=16, bf16, defaults (ckpt on, cached, unused released, frozen base in bf16)",
               "lora_nockpt": "LoRA r=16, bf16, no gradient checkpointing",
               "full_adamw": "full fine-tune, fp32 AdamW",
               "full_8bit": "full fine-tune, 8-bit AdamW",
               "original": "original trainer's set-up",
-              "lora_bf16base": "what-if (not a framework setting): LoRA row, frozen base held in bf16"}
+              "lora_fp32base": "LoRA row with model.frozen_dtype=fp32 (frozen base in fp32, the earlier default)",
+              "qlora_nf4": "QLoRA r=16: LoRA row with model.quantize=nf4",
+              "qlora_int8": "QLoRA r=16: LoRA row with model.quantize=int8",
+              "lora_240s": "LoRA row at a 240 s clip (2584 latent frames)"}
+ROW_PLUGINS = {"lora_240s": ("acestep",)}  # rows measured for some plugins only
+ROW_CLIP = {"lora_240s": 240.0}  # rows at another clip length than the plugin's CLIP
 HAS_ORIGINAL = {"acestep", "tortoise"}
 ORIGINAL_NOTE = {
     "acestep": "trainer.py: LoRA r=16, nothing released; DC-AE + vocoder, UMT5-base, MERT-v1-330M, mHuBERT-147 in "
@@ -119,7 +132,7 @@ FULL_CHECK = {"valle": ROWS[:5], "tortoise": ROWS[:5], "songgen": ("lora", "full
 def heavy(spec: dict[str, Any]) -> bool:
     """Measurements that need more than ~6 GB: at most one of them runs at a time (24 GiB machine)."""
     p, row, d = spec["plugin"], spec["row"], int(spec["depth"])
-    return (p == "acestep" and row != "lora" and row != "lora_nockpt") or (
+    return (p == "acestep" and row in ("full_adamw", "full_8bit", "original")) or (
         p in ("songgen", "tortoise") and d == RELEASE_DEPTH[p] and row != "lora")
 
 
@@ -158,10 +171,14 @@ def _set_depth(plugin: str, depth: int, row: str) -> str:
 def _overrides(plugin: str, preset: str, row: str) -> list[str]:
     o = [f"model={plugin}", f"model.preset={preset}", "tracking=none", "trainer.accelerator=cpu",
          "precision=bf16-mixed", f"seed={SEED}", "dataset.num_workers=0"]
-    if row in ("lora", "lora_nockpt", "original", "lora_bf16base"):
-        o.append("lora.r=16")
-    else:
+    if row.startswith("full"):
         o += ["lora=none", f"optimizer={'adamw' if row == 'full_adamw' else 'adamw8bit'}"]
+    else:
+        o.append("lora.r=16")
+    if row in ("lora_fp32base", "original"):  # the originals keep their frozen weights in fp32
+        o.append("model.frozen_dtype=fp32")
+    if row.startswith("qlora_"):
+        o.append(f"model.quantize={row.split('_', 1)[1]}")
     o.append(f"trainer.gradient_checkpointing={'false' if row == 'lora_nockpt' else 'true'}")
     if plugin == "acestep" and row == "original":
         o.append("model.ssl_coeff=1.0")
@@ -313,10 +330,6 @@ def child_main(spec: dict[str, Any]) -> None:
     built = build_model(cfg, plugin, report=False)
     backbone = built.backbone
     backbone.train()
-    if row == "lora_bf16base":  # what-if: the frozen weight matrices in bf16 (LoRA weights, norms, biases fp32)
-        for prm in backbone.parameters():
-            if not prm.requires_grad and prm.is_floating_point() and prm.dim() >= 2:
-                prm.data = prm.data.to(torch.bfloat16)
     encoders: dict[str, int] = {}
     encode = None
     if row == "original" and plugin_name == "acestep":
@@ -334,7 +347,7 @@ def child_main(spec: dict[str, Any]) -> None:
     heap.reset()
 
     g = torch.Generator().manual_seed(SEED)
-    items = [encode()] if encode is not None else _items(plugin_name, CLIP[plugin_name], g)
+    items = [encode()] if encode is not None else _items(plugin_name, ROW_CLIP.get(row, CLIP[plugin_name]), g)
     t_encoded = time.perf_counter()
     phases["encode"] = heap.peak()
     heap.reset()
@@ -370,6 +383,7 @@ def child_main(spec: dict[str, Any]) -> None:
         "params": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in trainable),
         "trainable_bytes": sum(p.numel() * p.element_size() for p in trainable),
         "grad_bytes": grad_bytes, "state_bytes": state_bytes, "released": built.released, "encoders": encoders,
+        "held_bf16": built.held_bf16, "quantised": built.quantised,
         "build_s": t_built - t0, "encode_s": t_encoded - t_built, "step_s": t_step - t_built,
     }
     print(RESULT_TAG + json.dumps(result), flush=True)
@@ -460,7 +474,8 @@ def report(summary: dict[str, Any], args, elapsed: float, load0: str, load1: str
     lines = ["# Peak memory of one training step at release size (`make bench-memory`)", "",
              "Generated by `experiments/bench_memory.py` (see its docstring for the method). One training step "
              "(forward, backward, clipping, optimizer step) of each plugin's released preset with random weights on "
-             "the CPU, batch 1, `precision=bf16-mixed` (autocast; weights stay fp32, as audiotrain does). "
+             "the CPU, batch 1, `precision=bf16-mixed` (autocast; the weights stay fp32 except a LoRA run's frozen "
+             "linear/conv weights, which `model.frozen_dtype=auto` holds in bf16: the same step, bit for bit). "
              "**Step peak** = high-water mark of the heap bytes in use (malloc shim `experiments/heap_peak.c`) during "
              "one step - the original set-ups' per-step encoding included - above the heap after imports, in GB "
              "(1e9 bytes), with the model, its gradients and the optimizer resident; the targets are judged on it. "
@@ -512,28 +527,25 @@ def report(summary: dict[str, Any], args, elapsed: float, load0: str, load1: str
         if b8 and full and full["state_bytes"]:
             r = b8["state_bytes"] / full["state_bytes"]
             targets.append((plugin, "8-bit AdamW optimizer state <= 0.3 x fp32 AdamW's", r <= 0.3, f"{r:.3f}x"))
-        b16 = rows.get("lora_bf16base", {}).get("value")
-        if b16 and orig:
-            r = b16["step_peak_gb"] / orig["step_peak_gb"]
-            targets.append((plugin, "what-if: LoRA with the frozen base in bf16 vs the original set-up", None, f"{r:.2f}x"))
-        if lora and orig and plugin == "acestep" and lora["step_peak_gb"] > 0.5 * orig["step_peak_gb"]:
-            enc_gb = 4 * sum((rows["original"].get("encoders") or {}).values()) / GB  # fp32
-            held = orig["param_bytes"] / GB + enc_gb
-            lines += ["", f"Why the LoRA step is {lora['step_peak_gb'] / orig['step_peak_gb']:.2f}x the original set-up, "
-                      f"not <= 0.5x: {lora['param_bytes'] / GB:.2f} GB of its {lora['step_peak_gb']:.2f} GB peak are the "
-                      "frozen base's weights, which `bf16-mixed` keeps in fp32 (as the original does); the original "
-                      f"holds {held:.2f} GB of weights ({orig['param_bytes'] / GB:.2f} GB transformer with the unread "
-                      f"cross-attention projections, {enc_gb:.2f} GB frozen encoders) and its per-step encoding adds "
-                      f"{orig['step_peak_gb'] - held:.2f} GB on top. Even a LoRA step with no activations at all would "
-                      f"be {lora['param_bytes'] / GB / orig['step_peak_gb']:.2f}x: fp32 frozen weights alone miss the "
-                      "target. With the "
-                      "frozen weight matrices in bf16 (the what-if row, not a framework setting) the ratio is "
-                      + (f"{b16['step_peak_gb'] / orig['step_peak_gb']:.2f}x." if b16 else "not measured here.")]
+        f32 = rows.get("lora_fp32base", {}).get("value")
+        if f32 and orig:
+            r = f32["step_peak_gb"] / orig["step_peak_gb"]
+            targets.append((plugin, "LoRA with model.frozen_dtype=fp32 vs the original set-up", None, f"{r:.2f}x"))
+        if lora and f32:
+            lines += ["", f"The frozen base in bf16 (`model.frozen_dtype=auto`, the default at bf16-mixed) holds "
+                      f"{lora['param_bytes'] / GB:.2f} GB of weights instead of {f32['param_bytes'] / GB:.2f} GB: the "
+                      f"step's peak is {lora['step_peak_gb']:.2f} GB instead of {f32['step_peak_gb']:.2f} GB "
+                      f"({lora['step_peak_gb'] / f32['step_peak_gb']:.2f}x); the step computes the same numbers "
+                      "(tests/core/test_frozen_dtype.py)."]
         if lora and orig:
             r = lora["step_peak_gb"] / orig["step_peak_gb"]
             judged = plugin == "acestep"
             targets.append((plugin, "LoRA step <= 0.5 x the original trainer's set-up" + ("" if judged else " (context)"),
                             (r <= 0.5) if judged else None, f"{r:.2f}x"))
+        if plugin == "acestep":
+            from bench_memory_compare import reported_lines
+
+            lines += reported_lines(rows)
         enc = next((e.get("encoders") for e in rows.values() if e.get("encoders")), None)
         if enc:
             lines += ["", "Original set-up's frozen encoders (random weights, fp32): "
@@ -559,6 +571,8 @@ def _parse_args(argv: list[str] | None = None):
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "docs" / "memory.md"))
     p.add_argument("--json", default=None, help="also write every measurement (JSON) to this file")
     p.add_argument("--from-json", default=None, help="re-render the table from a --json file (no measuring)")
+    p.add_argument("--reuse", default=None, help="take the measurements of the rows not asked for (--rows/--only) "
+                                                 "from this earlier --json file")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     return p, args
@@ -597,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
         specs = []
         for plugin in only:
             for row in rows:
-                if row == "original" and plugin not in HAS_ORIGINAL:
+                if (row == "original" and plugin not in HAS_ORIGINAL) or plugin not in ROW_PLUGINS.get(row, PLUGINS):
                     continue
                 full = not args.no_full and row in FULL_CHECK.get(plugin, ()) and RELEASE_DEPTH[plugin] > depths[1]
                 ds = list(depths) + ([RELEASE_DEPTH[plugin]] if full else [])
@@ -645,10 +659,17 @@ def main(argv: list[str] | None = None) -> int:
         for t in threads:
             t.join()
     elapsed, load1 = time.perf_counter() - t0, _loadavg()
+    note = ""
+    if args.reuse:
+        measured = {(r["plugin"], r["row"]) for r in results}
+        kept = [r for r in json.loads(Path(args.reuse).read_text())["results"] if (r["plugin"], r["row"]) not in measured]
+        results += kept
+        note = (f"Re-measured here: {', '.join(sorted({f'{p}/{r}' for p, r in measured}))}; the other rows "
+                f"({len(kept)} measurements) are from {Path(args.reuse).name}.")
     if args.json:
         Path(args.json).write_text(json.dumps({"results": results, "elapsed_s": elapsed, "load_before": load0,
-                                               "load_after": load1}, indent=1))
-    return _finish(args, results, depths, elapsed, load0, load1)
+                                               "load_after": load1, "note": note}, indent=1))
+    return _finish(args, results, depths, elapsed, load0, load1, note)
 
 
 def _finish(args, results, depths, elapsed: float, load0: str, load1: str, note: str = "") -> int:

@@ -180,6 +180,14 @@ def training_plan_problems(cfg: DictConfig, plugin: Any | None) -> list[str]:
         problem = quantize_problem(mode, bool(OmegaConf.select(cfg, "lora.enabled", default=True)))
         if problem:
             p.append(problem)
+    from audiotrain.lora.frozen_dtype import check as frozen_dtype_problem
+
+    problem = frozen_dtype_problem(OmegaConf.select(cfg, "model.frozen_dtype", default="auto"),
+                                   bool(OmegaConf.select(cfg, "lora.enabled", default=True)),
+                                   str(OmegaConf.select(cfg, "precision.name", default="32")),
+                                   str(OmegaConf.select(cfg, "backend.name", default="local")))
+    if problem:
+        p.append(problem)
     adapter = OmegaConf.select(cfg, "lora.init_from", default=None)
     if adapter and not Path(str(adapter)).expanduser().exists():
         p.append(f"lora.init_from={adapter} does not exist: give a PEFT adapter folder, the model's own adapter "

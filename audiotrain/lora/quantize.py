@@ -100,8 +100,14 @@ def quantize_base(root: nn.Module, mode: str, dtype: torch.dtype = torch.float32
 
 def input_dtype(module: nn.Module) -> torch.dtype:
     """The dtype to feed a (possibly quantised) linear layer: its weight's when that is floating point, a 4-bit
-    layer's compute dtype, else float32 (an int8 layer takes float input)."""
+    layer's compute dtype, else float32 (an int8 layer takes float input). A weight held in bf16 by
+    ``model.frozen_dtype`` takes float32, as it did before (``audiotrain.lora.frozen_dtype``: autocast or the layer
+    itself casts it)."""
+    from audiotrain.lora.frozen_dtype import HELD
+
     weight = getattr(module, "weight", None)
+    if module.__dict__.get(HELD):
+        return torch.float32
     if weight is not None and weight.is_floating_point():
         return weight.dtype
     dtype = getattr(module, "compute_dtype", None)

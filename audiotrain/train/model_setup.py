@@ -27,6 +27,8 @@ class BuiltModel:
     plan: TrainingPlan             # model.init_from, model.freeze and the per-group counts (params.* in MLflow)
     quantised: int = 0             # base parameters held in 4-/8-bit (model.quantize)
     quantize: str = ""
+    held_bf16: int = 0             # frozen base parameters held in bf16 (model.frozen_dtype)
+    frozen_dtype: str = ""         # the model.frozen_dtype setting that decided it
 
     @property
     def adapter_only(self) -> bool:
@@ -68,9 +70,16 @@ def build_model(cfg: DictConfig, plugin: Any, *, report: bool = True) -> BuiltMo
             if note:
                 console.print(f"[yellow]Note:[/] {note}", highlight=False)
     plan = apply_training_plan(backbone, cfg, settings, console if report else None)
+    held = 0
+    if settings is not None:  # once the trainable parameters are final: LoRA, init_from and freeze applied
+        from audiotrain.lora.frozen_dtype import hold, resolve
+
+        dtype = resolve(cfg)
+        held = hold(backbone, dtype) if dtype is not None else 0
     trainable = sum(p.numel() for p in backbone.parameters() if p.requires_grad)
     total = sum(logical_numel(p) for p in backbone.parameters())
-    built = BuiltModel(backbone, settings, trainable, total, released, plan, quantised, str(mode or ""))
+    built = BuiltModel(backbone, settings, trainable, total, released, plan, quantised, str(mode or ""), held,
+                       str(cfg.model.get("frozen_dtype", "auto")))
     if report:
         console.print(describe(built, plugin.name, cfg.model.get("preset")))
         if quantised and _writes_whole_model(plugin):
@@ -104,7 +113,10 @@ def describe(m: BuiltModel, name: str, preset: Any) -> str:
     return (f"Model {name} ({preset}): {m.trainable:,} trainable of {m.total:,} parameters"
             + (f"; LoRA r={s.r} alpha={s.alpha:g} on {', '.join(s.target_modules)}" if s else "; full fine-tune")
             + (f" ({m.released:,} parameters the forward pass never reads are not kept in memory)" if m.released else "")
-            + (f"; {m.quantised:,} base parameters held in {m.quantize} (model.quantize)" if m.quantised else ""))
+            + (f"; {m.quantised:,} base parameters held in {m.quantize} (model.quantize)" if m.quantised else "")
+            + (f"; {m.held_bf16:,} frozen base parameters held in bf16 (model.frozen_dtype={m.frozen_dtype}"
+               + (": a bf16-mixed LoRA run, whose autocast computes them in bf16 anyway" if m.frozen_dtype == "auto" else "")
+               + ")" if m.held_bf16 else ""))
 
 
 def adapter_writer(m: BuiltModel, plugin: Any, cfg: DictConfig):
@@ -135,7 +147,10 @@ def adapter_writer(m: BuiltModel, plugin: Any, cfg: DictConfig):
                 plugin.save_adapter_native(root, m.settings, tmp / plugin.name)
             native = getattr(plugin, "save_weights_native", None)  # a Plugin has it; a duck-typed one may not
             if native is not None and not m.quantised:  # a quantised base is not the model's weights: merge does it
-                native(root, m.settings, tmp, int(step))
+                from audiotrain.lora.frozen_dtype import held_in_fp32
+
+                with held_in_fp32(root):  # a whole-model file is fp32, whatever the run held its frozen base in
+                    native(root, m.settings, tmp, int(step))
 
     return save
 

@@ -136,8 +136,9 @@ class TrainModule(L.LightningModule):
         out = self.plugin.collate(items)
         # floating inputs follow half-precision weights (DeepSpeed casts the module itself, in place: the
         # parameter objects stay, so one found once tells the dtype of every step)
-        if not self._param_probe:
-            self._param_probe.append(next(self.backbone.parameters(), None))
+        if not self._param_probe:  # a trainable one: a frozen base held in bf16 (model.frozen_dtype) keeps fp32 inputs
+            params = list(self.backbone.parameters())
+            self._param_probe.append(next((p for p in params if p.requires_grad), params[0] if params else None))
         dtype = self._param_probe[0].dtype if self._param_probe[0] is not None else None
         half = dtype if dtype in (torch.float16, torch.bfloat16) else None
         return {k: self._to_device(v, half) for k, v in out.items()}

@@ -126,8 +126,10 @@ class SongGenComposite(nn.Module):
     def voice_states(self, mert_hidden: torch.Tensor) -> torch.Tensor:
         """``[B, Tm, 25, Dm]`` stacked MERT states -> ``[B, Tm, hidden]``."""
         b, t, n, d = mert_hidden.shape
-        w = self.mert_layer_agg.weight
-        agg = self.mert_layer_agg(mert_hidden.reshape(b * t, n, d).to(w.dtype)).reshape(b, t, d)
+        from audiotrain.lora.quantize import input_dtype
+
+        dtype = input_dtype(self.mert_layer_agg)  # its weight's (fp32 when model.frozen_dtype holds it in bf16)
+        agg = self.mert_layer_agg(mert_hidden.reshape(b * t, n, d).to(dtype)).reshape(b, t, d)
         return self.audio_mert_to_dec_proj(agg)
 
     def lyrics_states(self, lyrics_ids: torch.Tensor, lyrics_mask: torch.Tensor) -> torch.Tensor:
