@@ -60,21 +60,28 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from bench_cache import feature_cache, report_cache, subprocess_main  # noqa: E402
+from bench_cache import cases, feature_cache, report_cache, subprocess_main  # noqa: E402
 from bench_common import _loadavg, _setup_torch  # noqa: E402
 from bench_overhead import framework_overhead, report_overhead  # noqa: E402
 from bench_padding import padding, report_padding  # noqa: E402
 from bench_prepare import data_preparation, prepare_main, report_preparation  # noqa: E402
 
 
+PARTS = ("overhead", "cache", "cache-valle", "cache-songgen", "cache-tortoise", "xcodec-batch", "prepare", "padding",
+         "bucketing")
+
+
 def report(args, over: list[dict[str, Any]], cache: dict[str, Any] | None, elapsed: float, load0: str,
-           prep: dict[str, Any] | None = None, pad: list | None = None) -> None:
+           prep: dict[str, Any] | None = None, pad: list | None = None, plugin_caches: list | None = None,
+           xcodec: dict[str, Any] | None = None, buckets: list | None = None) -> None:
     from rich.console import Console
 
     con = Console(width=None if sys.stdout.isatty() else 132)
     clock = args.clock
     report_overhead(con, args, over)
     report_cache(con, args, over, cache)
+    for c in plugin_caches or []:
+        report_cache(con, args, over, c, number="2")
     report_preparation(con, args, prep)
     report_padding(con, pad)
     con.print(f"\n{os.cpu_count()} cores, torch threads {args.threads}, ratios on the {clock} clock; load average at "
@@ -90,7 +97,7 @@ def report(args, over: list[dict[str, Any]], cache: dict[str, Any] | None, elaps
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", choices=("overhead", "cache", "prepare", "padding"), help="run one part only")
+    ap.add_argument("--only", choices=PARTS, help="run one part only")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: with 2 threads, a concurrent job on a 2-core machine makes "
                          "OpenMP spin-waits dominate and the numbers meaningless)")
@@ -104,6 +111,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=12.0, help="part 2: audio per example (both modes)")
     ap.add_argument("--songs", type=int, default=4, help="part 2: synthetic songs")
     ap.add_argument("--no-repa", action="store_true", help="part 2: without the (scaled) REPA teachers MERT and mHuBERT")
+    ap.add_argument("--plugin-batch", type=int, default=2, help="part 2 for VALL-E / SongGen / TorToiSe: batch size")
+    ap.add_argument("--plugin-clips", type=int, default=8, help="part 2 for VALL-E / SongGen / TorToiSe: example clips")
     ap.add_argument("--cache-rounds", type=int, default=2, help="part 2: 2 = cached, on-the-fly, on-the-fly, cached")
     ap.add_argument("--cache-warmup", type=int, default=2, help="part 2: untimed steps per run")
     ap.add_argument("--cache-steps", type=int, default=14, help="part 2: timed steps per run")
@@ -114,6 +123,7 @@ def main() -> int:
     ap.add_argument("--mode", choices=("prepare", "cached", "onthefly", "build", "decode"), help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     ap.add_argument("--tag", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--case", default="cache", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.clock = "cpu" if args.threads == 1 else "wall"  # CPU time sums threads: only comparable with one
     if args.mode in ("build", "decode"):
@@ -139,6 +149,13 @@ def main() -> int:
             print("2. Feature cache (scaled ACE-Step): prepare subprocess, then one subprocess per run...", flush=True)
             (Path(tmp) / "cache").mkdir()
             cache = feature_cache(args, Path(tmp) / "cache")
+        plugin_caches = []
+        for name, case in cases().items():
+            if name != "cache" and args.only in (None, name):
+                print(f"2. Feature cache (scaled {case.plugin}): prepare subprocess, then one subprocess per run...",
+                      flush=True)
+                (Path(tmp) / name).mkdir()
+                plugin_caches.append(feature_cache(args, Path(tmp) / name, case))
         prep = None
         if args.only in (None, "prepare"):
             print("3. Data preparation (scaled ACE-Step): cache builds with 1 worker and with every core, each in a "
@@ -149,7 +166,7 @@ def main() -> int:
         if args.only in (None, "padding"):
             print("4. Padding waste of the batch sampler (VALL-E, SongGen, TorToiSe)...", flush=True)
             pad = padding(args)
-        report(args, over, cache, time.perf_counter() - start, load0, prep, pad)
+        report(args, over, cache, time.perf_counter() - start, load0, prep, pad, plugin_caches)
     return 0
 
 

@@ -95,9 +95,9 @@ def _write_songs(folder: Path, count: int, seconds: float) -> None:
     write_song_folder(folder, specs)
 
 
-def _base_overrides(data: Path, work: Path, steps: int, repeat: int) -> list[str]:
+def _base_overrides(data: Path, work: Path, steps: int, repeat: int, plugin: str = "acestep") -> list[str]:
     return [
-        "model=acestep", "model.preset=tiny", f"data={data}", "tracking=none", f"seed={SEED}",
+        f"model={plugin}", "model.preset=tiny", f"data={data}", "tracking=none", f"seed={SEED}",
         "trainer.accelerator=cpu", "dataset.num_workers=0", "trainer.progress_bar=false",
         "trainer.every_plot_step=0", f"trainer.max_steps={steps}", f"dataset.repeat_count={repeat}",
         f"cache_dir={work / 'cache'}", f"paths.log_dir={work / 'exps'}", "lora.r=16", "exp_name=bench",
