@@ -60,11 +60,13 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+from bench_bucketing import bucket_main, bucketing, report_bucketing  # noqa: E402
 from bench_cache import cases, feature_cache, report_cache, subprocess_main  # noqa: E402
 from bench_common import _loadavg, _setup_torch  # noqa: E402
 from bench_overhead import framework_overhead, report_overhead  # noqa: E402
 from bench_padding import padding, report_padding  # noqa: E402
 from bench_prepare import data_preparation, prepare_main, report_preparation  # noqa: E402
+from bench_xcodec import report_xcodec, xcodec_batch  # noqa: E402
 
 
 PARTS = ("overhead", "cache", "cache-valle", "cache-songgen", "cache-tortoise", "xcodec-batch", "prepare", "padding",
@@ -82,8 +84,10 @@ def report(args, over: list[dict[str, Any]], cache: dict[str, Any] | None, elaps
     report_cache(con, args, over, cache)
     for c in plugin_caches or []:
         report_cache(con, args, over, c, number="2")
+    report_xcodec(con, args, xcodec)
     report_preparation(con, args, prep)
     report_padding(con, pad)
+    report_bucketing(con, args, buckets)
     con.print(f"\n{os.cpu_count()} cores, torch threads {args.threads}, ratios on the {clock} clock; load average at "
               f"start {load0}, at end {_loadavg()} (1/5/15 min); total {elapsed:.0f} s.")
     try:
@@ -113,6 +117,12 @@ def main() -> int:
     ap.add_argument("--no-repa", action="store_true", help="part 2: without the (scaled) REPA teachers MERT and mHuBERT")
     ap.add_argument("--plugin-batch", type=int, default=2, help="part 2 for VALL-E / SongGen / TorToiSe: batch size")
     ap.add_argument("--plugin-clips", type=int, default=8, help="part 2 for VALL-E / SongGen / TorToiSe: example clips")
+    ap.add_argument("--xcodec-scale", type=int, default=4, help="part 2b: X-Codec's release widths divided by this")
+    ap.add_argument("--xcodec-seconds", type=float, default=10.0, help="part 2b: seconds per clip")
+    ap.add_argument("--xcodec-clips", type=int, default=8, help="part 2b: clips per round (batch 8 against 1)")
+    ap.add_argument("--xcodec-rounds", type=int, default=3, help="part 2b: interleaved rounds")
+    ap.add_argument("--bucket-steps", type=int, default=6, help="part 5: timed steps per order and plugin")
+    ap.add_argument("--bucket-batch", type=int, default=0, help="part 5: batch size (0: each plugin's composed one)")
     ap.add_argument("--cache-rounds", type=int, default=2, help="part 2: 2 = cached, on-the-fly, on-the-fly, cached")
     ap.add_argument("--cache-warmup", type=int, default=2, help="part 2: untimed steps per run")
     ap.add_argument("--cache-steps", type=int, default=14, help="part 2: timed steps per run")
@@ -120,12 +130,16 @@ def main() -> int:
     ap.add_argument("--prepare-rounds", type=int, default=2, help="part 3: rounds of (1 worker, all cores)")
     ap.add_argument("--prepare-songs", type=int, default=8, help="part 3: songs in the cache build")
     ap.add_argument("--prepare-workers", default="1", help=argparse.SUPPRESS)
-    ap.add_argument("--mode", choices=("prepare", "cached", "onthefly", "build", "decode"), help=argparse.SUPPRESS)
+    ap.add_argument("--mode", choices=("prepare", "cached", "onthefly", "build", "decode", "bucket"),
+                    help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     ap.add_argument("--tag", default="", help=argparse.SUPPRESS)
     ap.add_argument("--case", default="cache", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.clock = "cpu" if args.threads == 1 else "wall"  # CPU time sums threads: only comparable with one
+    if args.mode == "bucket":
+        bucket_main(args)
+        return 0
     if args.mode in ("build", "decode"):
         prepare_main(args)
         return 0
@@ -156,6 +170,10 @@ def main() -> int:
                       flush=True)
                 (Path(tmp) / name).mkdir()
                 plugin_caches.append(feature_cache(args, Path(tmp) / name, case))
+        xcodec = None
+        if args.only in (None, "xcodec-batch"):
+            print("2b. SongGen's X-Codec (scaled): batch 8 against one at a time, interleaved rounds...", flush=True)
+            xcodec = xcodec_batch(args)
         prep = None
         if args.only in (None, "prepare"):
             print("3. Data preparation (scaled ACE-Step): cache builds with 1 worker and with every core, each in a "
@@ -166,7 +184,12 @@ def main() -> int:
         if args.only in (None, "padding"):
             print("4. Padding waste of the batch sampler (VALL-E, SongGen, TorToiSe)...", flush=True)
             pad = padding(args)
-        report(args, over, cache, time.perf_counter() - start, load0, prep, pad, plugin_caches)
+        buckets = None
+        if args.only in (None, "bucketing"):
+            print("5. Training steps/s with duration buckets vs random order (scaled VALL-E, SongGen, TorToiSe), one "
+                  "subprocess each...", flush=True)
+            buckets = bucketing(args, Path(tmp) / "bucketing", lambda mode, case, work: _child(args, mode, case, work))
+        report(args, over, cache, time.perf_counter() - start, load0, prep, pad, plugin_caches, xcodec, buckets)
     return 0
 
 
@@ -175,7 +198,7 @@ def prepare_part(args, work: Path) -> dict[str, Any]:
     import json
 
     from bench_cache import scaled_presets, write_teachers
-    from bench_common import _write_songs, child_result
+    from bench_common import _write_songs
 
     _write_songs(work / "songs", count=args.prepare_songs, seconds=args.seconds)
     presets = scaled_presets(args.scale)
@@ -183,12 +206,16 @@ def prepare_part(args, work: Path) -> dict[str, Any]:
     (work / "overrides.json").write_text(json.dumps([] if args.no_repa else write_teachers(work / "teachers", presets)))
 
     def run_child(mode: str, tag: str, extra: list[str]) -> dict[str, Any]:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--mode", mode, "--work", str(work), "--threads",
-               str(args.threads), "--tag", tag, "--scale", str(args.scale), *extra]
-        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore"}
-        return child_result(cmd, env, args.child_timeout, mode)
+        return _child(args, mode, "cache", work, ["--tag", tag, *extra])
 
     return data_preparation(args, work, run_child)
+
+
+def _child(args, mode: str, case: str, work: Path, extra: list[str] = ()) -> dict[str, Any]:
+    from bench_common import bench_child
+
+    return bench_child(args, mode, work, ["--case", case, "--bucket-steps", str(args.bucket_steps),
+                                          "--bucket-batch", str(args.bucket_batch), *extra])
 
 
 if __name__ == "__main__":

@@ -8,14 +8,13 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 import functools  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
 from bench_common import (  # noqa: E402
-    child_result, HeapPeak, _status_mb, build_heap_peak, RESULT_TAG, SEED, _base_overrides, _now, _quiet_run_module, _register_configs, _setup_torch, _steps_per_s, _verdict, _write_songs)
+    bench_child, HeapPeak, _status_mb, build_heap_peak, RESULT_TAG, SEED, _base_overrides, _now, _quiet_run_module, _register_configs, _setup_torch, _steps_per_s, _verdict, _write_songs)
 
 # Release parameter counts (presets.py, dcae_presets.py docstrings; umt5-base encoder; spec for MERT, mHuBERT).
 RELEASE = {"transformer": 3_305_659_264, "dcae": 156_812_426, "vocoder": 103_005_138, "umt5": 281_000_000,
@@ -268,14 +267,10 @@ def _time_encoding() -> dict[str, list[tuple[float, float, float]]]:
 
 
 def _run_child(args, mode: str, work: Path, case: CacheCase, tag: str = "") -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve().with_name("bench.py")), "--mode", mode, "--work", str(work),
-           "--case", case.part, "--threads", str(args.threads), "--songs", str(args.songs),
-           "--plugin-batch", str(args.plugin_batch), "--plugin-clips", str(args.plugin_clips),
-           "--cache-warmup", str(args.cache_warmup), "--cache-steps", str(args.cache_steps), "--tag", tag]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore"}
-    if mode != "prepare" and args.heap_peak:
-        env["LD_PRELOAD"] = args.heap_peak
-    return child_result(cmd, env, args.child_timeout, mode)
+    extra = ["--case", case.part, "--songs", str(args.songs), "--plugin-batch", str(args.plugin_batch),
+             "--plugin-clips", str(args.plugin_clips), "--seconds", str(args.seconds), "--cache-warmup",
+             str(args.cache_warmup), "--cache-steps", str(args.cache_steps), "--tag", tag]
+    return bench_child(args, mode, work, extra, args.heap_peak if mode != "prepare" else "")
 
 
 def feature_cache(args, work: Path, case: CacheCase | None = None) -> dict[str, Any]:

@@ -122,7 +122,9 @@ def _notes(plugin: str, con, args, cache: dict[str, Any], over: list[dict[str, A
                   f"the frozen encoders' fp32 weights are {frozen_mb:.1f} MB ({share:.3f} of the trainable model's "
                   f"parameters: weights alone would give 1 / (1 + {share:.3f}) = {1 / (1 + share):.2f}x); the other "
                   f"{cached:.0f} MB - the trainable model's weights, activations, gradients and optimizer state, the "
-                  f"batches - a cached run needs as well.")
+                  f"batches - a cached run needs as well. (Widths / {args.scale} shrink weights {args.scale}² times "
+                  f"but activations only {args.scale} times: at this scale the step's activations weigh about "
+                  f"{args.scale}x more against the frozen weights than at release size.)")
 
 
 def plugin_cases(CacheCase) -> dict[str, Any]:
