@@ -30,12 +30,27 @@
    encoders (checked). Peak memory = ``ru_maxrss`` of each subprocess, also shown net of the RSS after every
    library either mode imports (the same baseline for both). Targets: >= 1.5x the speed, <= 0.6x the memory.
 
+   The same machinery measures VALL-E, SongGen and TorToiSe (``--only cache-valle|cache-songgen|cache-tortoise``,
+   ``experiments/bench_cache_plugins.py``): each released architecture with widths / ``--scale`` and its frozen
+   encoders (EnCodec + espeak-ng; X-Codec, flan-t5, MERT; DVAE + mels) fitted to their release share of the
+   trainable parameters (``experiments/bench_scaled.py`` says which sizes and why), on the plugin's example data.
+   Same targets; a missed one prints its measured cause (the encoding's share of the step, the heap the cache
+   frees against the peak).
+
+2b. SongGen's X-Codec encoding, ``encode_batch`` at batch 8 ÷ one clip at a time (``--only xcodec-batch``,
+   ``experiments/bench_xcodec.py``; X-Codec widths / ``--xcodec-scale``). Target: >= 3x.
+
 3. Data preparation - the cache build with every core ÷ with one (``dataset.prepare_workers``), and the decode
    stage ÷ a bare soundfile + soxr loop over the same files (``experiments/bench_prepare.py``). Targets:
    >= 1.7 on 2 cores, >= 0.8.
 
 4. Padding waste - positions the token models compute ÷ real ones, duration buckets vs random order
    (``experiments/bench_padding.py``). Target: <= 1.10 bucketed.
+
+5. Bucketing speed - training steps/s of the scaled VALL-E, SongGen and TorToiSe with duration buckets vs random
+   order on an epoch of part 4's corpus, the two orders' steps interleaved (``experiments/bench_bucketing.py``).
+
+Every part prints its run time.
 
 Clocks: with one torch thread (the default) every rate is measured on this process's CPU time, which equals
 wall-clock steps/s on an idle machine but is barely moved by other jobs (the data loading and encoding run
@@ -45,7 +60,7 @@ tiny model's steps get ~10x slower: that is why one thread is the default.)
 
 A benchmark never fails the build: missed targets exit 0 (a crash of the benchmark itself does not).
 
-Usage: ``python experiments/bench.py [--threads N] [--rounds N] [--seconds S] [--only overhead|cache|prepare|padding]``
+Usage: ``python experiments/bench.py [--threads N] [--rounds N] [--seconds S] [--only PART]`` (``--help`` lists the parts)
 """
 from __future__ import annotations
 
@@ -61,7 +76,8 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from bench_bucketing import bucket_main, bucketing, report_bucketing  # noqa: E402
-from bench_cache import cases, feature_cache, report_cache, subprocess_main  # noqa: E402
+from bench_cache import cases, feature_cache, subprocess_main  # noqa: E402
+from bench_cache_report import report_cache  # noqa: E402
 from bench_common import _loadavg, _setup_torch  # noqa: E402
 from bench_overhead import framework_overhead, report_overhead  # noqa: E402
 from bench_padding import padding, report_padding  # noqa: E402

@@ -101,7 +101,7 @@ def _notes(plugin: str, con, args, cache: dict[str, Any], over: list[dict[str, A
     """The measured cause where a target is missed: what the frozen encoders cost against the step."""
     import statistics
 
-    from bench_cache import cache_ratios
+    from bench_cache_report import cache_ratios
 
     r = cache_ratios(cache, args.clock)
     runs = cache["runs"]["onthefly"]
