@@ -5,15 +5,16 @@ import os
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+import functools  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, Callable  # noqa: E402
 
 from bench_common import (  # noqa: E402
-    child_result, HeapPeak, _status_mb, build_heap_peak, RESULT_TAG, SEED, _base_overrides, _now, _quiet_run_module, _register_configs, _setup_torch, _steps_per_s, _verdict, _write_songs)
+    bench_child, HeapPeak, _status_mb, build_heap_peak, RESULT_TAG, SEED, _base_overrides, _now, _quiet_run_module, _register_configs, _setup_torch, _steps_per_s, _write_songs)
 
 # Release parameter counts (presets.py, dcae_presets.py docstrings; umt5-base encoder; spec for MERT, mHuBERT).
 RELEASE = {"transformer": 3_305_659_264, "dcae": 156_812_426, "vocoder": 103_005_138, "umt5": 281_000_000,
@@ -158,10 +159,28 @@ def _track_encoder_builds() -> set[str]:
     return built
 
 
+@dataclass
+class CacheCase:
+    """What part 2's machinery needs of one plugin: its data and scaled presets (parent), how a subprocess
+    installs them, composes its run and times the on-the-fly encoding, and how the report names it."""
+
+    part: str  # the --only name
+    plugin: str
+    setup: Callable[[Any, Path], dict[str, Any]]  # parent: writes data, presets.json, overrides.json; the presets
+    install: Callable[[dict[str, Any]], None]  # subprocess: makes model.preset=tiny the scaled presets
+    overrides: Callable[[Any, Path, int], list[str]]  # subprocess: the run's overrides (data, steps, batch...)
+    preload: Callable[[], None]  # subprocess: imports either mode needs, before the baseline is read
+    stages: Callable[[], dict[str, list[tuple[float, float, float]]]]  # subprocess, on the fly: per-call timings
+    header: Callable[[Any, dict[str, Any]], str]  # report: what was measured, at which sizes
+    frozen_encoders: frozenset[str] = frozenset({"latents", "text", "ssl"})  # the LazyEncoders a cache replaces
+    notes: Callable[[Any, Any, dict[str, Any], list[dict[str, Any]]], None] | None = None  # report: after the table
+
+
 def subprocess_main(args) -> None:
-    """``--mode prepare|cached|onthefly``: one job, result as one JSON line on stdout."""
+    """``--mode prepare|cached|onthefly`` (``--case PART``): one job, result as one JSON line on stdout."""
     _setup_torch(args.threads)
     work = Path(args.work)
+    case = cases()[args.case]
     import torch  # noqa: F401
 
     from audiotrain.config.compose import _compose
@@ -170,20 +189,16 @@ def subprocess_main(args) -> None:
     import bitsandbytes  # noqa: F401  (the optimizer builder imports it)
     import lightning.pytorch.callbacks  # noqa: F401
     import peft  # noqa: F401
-    from transformers.models.hubert import modeling_hubert  # noqa: F401  (the teachers' code)
 
-    from audiotrain_acestep import dcae, encoders, lyric_features, mel, music_dcae, text_encoder  # noqa: F401
-
+    case.preload()
     runmod, recorders = _quiet_run_module()  # imports run.py, hence lightning
     _register_configs()
     p = json.loads((work / "presets.json").read_text())
-    _install_presets(p)
+    case.install(p)
     built = _track_encoder_builds()
-    timings = _time_encoding() if args.mode == "onthefly" else {}
+    timings = case.stages() if args.mode == "onthefly" else {}
     steps = args.cache_warmup + args.cache_steps
-    # One pass over the songs per epoch, as with real data; the steps are long enough that epoch boundaries
-    # cost nothing measurable, and the fixed-noise train_fixed/loss (start and end of every run) then evaluates only these songs.
-    overrides = _base_overrides(work / "songs", work, steps, repeat=1) + json.loads((work / "overrides.json").read_text())
+    overrides = case.overrides(args, work, steps) + json.loads((work / "overrides.json").read_text())
     result: dict[str, Any] = {"mode": args.mode, "params": p["params"]}
     if args.mode == "prepare":
         from audiotrain.plugins import registry
@@ -191,7 +206,7 @@ def subprocess_main(args) -> None:
 
         cfg = _compose(overrides + ["cache=true"])
         t = time.perf_counter()  # the frozen encoders are built lazily, inside: their loading counts
-        items = load_data(cfg, registry.get("acestep"), work / "runs" / "prepare", "cpu", save_report=False).train
+        items = load_data(cfg, registry.get(case.plugin), work / "runs" / "prepare", "cpu", save_report=False).train
         result.update(items=len(items), prepare_s=time.perf_counter() - t)
     else:
         cfg = _compose(overrides + [f"cache={'true' if args.mode == 'cached' else 'false'}",
@@ -202,55 +217,88 @@ def subprocess_main(args) -> None:
         summary = runmod.train(cfg)
         result.update(steps=summary["steps"], steps_per_s=_steps_per_s(recorders[-1].marks, args.cache_warmup),
                       rss_base=rss_base, rss_peak=_status_mb("VmHWM"), heap_base=heap_base, heap_peak=heap.peak(),
-                      encoders_built=sorted(built & {"latents", "text", "ssl"}),
-                      encoding_ms={k: {"wall": 1000 * statistics.median(w for w, _ in v),
-                                       "cpu": 1000 * statistics.median(c for _, c in v)}
-                                   for k, v in timings.items() if v})
+                      encoders_built=sorted(built & case.frozen_encoders),
+                      **_window_timings(timings, recorders[-1].marks, args.cache_warmup))
     print(RESULT_TAG + json.dumps(result), flush=True)
 
 
-def _time_encoding() -> dict[str, list[tuple[float, float]]]:
+def timed(timings: dict[str, list[tuple[float, float, float]]], owner: Any, attr: str, label: str) -> None:
+    """Record the (wall, CPU, start) time of every call of ``owner.attr`` under ``label``."""
+    fn = getattr(owner, attr)
+    timings[label] = []
+
+    def wrapper(*a, **kw):
+        t = _now()
+        try:
+            return fn(*a, **kw)
+        finally:
+            t2 = _now()
+            timings[label].append((t2[0] - t[0], t2[1] - t[1], t[0]))
+
+    setattr(owner, attr, wrapper)
+
+
+def _window_timings(timings: dict[str, list[tuple[float, float, float]]], marks: list, warmup: int) -> dict[str, Any]:
+    """Median ms per call and calls per step of each stage, over the calls inside the timed steps (after the
+    warm-up; not the fixed-noise evaluations before and after training)."""
+    lo, hi = marks[warmup - 1][1], marks[-1][1]
+    steps = max(marks[-1][0] - marks[warmup - 1][0], 1)
+    inside = {k: [c for c in v if lo <= c[2] <= hi] for k, v in timings.items()}
+    return {"encoding_ms": {k: {"wall": 1000 * statistics.median(c[0] for c in v),
+                                "cpu": 1000 * statistics.median(c[1] for c in v)} for k, v in inside.items() if v},
+            "encoding_calls": {k: len(v) / steps for k, v in inside.items() if v}}
+
+
+def _time_encoding() -> dict[str, list[tuple[float, float, float]]]:
     """Per-call (wall, CPU) time of each stage of on-the-fly encoding (what the cache saves every step)."""
     from audiotrain.data import dataset
     from audiotrain_acestep import dcae, lyric_features, mel, music_dcae, ssl_teachers, text_encoder
 
-    timings: dict[str, list[tuple[float, float]]] = {}
-
-    def timed(owner: Any, attr: str, label: str) -> None:
-        fn = getattr(owner, attr)
-        timings[label] = []
-
-        def wrapper(*a, **kw):
-            t = _now()
-            try:
-                return fn(*a, **kw)
-            finally:
-                t2 = _now()
-                timings[label].append((t2[0] - t[0], t2[1] - t[1]))
-
-        setattr(owner, attr, wrapper)
-
-    timed(dataset, "load_audio", "decode mp3 + resample to 48 kHz (fixed)")
-    timed(music_dcae, "resample", "resample 48 -> 44.1 kHz (fixed)")
-    timed(mel.LogMelSpectrogram, "forward", "log-mel (fixed)")
-    timed(dcae.DCAEEncoder, "forward", "DC-AE encoder (scaled)")
-    timed(text_encoder.TextEncoder, "encode_prompts", "UMT5 (scaled)")
-    timed(lyric_features.LyricTokenizerFeature, "encode", "lyric tokenizer (fixed)")
-    timed(ssl_teachers.SSLTeacherFeature, "encode", "REPA teachers: resample + MERT + mHuBERT (scaled)")
+    timings: dict[str, list[tuple[float, float, float]]] = {}
+    mark = functools.partial(timed, timings)
+    mark(dataset, "load_audio", "decode mp3 + resample to 48 kHz (fixed)")
+    mark(music_dcae, "resample", "resample 48 -> 44.1 kHz (fixed)")
+    mark(mel.LogMelSpectrogram, "forward", "log-mel (fixed)")
+    mark(dcae.DCAEEncoder, "forward", "DC-AE encoder (scaled)")
+    mark(text_encoder.TextEncoder, "encode_prompts", "UMT5 (scaled)")
+    mark(lyric_features.LyricTokenizerFeature, "encode", "lyric tokenizer (fixed)")
+    mark(ssl_teachers.SSLTeacherFeature, "encode", "REPA teachers: resample + MERT + mHuBERT (scaled)")
     return timings
 
 
-def _run_child(args, mode: str, work: Path, tag: str = "") -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve().with_name("bench.py")), "--mode", mode, "--work", str(work),
-           "--threads", str(args.threads), "--songs", str(args.songs),
-           "--cache-warmup", str(args.cache_warmup), "--cache-steps", str(args.cache_steps), "--tag", tag]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore"}
-    if mode != "prepare" and args.heap_peak:
-        env["LD_PRELOAD"] = args.heap_peak
-    return child_result(cmd, env, args.child_timeout, mode)
+def _run_child(args, mode: str, work: Path, case: CacheCase, tag: str = "") -> dict[str, Any]:
+    extra = ["--case", case.part, "--songs", str(args.songs), "--plugin-batch", str(args.plugin_batch),
+             "--plugin-clips", str(args.plugin_clips), "--seconds", str(args.seconds), "--cache-warmup",
+             str(args.cache_warmup), "--cache-steps", str(args.cache_steps), "--tag", tag]
+    return bench_child(args, mode, work, extra, args.heap_peak if mode != "prepare" else "")
 
 
-def feature_cache(args, work: Path) -> dict[str, Any]:
+def feature_cache(args, work: Path, case: CacheCase | None = None) -> dict[str, Any]:
+    """Part 2 for one case (ACE-Step's by default): a prepare subprocess, then cached / on-the-fly subprocesses
+    in ABBA order; every subprocess is a fresh ``run.train`` with the heap counter preloaded."""
+    case = case or cases()["cache"]
+    t0 = time.perf_counter()
+    presets = case.setup(args, work)
+    shim = build_heap_peak(work)
+    args.heap_peak = str(shim) if shim else ""
+    if not shim:
+        print("  (no C compiler: peak memory is measured as RSS only)", flush=True)
+    prep = _run_child(args, "prepare", work, case)
+    runs: dict[str, list[dict[str, Any]]] = {"cached": [], "onthefly": []}
+    for i in range(args.cache_rounds):
+        order = ("cached", "onthefly") if i % 2 == 0 else ("onthefly", "cached")  # ABBA
+        for mode in order:
+            r = _run_child(args, mode, work, case, tag=str(i))
+            runs[mode].append(r)
+            print(f"  round {i + 1}/{args.cache_rounds} {mode:8s}: {r['steps_per_s'][args.clock]:.3f} steps/s "
+                  f"({args.clock} clock), "
+                  f"peak RSS {r['rss_peak']:.0f} MB (after imports {r['rss_base']:.0f} MB)"
+                  + (f", peak heap {r['heap_peak'] - r['heap_base']:.0f} MB above imports" if r["heap_peak"] else ""),
+                  flush=True)
+    return {"case": case.part, "presets": presets, "prepare": prep, "runs": runs, "seconds": time.perf_counter() - t0}
+
+
+def _acestep_setup(args, work: Path) -> dict[str, Any]:
     _write_songs(work / "songs", count=args.songs, seconds=args.seconds)
     presets = scaled_presets(args.scale)
     (work / "presets.json").write_text(json.dumps(presets))
@@ -258,99 +306,59 @@ def feature_cache(args, work: Path) -> dict[str, Any]:
     # --no-repa, gradient checkpointing as the plugin's default (trainer.py always enables it)
     extra = [] if args.no_repa else write_teachers(work / "teachers", presets)
     (work / "overrides.json").write_text(json.dumps(extra))
-    shim = build_heap_peak(work)
-    args.heap_peak = str(shim) if shim else ""
-    if not shim:
-        print("  (no C compiler: peak memory is measured as RSS only)", flush=True)
-    prep = _run_child(args, "prepare", work)
-    runs: dict[str, list[dict[str, Any]]] = {"cached": [], "onthefly": []}
-    for i in range(args.cache_rounds):
-        order = ("cached", "onthefly") if i % 2 == 0 else ("onthefly", "cached")  # ABBA
-        for mode in order:
-            r = _run_child(args, mode, work, tag=str(i))
-            runs[mode].append(r)
-            print(f"  round {i + 1}/{args.cache_rounds} {mode:8s}: {r['steps_per_s'][args.clock]:.3f} steps/s "
-                  f"({args.clock} clock), "
-                  f"peak RSS {r['rss_peak']:.0f} MB (after imports {r['rss_base']:.0f} MB)"
-                  + (f", peak heap {r['heap_peak'] - r['heap_base']:.0f} MB above imports" if r["heap_peak"] else ""),
-                  flush=True)
-    return {"prepare": prep, "runs": runs}
+    return presets
 
 
-def report_cache(con, args, over: list[dict[str, Any]], cache: dict[str, Any] | None) -> None:
-    from rich.table import Table
+def _acestep_preload() -> None:
+    from transformers.models.hubert import modeling_hubert  # noqa: F401  (the teachers' code)
 
-    clock, other = args.clock, ("wall" if args.clock == "cpu" else "cpu")
-    unit = "steps per CPU-second" if clock == "cpu" else "steps/s (wall clock)"
-    if cache is not None:
-        runs = cache["runs"]
-        p = cache["prepare"]["params"]
-        n = p["transformer"]
-        parts = [k for k in FROZEN if k in p and (k not in TEACHERS or not args.no_repa)]
-        frozen = sum(p[k] for k in parts)
-        rel_frozen = sum(RELEASE[k] for k in parts) / RELEASE["transformer"]
-        shares = ", ".join(f"{k} {p[k] / 1e6:.2f} M ({p[k] / n:.3f}, release {RELEASE[k] / RELEASE['transformer']:.3f})"
-                           for k in parts)
-        con.print(f"\n2. Feature cache - scaled ACE-Step (release widths / {args.scale}, depths kept): transformer "
-                  f"{n / 1e6:.2f} M; frozen: {shares}; frozen / transformer = {frozen / n:.3f} (release {rel_frozen:.3f}). "
-                  + ("REPA off (--no-repa). " if args.no_repa else "REPA on with scaled MERT and mHuBERT (ssl_coeff 1.0, "
-                     "trainer.py's default). ")
-                  + f"Gradient checkpointing as the plugin's default (trainer.py: always). {args.songs} songs x "
-                  f"{args.seconds:g} s mp3, batch 1, {args.cache_steps} steps after {args.cache_warmup} warm-up; cache "
-                  f"built in {cache['prepare']['prepare_s']:.1f} s by a separate process.")
-        sps = {m: statistics.mean(r["steps_per_s"][clock] for r in runs[m]) for m in runs}
-        sps_other = {m: statistics.mean(r["steps_per_s"][other] for r in runs[m]) for m in runs}
-        mean = lambda m, key: statistics.mean(r[key] for r in runs[m])  # noqa: E731
-        has_heap = all(r["heap_peak"] is not None for m in runs for r in runs[m])
-        heap = {m: mean(m, "heap_peak") - mean(m, "heap_base") for m in runs} if has_heap else {}
-        rss = {m: mean(m, "rss_peak") for m in runs}
-        rss_net = {m: mean(m, "rss_peak") - mean(m, "rss_base") for m in runs}
-        t = Table(title="cached vs on-the-fly (each run a fresh subprocess, ABBA order, mean of runs)")
-        for col in ("", unit, "peak heap in use MB (net of imports)", "peak RSS MB", "peak RSS - imports MB",
-                    "frozen encoders built"):
-            t.add_column(col, justify="right" if col else "left")
-        for m, label in (("cached", "cached (FeatureCache)"), ("onthefly", "on the fly (cache=false)")):
-            built = sorted({e for r in runs[m] for e in r["encoders_built"]})
-            t.add_row(label, f"{sps[m]:.3f}", f"{heap[m]:.0f}" if heap else "n/a", f"{rss[m]:.0f}", f"{rss_net[m]:.0f}",
-                      ", ".join(built) or "none")
-        ratio = lambda d: d["cached"] / max(d["onthefly"], 1e-9)  # noqa: E731
-        speed = sps["cached"] / sps["onthefly"]
-        mem = ratio(heap) if heap else ratio(rss_net)
-        t.add_row("[bold]ratio cached / on the fly[/]", f"[bold]{speed:.2f}x[/]",
-                  f"[bold]{ratio(heap):.2f}x[/]" if heap else "n/a", f"{ratio(rss):.2f}x", f"{ratio(rss_net):.2f}x", "")
-        t.add_row(f"(speed ratio on the {other} clock)", f"{sps_other['cached'] / sps_other['onthefly']:.2f}x",
-                  "", "", "", "")
-        t.add_row("target", ">= 1.5x", "<= 0.6x" if heap else "", "(context)", "(context)" if heap else "<= 0.6x", "")
-        con.print(t)
-        measure = "peak heap in use, net of the imports" if heap else "peak RSS net of the imports (no C compiler)"
-        con.print(f"  speed >= 1.5x: {_verdict(speed >= 1.5)} ({speed:.2f}x)   peak memory <= 0.6x: {_verdict(mem <= 0.6)} "
-                  f"({mem:.2f}x, {measure})")
-        con.print("  Peak memory is the high-water mark of the heap bytes in use (experiments/heap_peak.c, preloaded): "
-                  "the CPU counterpart of a GPU's peak allocated memory. The peak RSS beside it also counts the pages "
-                  "of library code a run touches and what the allocator keeps after frees, which at this scale are "
-                  "as large as the model's data.")
-        con.print(f"  For scale: counting weights alone the ratio would be 1 / (1 + {frozen / n:.3f}) = "
-                  f"{1 / (1 + frozen / n):.2f}x; the rest of the saving is the encoders' work on the audio (decoded "
-                  "audio, resampling, mel, DC-AE and teacher activations), none of which a cached run does.")
-        if any(r["encoders_built"] for r in runs["cached"]):
-            con.print("  [bold red]the cached run built a frozen encoder: the cache was not used as intended[/]")
-        if over and over[-1]["cost_ms"] > 0:
-            step, cost = 1000 / sps["cached"], over[-1]["cost_ms"]
-            con.print(f"  (extrapolation, not a measurement: part 1's framework cost of {cost:.1f} ms per step, "
-                      f"added to this model's {step:.0f} ms cached step, would be a ratio of {step / (step + cost):.3f})")
-        stages: dict[str, list[float]] = {}
-        for r in runs["onthefly"]:
-            for k, v in r.get("encoding_ms", {}).items():
-                stages.setdefault(k, []).append(v[clock])
-        if stages:
-            step_ms = 1000 / sps["onthefly"]
-            t = Table(title=f"on-the-fly encoding per example ({clock} ms, median per call; one call per step at "
-                            f"batch 1; on-the-fly step = {step_ms:.0f} ms). 'fixed' stages do not shrink with the "
-                            f"model, so they weigh more here than at full size")
-            t.add_column("stage")
-            t.add_column("ms", justify="right")
-            t.add_column("% of step", justify="right")
-            for k, v in stages.items():
-                ms = statistics.mean(v)
-                t.add_row(k, f"{ms:.1f}", f"{100 * ms / step_ms:.0f}%")
-            con.print(t)
+    from audiotrain_acestep import dcae, encoders, lyric_features, mel, music_dcae, text_encoder  # noqa: F401
+
+
+def _acestep_overrides(args, work: Path, steps: int) -> list[str]:
+    # One pass over the songs per epoch, as with real data; the steps are long enough that epoch boundaries
+    # cost nothing measurable, and the fixed-noise train_fixed/loss (start and end of every run) then evaluates only these songs.
+    return _base_overrides(work / "songs", work, steps, repeat=1)
+
+
+def _acestep_header(args, cache: dict[str, Any]) -> str:
+    p = cache["prepare"]["params"]
+    n = p["transformer"]
+    parts = [k for k in FROZEN if k in p and (k not in TEACHERS or not args.no_repa)]
+    frozen = sum(p[k] for k in parts)
+    rel_frozen = sum(RELEASE[k] for k in parts) / RELEASE["transformer"]
+    shares = ", ".join(f"{k} {p[k] / 1e6:.2f} M ({p[k] / n:.3f}, release {RELEASE[k] / RELEASE['transformer']:.3f})"
+                       for k in parts)
+    return (f"scaled ACE-Step (release widths / {args.scale}, depths kept): transformer "
+            f"{n / 1e6:.2f} M; frozen: {shares}; frozen / transformer = {frozen / n:.3f} (release {rel_frozen:.3f}). "
+            + ("REPA off (--no-repa). " if args.no_repa else "REPA on with scaled MERT and mHuBERT (ssl_coeff 1.0, "
+               "trainer.py's default). ")
+            + f"Gradient checkpointing as the plugin's default (trainer.py: always). {args.songs} songs x "
+            f"{args.seconds:g} s mp3, batch 1")
+
+
+def _acestep_notes(con, args, cache: dict[str, Any], over: list[dict[str, Any]]) -> None:
+    p = cache["prepare"]["params"]
+    parts = [k for k in FROZEN if k in p and (k not in TEACHERS or not args.no_repa)]
+    share = sum(p[k] for k in parts) / p["transformer"]
+    con.print("  Peak memory is the high-water mark of the heap bytes in use (experiments/heap_peak.c, preloaded): "
+              "the CPU counterpart of a GPU's peak allocated memory. The peak RSS beside it also counts the pages "
+              "of library code a run touches and what the allocator keeps after frees, which at this scale are "
+              "as large as the model's data.")
+    con.print(f"  For scale: counting weights alone the ratio would be 1 / (1 + {share:.3f}) = "
+              f"{1 / (1 + share):.2f}x; the rest of the saving is the encoders' work on the audio (decoded "
+              "audio, resampling, mel, DC-AE and teacher activations), none of which a cached run does.")
+    sps = statistics.mean(r["steps_per_s"][args.clock] for r in cache["runs"]["cached"])
+    if over and over[-1]["cost_ms"] > 0:
+        step, cost = 1000 / sps, over[-1]["cost_ms"]
+        con.print(f"  (extrapolation, not a measurement: part 1's framework cost of {cost:.1f} ms per step, "
+                  f"added to this model's {step:.0f} ms cached step, would be a ratio of {step / (step + cost):.3f})")
+
+
+def cases() -> dict[str, CacheCase]:
+    """Every case of part 2 by its --only name: ACE-Step's here, the token models' in bench_cache_plugins."""
+    from bench_cache_plugins import plugin_cases
+
+    acestep = CacheCase("cache", "acestep", _acestep_setup, _install_presets, _acestep_overrides, _acestep_preload,
+                        _time_encoding, _acestep_header, notes=_acestep_notes)
+    return {"cache": acestep, **plugin_cases(CacheCase)}

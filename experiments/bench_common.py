@@ -95,9 +95,9 @@ def _write_songs(folder: Path, count: int, seconds: float) -> None:
     write_song_folder(folder, specs)
 
 
-def _base_overrides(data: Path, work: Path, steps: int, repeat: int) -> list[str]:
+def _base_overrides(data: Path, work: Path, steps: int, repeat: int, plugin: str = "acestep") -> list[str]:
     return [
-        "model=acestep", "model.preset=tiny", f"data={data}", "tracking=none", f"seed={SEED}",
+        f"model={plugin}", "model.preset=tiny", f"data={data}", "tracking=none", f"seed={SEED}",
         "trainer.accelerator=cpu", "dataset.num_workers=0", "trainer.progress_bar=false",
         "trainer.every_plot_step=0", f"trainer.max_steps={steps}", f"dataset.repeat_count={repeat}",
         f"cache_dir={work / 'cache'}", f"paths.log_dir={work / 'exps'}", "lora.r=16", "exp_name=bench",
@@ -176,3 +176,16 @@ def child_result(cmd: list[str], env: dict[str, str], timeout: float, mode: str)
     tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
     raise RuntimeError(f"bench subprocess --mode {mode} failed (exit {proc.returncode}):\n{tail}")
 
+
+
+def bench_child(args, mode: str, work: Path, extra: list[str], heap_peak: str = "") -> dict:
+    """Run ``bench.py --mode MODE --work WORK`` (with the bench's threads and scale, plus ``extra``) in a fresh
+    subprocess, ``heap_peak`` preloaded when given, and return its result."""
+    import sys
+
+    cmd = [sys.executable, str(Path(__file__).resolve().with_name("bench.py")), "--mode", mode, "--work", str(work),
+           "--threads", str(args.threads), "--scale", str(args.scale), *extra]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore"}
+    if heap_peak:
+        env["LD_PRELOAD"] = heap_peak
+    return child_result(cmd, env, args.child_timeout, mode)

@@ -58,3 +58,79 @@ def test_gpu_bench_without_a_gpu_is_one_sentence_and_exit_0(tmp_path: Path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("make bench-gpu needs a CUDA GPU: this machine has none") and out.stdout.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+BENCH = ROOT / "experiments" / "bench.py"
+#: minimal sizes of the per-plugin bench parts (issue 18 points 3 and 4): a step of each in well under a second
+MINIMAL = {
+    "cache-valle": ["--plugin-clips", "4", "--cache-rounds", "1", "--cache-warmup", "1", "--cache-steps", "2"],
+    "cache-tortoise": ["--plugin-clips", "4", "--cache-rounds", "1", "--cache-warmup", "1", "--cache-steps", "2"],
+    "cache-songgen": ["--plugin-clips", "2", "--seconds", "4", "--cache-rounds", "1", "--cache-warmup", "1",
+                      "--cache-steps", "2"],
+    "xcodec-batch": ["--xcodec-scale", "16", "--xcodec-seconds", "1", "--xcodec-clips", "8", "--xcodec-rounds", "1"],
+    "bucketing": ["--bucket-steps", "1", "--bucket-batch", "2", "--scale", "32"],
+}
+RATIO = r"(\d+\.\d+)x"
+
+
+def _bench(part: str, tmp_path: Path) -> str:
+    out = subprocess.run([sys.executable, str(BENCH), "--only", part, *MINIMAL[part]], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=1500)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert list(tmp_path.iterdir()) == []  # everything in a temporary folder, removed
+    return " ".join(out.stdout.split())  # rich wraps long lines: one line, single spaces
+
+
+def _verdict_matches(text: str, pattern: str, ok) -> list[float]:
+    """Every ``pattern`` match (groups: verdict, ratio) has the verdict its ratio deserves; returns the ratios."""
+    import re
+
+    found = re.findall(pattern, text)
+    assert found, f"{pattern!r} not in the output: {text[-2000:]}"
+    for verdict, value in found:
+        assert (verdict == "met") == ok(float(value)), (verdict, value)
+    return [float(v) for _, v in found]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("part", ["cache-valle", "cache-tortoise", "cache-songgen"])
+def test_bench_plugin_cache_part_prints_its_ratios_and_targets(part: str, tmp_path: Path):
+    import re
+
+    text = _bench(part, tmp_path)
+    speed = _verdict_matches(text, r"speed >= 1\.5x: (met|not met) \(" + RATIO + r"\)", lambda r: r >= 1.5)
+    memory = _verdict_matches(text, r"peak memory <= 0\.6x: (met|not met) \(" + RATIO, lambda r: r <= 0.6)
+    assert len(speed) == len(memory) == 1 and 0 < speed[0] < 100 and 0 < memory[0] < 2
+    assert re.search(r"release widths / 16 \(depths kept\): trainable \d+\.\d+ M; frozen: ", text)
+    assert re.search(r"part run time \d+ s", text)
+    assert "the cached run built a frozen encoder" not in text  # the cache replaced every frozen encoder
+    for target, ok in (("speed", speed[0] >= 1.5), ("memory", memory[0] <= 0.6)):
+        assert (f"cause ({target}):" in text) == (not ok)  # a missed target says its measured cause
+
+
+@pytest.mark.slow
+def test_bench_xcodec_batch_part_prints_its_ratio(tmp_path: Path):
+    import re
+
+    text = _bench("xcodec-batch", tmp_path)
+    found = re.findall(r"(\d+\.\d+) / (\d+\.\d+) clips/s = " + RATIO + r" \(target >= 3x: (met|not met);", text)
+    assert len(found) == 1, text[-2000:]
+    batched, alone, ratio, verdict = found[0]
+    assert abs(float(batched) / float(alone) - float(ratio)) < 0.01 + 0.01 * float(ratio)
+    assert (verdict == "met") == (float(ratio) >= 3)
+    assert (re.search(r"cause: on this CPU a clip costs \d+ ms alone", text) is not None) == (float(ratio) < 3)
+    assert "codes identical to one at a time: yes" in text
+    assert re.search(r"part run time \d+ s", text)
+
+
+@pytest.mark.slow
+def test_bench_bucketing_part_prints_steps_per_s_of_both_orders(tmp_path: Path):
+    import re
+
+    text = _bench("bucketing", tmp_path)
+    rows = re.findall(r"(valle|songgen|tortoise) batch +2, \d+ clips \(\d+ s\): duration buckets (\d+\.\d+) steps/s "
+                      r"\(padding (\d+\.\d+)\), random order (\d+\.\d+) steps/s \(padding (\d+\.\d+)\): " + RATIO, text)
+    assert [r[0] for r in rows] == ["valle", "songgen", "tortoise"]
+    for _, bucketed, pad_b, rand, pad_r, ratio in rows:
+        assert float(pad_b) >= 1.0 and float(pad_r) >= 1.0
+        assert abs(float(bucketed) / float(rand) - float(ratio)) < 0.01 + 0.01 * float(ratio)
