@@ -165,10 +165,10 @@ def prepare_part(args, work: Path) -> dict[str, Any]:
     (work / "presets.json").write_text(json.dumps(presets))
     (work / "overrides.json").write_text(json.dumps([] if args.no_repa else write_teachers(work / "teachers", presets)))
 
-    def run_child(mode: str, tag: str, extra: list[str]) -> dict[str, Any]:
+    def run_child(mode: str, tag: str, extra: list[str], env_extra: dict[str, str] | None = None) -> dict[str, Any]:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--mode", mode, "--work", str(work), "--threads",
                str(args.threads), "--tag", tag, "--scale", str(args.scale), *extra]
-        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore"}
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore", **(env_extra or {})}
         return child_result(cmd, env, args.child_timeout, mode)
 
     return data_preparation(args, work, run_child)
