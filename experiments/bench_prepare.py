@@ -107,9 +107,9 @@ def data_preparation(args, work: Path, run_child) -> dict[str, Any]:
     decode = run_child("decode", "d", ["--prepare-workers", "1"])
     fixed = run_child("decode", "f", ["--prepare-workers", "1"], FIXED_MALLOC)
     for d, how in ((decode, "default malloc"), (fixed, "malloc thresholds fixed")):
-        print(f"  decode ({how}): audiotrain {d['seconds']:.3f} s, bare soundfile + soxr loop {d['bare_seconds']:.3f} s, "
-              f"page faults per file {d['faults']['ours']:.0f} / {d['faults']['bare']:.0f} (the whole check without a "
-              f"cache: {d['check_seconds']:.2f} s)", flush=True)
+        print(f"  decode ({how}): audiotrain {d['seconds']:.3f} s, bare soundfile + soxr loop "
+              f"{d['bare_seconds']:.3f} s, page faults per file {d['faults']['ours']:.0f} / {d['faults']['bare']:.0f} "
+              f"(the whole check without a cache: {d['check_seconds']:.2f} s)", flush=True)
     return {"cores": cores, "runs": runs, "decode": decode, "decode_fixed": fixed}
 
 
@@ -130,12 +130,12 @@ def report_preparation(con, args, prep: dict[str, Any] | None) -> None:
     con.print(f"   decode stage (load_audio: decode, mix-down, silence check, resample, clamp) ÷ bare soundfile + soxr "
               f"loop, {d['items']} files, median of 7 interleaved: {d['bare_seconds']:.3f} s / {d['seconds']:.3f} s = "
               f"[bold]{dec:.2f}[/] (target >= 0.8: {_verdict(dec >= 0.8)})")
-    con.print(f"   the same with malloc's thresholds fixed (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_), like with like: "
-              f"{f['bare_seconds']:.3f} s / {f['seconds']:.3f} s = [bold]{dec_fixed:.2f}[/] (target >= 0.8: "
-              f"{_verdict(dec_fixed >= 0.8)})")
-    con.print(f"   cause of the difference, measured: minor page faults per file {d['faults']['ours']:.0f} (audiotrain) "
-              f"vs {d['faults']['bare']:.0f} (bare loop) with the default malloc, {f['faults']['ours']:.0f} vs "
-              f"{f['faults']['bare']:.0f} with its thresholds fixed: glibc serves audiotrain's larger per-file arrays "
-              f"(the channels-first copy its (channels, samples) tensors need) with fresh pages from the kernel, "
-              f"zeroed, file after file, where it reuses the bare loop's. The rest is work the bare loop does not "
-              f"do: that copy, the NaN and silence checks, the clamp.")
+    con.print(f"   the same with malloc's thresholds fixed (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_), like "
+              f"with like: {f['bare_seconds']:.3f} s / {f['seconds']:.3f} s = [bold]{dec_fixed:.2f}[/] (target "
+              f">= 0.8: {_verdict(dec_fixed >= 0.8)})")
+    con.print(f"   cause of the difference, measured: minor page faults per file {d['faults']['ours']:.0f} "
+              f"(audiotrain) vs {d['faults']['bare']:.0f} (bare loop) with the default malloc, "
+              f"{f['faults']['ours']:.0f} vs {f['faults']['bare']:.0f} with its thresholds fixed: glibc serves "
+              f"audiotrain's larger per-file arrays (the channels-first copy its (channels, samples) tensors need) "
+              f"with fresh pages from the kernel, zeroed, file after file, where it reuses the bare loop's. The rest "
+              f"is work the bare loop does not do: that copy, the NaN and silence checks, the clamp.")

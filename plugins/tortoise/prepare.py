@@ -22,8 +22,8 @@ culled; short ones go to validation.txt by AIVC's thresholds. Every clip, slice 
 (``bad_inputs.txt``).
 
 The clips are worked on by ``--workers`` processes (default auto: one per CPU core; ``audiotrain.data.prepare_pool``)
-under one progress bar, Whisper built once before they start (on a GPU it runs in this process); every file written — and the report — is the same
-whatever their number, and a clip a worker fails on is reported like any bad input.
+under one progress bar, Whisper built once before they start (on a GPU it runs in this process); every file written
+— and the report — is the same whatever their number, and a clip a worker fails on is reported like any bad input.
 """
 from __future__ import annotations
 
