@@ -31,8 +31,8 @@
    library either mode imports (the same baseline for both). Targets: >= 1.5x the speed, <= 0.6x the memory.
 
 3. Data preparation - the cache build with every core ÷ with one (``dataset.prepare_workers``), and the decode
-   stage ÷ a bare soundfile + soxr loop over the same files (``experiments/bench_prepare.py``). Targets:
-   >= 1.7 on 2 cores, >= 0.8.
+   stage ÷ a bare soundfile + soxr loop over the same files, with the default malloc and with its thresholds fixed,
+   each loop's page faults counted (``experiments/bench_prepare.py``). Targets: >= 1.7 on 2 cores, >= 0.8.
 
 4. Padding waste - positions the token models compute ÷ real ones, duration buckets vs random order
    (``experiments/bench_padding.py``). Target: <= 1.10 bucketed.
