@@ -41,8 +41,8 @@
    ``experiments/bench_xcodec.py``; X-Codec widths / ``--xcodec-scale``). Target: >= 3x.
 
 3. Data preparation - the cache build with every core ÷ with one (``dataset.prepare_workers``), and the decode
-   stage ÷ a bare soundfile + soxr loop over the same files (``experiments/bench_prepare.py``). Targets:
-   >= 1.7 on 2 cores, >= 0.8.
+   stage ÷ a bare soundfile + soxr loop over the same files, with the default malloc and with its thresholds fixed,
+   each loop's page faults counted (``experiments/bench_prepare.py``). Targets: >= 1.7 on 2 cores, >= 0.8.
 
 4. Padding waste - positions the token models compute ÷ real ones, duration buckets vs random order
    (``experiments/bench_padding.py``). Target: <= 1.10 bucketed.
@@ -221,17 +221,18 @@ def prepare_part(args, work: Path) -> dict[str, Any]:
     (work / "presets.json").write_text(json.dumps(presets))
     (work / "overrides.json").write_text(json.dumps([] if args.no_repa else write_teachers(work / "teachers", presets)))
 
-    def run_child(mode: str, tag: str, extra: list[str]) -> dict[str, Any]:
-        return _child(args, mode, "cache", work, ["--tag", tag, *extra])
+    def run_child(mode: str, tag: str, extra: list[str], env_extra: dict[str, str] | None = None) -> dict[str, Any]:
+        return _child(args, mode, "cache", work, ["--tag", tag, *extra], env_extra)
 
     return data_preparation(args, work, run_child)
 
 
-def _child(args, mode: str, case: str, work: Path, extra: list[str] = ()) -> dict[str, Any]:
+def _child(args, mode: str, case: str, work: Path, extra: list[str] = (),
+           env_extra: dict[str, str] | None = None) -> dict[str, Any]:
     from bench_common import bench_child
 
     return bench_child(args, mode, work, ["--case", case, "--bucket-steps", str(args.bucket_steps),
-                                          "--bucket-batch", str(args.bucket_batch), *extra])
+                                          "--bucket-batch", str(args.bucket_batch), *extra], env_extra=env_extra)
 
 
 if __name__ == "__main__":

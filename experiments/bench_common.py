@@ -178,14 +178,15 @@ def child_result(cmd: list[str], env: dict[str, str], timeout: float, mode: str)
 
 
 
-def bench_child(args, mode: str, work: Path, extra: list[str], heap_peak: str = "") -> dict:
+def bench_child(args, mode: str, work: Path, extra: list[str], heap_peak: str = "",
+                env_extra: dict[str, str] | None = None) -> dict:
     """Run ``bench.py --mode MODE --work WORK`` (with the bench's threads and scale, plus ``extra``) in a fresh
-    subprocess, ``heap_peak`` preloaded when given, and return its result."""
+    subprocess, ``heap_peak`` preloaded when given, ``env_extra`` added to its environment, and return its result."""
     import sys
 
     cmd = [sys.executable, str(Path(__file__).resolve().with_name("bench.py")), "--mode", mode, "--work", str(work),
            "--threads", str(args.threads), "--scale", str(args.scale), *extra]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore", **(env_extra or {})}
     if heap_peak:
         env["LD_PRELOAD"] = heap_peak
     return child_result(cmd, env, args.child_timeout, mode)

@@ -1,4 +1,5 @@
-"""The processes that decode and encode the files of a cache build (``dataset.prepare_workers``).
+"""The processes that work on the files of a data preparation: the cache build (``dataset.prepare_workers``) and
+the plugins' dataset converters (their ``--workers`` option, or the same setting where they take audiotrain's).
 
 :func:`ordered_map` runs ``work(i)`` for ``i`` in ``range(n)`` over forked worker processes and yields the
 results in order. The work and its inputs are inherited through ``fork`` (nothing is pickled on the way in: the
@@ -8,7 +9,7 @@ many workers — handled a file. ``workers=0`` runs everything in this process, 
 
 A worker that dies (the kernel's OOM killer, a segfault in a decoder library) ends the build with one sentence
 naming the file it was working on and the fix; an exception inside the work is the work's to report (the
-preparation turns it into a bad-input line).
+preparation and the converters turn it into a bad-input line).
 """
 from __future__ import annotations
 
@@ -40,9 +41,10 @@ def _call(i: int) -> Any:
     return _WORK(i)
 
 
-def ordered_map(work: Callable[[int], Any], n: int, workers: int, what: Callable[[int], str]) -> Iterator[Any]:
+def ordered_map(work: Callable[[int], Any], n: int, workers: int, what: Callable[[int], str],
+                option: str = "dataset.prepare_workers") -> Iterator[Any]:
     """``work(0) … work(n-1)``, in order, over ``workers`` processes (0: here). ``what(i)`` names the input of
-    call ``i`` for the error a dead worker gives."""
+    call ``i`` and ``option`` the setting of the number of processes, for the error a dead worker gives."""
     global _WORK
     if workers <= 0 or n == 0 or "fork" not in multiprocessing.get_all_start_methods():
         for i in range(n):
@@ -60,7 +62,7 @@ def ordered_map(work: Callable[[int], Any], n: int, workers: int, what: Callable
             except BrokenProcessPool:
                 raise UserError(f"A data-preparation worker died (out of memory, or a crash in a decoder library) "
                                 f"with {what(i)} or a later file in progress: retry with fewer processes "
-                                f"(dataset.prepare_workers=1), or find the file and leave it out.") from None
+                                f"({_one(option)}), or find the file and leave it out.") from None
     finally:
         for f in futures:
             f.cancel()
@@ -68,8 +70,14 @@ def ordered_map(work: Callable[[int], Any], n: int, workers: int, what: Callable
         _WORK = None
 
 
-def resolve_workers(value: Any) -> int:
-    """``dataset.prepare_workers``: auto/null = one per usable CPU core, 0 = in the training process, N = N."""
+def _one(option: str) -> str:
+    """The setting that asks for one process: ``dataset.prepare_workers=1`` or ``--workers 1``."""
+    return f"{option} 1" if option.startswith("--") else f"{option}=1"
+
+
+def resolve_workers(value: Any, option: str = "dataset.prepare_workers") -> int:
+    """``option`` (``dataset.prepare_workers``, a converter's ``--workers``): auto/null = one per usable CPU core,
+    0 = in this process, N = N."""
     from audiotrain.train.data_workers import usable_cores
 
     if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
@@ -79,10 +87,8 @@ def resolve_workers(value: Any) -> int:
         if isinstance(value, bool) or n != float(value) or n < 0:
             raise ValueError
     except (TypeError, ValueError):
-        raise UserError(f"dataset.prepare_workers={value!r} is not a number of processes: give auto (one per CPU "
-                        f"core, {usable_cores()} here), 0 (prepare in the training process) or a whole number."
-                        ) from None
+        shown = f"{option} {value}" if option.startswith("--") else f"{option}={value!r}"
+        raise UserError(f"{shown} is not a number of processes: give auto (one per CPU core, {usable_cores()} here), "
+                        f"0 (prepare in {'this' if option.startswith('--') else 'the training'} process) or a whole "
+                        f"number.") from None
     return n
-
-
-

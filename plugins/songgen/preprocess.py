@@ -13,6 +13,8 @@ SongGen's trainer takes it as ``save_to_disk`` and audiotrain as ``data=DIR``.
 The songs go through audiotrain's own preparation first — every skipped song is reported — and the codes are
 the feature cache's (a second run, or training afterwards, encodes nothing again). Extra ``KEY=VALUE`` arguments
 are audiotrain settings (``model.codec_path=…``, ``model.text_encoder_path=…``, ``dataset.max_duration=…``).
+The songs are decoded and encoded by ``dataset.prepare_workers`` processes (default auto: one per CPU core), as
+for training; the dataset written is byte for byte the same whatever their number.
 """
 from __future__ import annotations
 
@@ -40,7 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--eval", type=int, default=None, dest="eval_count",
                     help=f"songs in the eval split, taken from the end (default: {EVAL_DEFAULT}, at most a tenth)")
     ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                    help="audiotrain settings, e.g. model.codec_path=DIR model.text_encoder_path=DIR")
+                    help="audiotrain settings, e.g. model.codec_path=DIR model.text_encoder_path=DIR; "
+                         "dataset.prepare_workers=N: processes that decode and encode the songs (default: auto, "
+                         "one per CPU core; 0: in this process)")
     return ap
 
 

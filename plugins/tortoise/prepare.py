@@ -20,6 +20,10 @@ unsliced, for a clip whose text is over 200 characters or which is 11.61 s or lo
 offsets and Trim Silence, to ``audio/<clip>_<id:04d>.wav``. Lines outside 0.6–11.61 s or over 200 characters are
 culled; short ones go to validation.txt by AIVC's thresholds. Every clip, slice or line left out is in the report
 (``bad_inputs.txt``).
+
+The clips are worked on by ``--workers`` processes (default auto: one per CPU core; ``audiotrain.data.prepare_pool``)
+under one progress bar, Whisper built once before they start (on a GPU it runs in this process); every file written
+— and the report — is the same whatever their number, and a clip a worker fails on is reported like any bad input.
 """
 from __future__ import annotations
 
@@ -62,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--start-offset", type=float, default=0.0, metavar="SECONDS", help="added to each slice's start")
     ap.add_argument("--end-offset", type=float, default=0.0, metavar="SECONDS", help="added to each slice's end")
     ap.add_argument("--whisper", default=None, metavar="DIR", help="a local transformers Whisper folder")
+    ap.add_argument("--workers", default="auto", metavar="N",
+                    help="processes that prepare the clips (default: auto, one per CPU core; 0: in this process); "
+                         "the files written are the same whatever the number")
     ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"{WHISPER_KEY}=DIR (the same as --whisper)")
     return ap
 
@@ -237,6 +244,46 @@ def prepare_clip(run: Run, clip: Clip) -> None:
         add_line(run, clip, rel, seg["text"], piece.audio.size, where)
 
 
+@dataclass
+class ClipOutcome:
+    """What preparing one clip adds to the run (in a worker process or here), merged in clip order."""
+
+    skipped: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    unsanitized: dict[str, Any] = field(default_factory=dict)
+    train: list[tuple[str, str]] = field(default_factory=list)
+    validation: list[tuple[str, str]] = field(default_factory=list)
+
+
+def clip_outcome(run: Run, clip: Clip) -> ClipOutcome:
+    """:func:`prepare_clip` on a run of its own (the audio files are written here); a failure that is not a
+    setting's is the clip's skip, with the error as its reason."""
+    part = Run(run.args, run.out, BadInputReport(source=run.report.source), run.previous, transcriber=run.transcriber)
+    try:
+        prepare_clip(part, clip)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a library's failure on this file, reported like any bad input
+        part = Run(run.args, run.out, BadInputReport(), run.previous)
+        part.report.add(clip.path, f"cannot be prepared ({type(exc).__name__}: {exc})")
+        part.counts["skipped"] += 1
+    return ClipOutcome(part.report.skipped, part.report.notes, {k: v for k, v in part.counts.items() if v},
+                       part.results, part.unsanitized, part.train, part.validation)
+
+
+def merge(run: Run, got: ClipOutcome) -> None:
+    run.report.skipped.extend(got.skipped)
+    run.report.notes.extend(got.notes)
+    for key, n in got.counts.items():
+        run.counts[key] += n
+    run.results.update(got.results)
+    run.unsanitized.update(got.unsanitized)
+    run.train.extend(got.train)
+    run.validation.extend(got.validation)
+
+
 def _decodes(path: Path) -> bool:
     try:
         decode(path, max_seconds=1.0)
@@ -254,6 +301,9 @@ def _check_numbers(args: argparse.Namespace) -> None:
 
 def run_prepare(args: argparse.Namespace, report: BadInputReport) -> Run:
     _check_numbers(args)
+    from audiotrain.data.prepare_pool import resolve_workers
+
+    workers = resolve_workers(args.workers, "--workers")
     whisper_path, option = whisper_setting(args)
     voice_dir: Path = args.voice_dir
     out: Path = args.output if args.output is not None else Path("training") / voice_dir.resolve().name
@@ -273,11 +323,17 @@ def run_prepare(args: argparse.Namespace, report: BadInputReport) -> Run:
         from audiotrain_tortoise.whisper import Transcriber
 
         run.transcriber = Transcriber(whisper_path, option=option, language=args.language)
+        workers = 0 if run.transcriber.device != "cpu" else workers  # CUDA does not survive a fork: Whisper runs here
     run.results, run.unsanitized = dict(run.previous.whisper), dict(run.previous.unsanitized)
     from tqdm import tqdm
 
-    for clip in tqdm(clips, desc="tortoise-prepare", unit="clip", disable=None, file=sys.stderr):
-        prepare_clip(run, clip)
+    from audiotrain.data.prepare_pool import ordered_map
+
+    with tqdm(total=len(clips), desc="tortoise-prepare", unit="clip", disable=None, file=sys.stderr) as bar:
+        for got in ordered_map(lambda i: clip_outcome(run, clips[i]), len(clips), workers, lambda i: str(clips[i].path),
+                               option="--workers"):
+            merge(run, got)
+            bar.update(1)
     F.write_json(out / F.UNSANITIZED_JSON, run.unsanitized)
     F.write_json(out / F.WHISPER_JSON, run.results)
     for name, lines in zip(F.LISTS, (run.train, run.validation)):

@@ -122,6 +122,21 @@ def test_bad_rows_of_a_preprocessed_dataset_are_reported(tmp_path):
         reader.read(tmp_path / "nocaption", BadInputReport())
 
 
+def test_one_worker_and_two_write_the_same_dataset_bytes(written, tmp_path):
+    """The songs are decoded and encoded over dataset.prepare_workers processes: the dataset is the same bytes."""
+    songs = written[0]
+    for n in (1, 2):
+        assert preprocess([str(songs), "--output", str(tmp_path / f"out{n}"), "--eval", "1",
+                           f"cache_dir={tmp_path / f'cache{n}'}", f"dataset.prepare_workers={n}"]) == 0
+    a, b = ({str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+            for root in (tmp_path / "out1", tmp_path / "out2"))
+    assert a.keys() == b.keys() and len([k for k in a if k.endswith(".arrow")]) == 2
+    assert [k for k in a if a[k] != b[k]] == []
+    caches = [{str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.safetensors"))}
+              for root in (tmp_path / "cache1", tmp_path / "cache2")]
+    assert len(caches[0]) >= 3 * 4 and caches[0] == caches[1]
+
+
 def test_bad_calls_are_one_sentence(written, tmp_path, capsys):
     songs, out, _ = written
     assert preprocess([str(songs), "--output", str(out)]) == 2

@@ -426,7 +426,7 @@ def test_skip_existing_reruns_only_new_clips(tmp_path, capsys, tiny_whisper, one
 
     monkeypatch.setattr(Transcriber, "transcribe", counted)
     voice = make_voice(tmp_path / "v", names=("alpha.wav", "bravo.flac"), transcripts=False, corrupt=False)
-    argv = [voice, "--output", tmp_path / "ds", f"model.whisper_path={tiny_whisper}",
+    argv = [voice, "--output", tmp_path / "ds", f"model.whisper_path={tiny_whisper}", "--workers", "0",  # counted here
             "--validation-text-length", "0", "--validation-audio-length", "0"]
     rc, out, _ = run(argv, capsys)
     assert len(calls) == 2 and "bravo.flac: Whisper failed on it (RuntimeError: test)" in out
