@@ -29,7 +29,7 @@ demo: $(STAMP) ## Synthesise demo songs, train a tiny ACE-Step LoRA on CPU (abou
 
 PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider -n auto --dist loadfile
 
-test: $(STAMP) ## Run every test but the gpu ones, slow included, one worker per core (about 21 minutes on 2 CPU cores; .ci/run runs it)
+test: $(STAMP) ## Run every test but the gpu ones, slow included, one worker per core (about 25 minutes on 2 CPU cores; .ci/run runs it)
 	$(PYTEST) --durations=10
 
 test-fast: $(STAMP) ## The edit loop: every test but the slow and gpu ones (about 6 minutes on 2 CPU cores)
