@@ -32,7 +32,7 @@ PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider -n auto --dist loadfile
 test: $(STAMP) ## Run every test but the gpu ones, slow included, one worker per core (about 25 minutes on 2 CPU cores; .ci/run runs it)
 	$(PYTEST) --durations=10
 
-test-fast: $(STAMP) ## The edit loop: every test but the slow and gpu ones (about 6 minutes on 2 CPU cores)
+test-fast: $(STAMP) ## The edit loop: every test but the slow and gpu ones (about 4 minutes on 2 CPU cores)
 	$(PYTEST) -m "not slow and not gpu"
 
 bench: $(STAMP) ## Print ratios measured side by side (framework overhead, feature cache, data preparation, padding)
