@@ -99,7 +99,8 @@ def _base_overrides(data: Path, work: Path, steps: int, repeat: int, plugin: str
     return [
         f"model={plugin}", "model.preset=tiny", f"data={data}", "tracking=none", f"seed={SEED}",
         "trainer.accelerator=cpu", "dataset.num_workers=0", "trainer.progress_bar=false",
-        "trainer.every_plot_step=0", f"trainer.max_steps={steps}", f"dataset.repeat_count={repeat}",
+        "trainer.every_plot_step=0", "trainer.eval_audio=false", f"trainer.max_steps={steps}",
+        f"dataset.repeat_count={repeat}",
         f"cache_dir={work / 'cache'}", f"paths.log_dir={work / 'exps'}", "lora.r=16", "exp_name=bench",
     ]
 
