@@ -41,8 +41,9 @@
    ``experiments/bench_xcodec.py``; X-Codec widths / ``--xcodec-scale``). Target: >= 3x.
 
 3. Data preparation - the cache build with every core ÷ with one (``dataset.prepare_workers``), and the decode
-   stage ÷ a bare soundfile + soxr loop over the same files, with the default malloc and with its thresholds fixed,
-   each loop's page faults counted (``experiments/bench_prepare.py``). Targets: >= 1.7 on 2 cores, >= 0.8.
+   stage ÷ a bare soundfile + soxr loop over the same files, as the preparation's workers run it (glibc malloc's
+   thresholds fixed, ``audiotrain.data.allocator``) and with glibc's defaults, each loop's page faults counted
+   (``experiments/bench_prepare.py``). Targets: >= 1.7 on 2 cores, >= 0.8 (as the workers run).
 
 4. Padding waste - positions the token models compute ÷ real ones, duration buckets vs random order
    (``experiments/bench_padding.py``). Target: <= 1.10 bucketed.
@@ -146,6 +147,7 @@ def main() -> int:
     ap.add_argument("--prepare-rounds", type=int, default=2, help="part 3: rounds of (1 worker, all cores)")
     ap.add_argument("--prepare-songs", type=int, default=8, help="part 3: songs in the cache build")
     ap.add_argument("--prepare-workers", default="1", help=argparse.SUPPRESS)
+    ap.add_argument("--malloc", choices=("default", "worker"), default="default", help=argparse.SUPPRESS)
     ap.add_argument("--mode", choices=("prepare", "cached", "onthefly", "build", "decode", "bucket"),
                     help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)

@@ -45,6 +45,10 @@ def prepare_main(args) -> None:
                           save_report=False).train
         result.update(items=len(items), seconds=time.perf_counter() - t)
     else:
+        if args.malloc == "worker":  # as a preparation worker runs (audiotrain.data.prepare_pool sets it)
+            from audiotrain.data.allocator import reuse_freed_memory
+
+            assert reuse_freed_memory(), "no glibc mallopt here: --malloc worker measures nothing different"
         cfg = _compose(base + ["cache=false"])
         t = time.perf_counter()
         data = load_data(cfg, registry.get("acestep"), work / "runs" / f"decode{args.tag}", "cpu", save_report=False)
@@ -87,9 +91,6 @@ def prepare_main(args) -> None:
     print(RESULT_TAG + json.dumps(result), flush=True)
 
 
-#: glibc malloc with its thresholds fixed (no memory handed back to the kernel between files): both loops then reuse
-#: warm pages, so the ratio compares their work and not the allocator's heuristics (see the report's note)
-FIXED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
 
 
 def data_preparation(args, work: Path, run_child) -> dict[str, Any]:
@@ -104,9 +105,11 @@ def data_preparation(args, work: Path, run_child) -> dict[str, Any]:
             runs[n].append(r)
             print(f"  round {i + 1}/{args.prepare_rounds} cache build, {n} worker(s): {r['items'] / r['seconds']:.2f} "
                   f"songs/s ({r['seconds']:.1f} s for {r['items']})", flush=True)
+    # as the preparation's workers decode (glibc malloc's thresholds fixed by audiotrain.data.allocator: both loops
+    # then reuse warm pages), and with glibc's defaults, where audiotrain's larger per-file arrays fault more
+    fixed = run_child("decode", "f", ["--prepare-workers", "1", "--malloc", "worker"])
     decode = run_child("decode", "d", ["--prepare-workers", "1"])
-    fixed = run_child("decode", "f", ["--prepare-workers", "1"], FIXED_MALLOC)
-    for d, how in ((decode, "default malloc"), (fixed, "malloc thresholds fixed")):
+    for d, how in ((fixed, "as the workers run: malloc thresholds fixed"), (decode, "glibc's default malloc")):
         print(f"  decode ({how}): audiotrain {d['seconds']:.3f} s, bare soundfile + soxr loop "
               f"{d['bare_seconds']:.3f} s, page faults per file {d['faults']['ours']:.0f} / {d['faults']['bare']:.0f} "
               f"(the whole check without a cache: {d['check_seconds']:.2f} s)", flush=True)
@@ -127,15 +130,14 @@ def report_preparation(con, args, prep: dict[str, Any] | None) -> None:
               f"of part 2; median of {args.prepare_rounds} rounds)")
     con.print(f"   cache build, {cores} workers ÷ 1 worker: {rate[cores]:.2f} / {rate[1]:.2f} songs/s = "
               f"[bold]{ratio:.2f}[/] (target >= 1.7 on 2 cores: {_verdict(ratio >= 1.7)})")
-    con.print(f"   decode stage (load_audio: decode, mix-down, silence check, resample, clamp) ÷ bare soundfile + soxr "
-              f"loop, {d['items']} files, median of 7 interleaved: {d['bare_seconds']:.3f} s / {d['seconds']:.3f} s = "
-              f"[bold]{dec:.2f}[/] (target >= 0.8: {_verdict(dec >= 0.8)})")
-    con.print(f"   the same with malloc's thresholds fixed (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_), like "
-              f"with like: {f['bare_seconds']:.3f} s / {f['seconds']:.3f} s = [bold]{dec_fixed:.2f}[/] (target "
-              f">= 0.8: {_verdict(dec_fixed >= 0.8)})")
-    con.print(f"   cause of the difference, measured: minor page faults per file {d['faults']['ours']:.0f} "
-              f"(audiotrain) vs {d['faults']['bare']:.0f} (bare loop) with the default malloc, "
-              f"{f['faults']['ours']:.0f} vs {f['faults']['bare']:.0f} with its thresholds fixed: glibc serves "
-              f"audiotrain's larger per-file arrays (the channels-first copy its (channels, samples) tensors need) "
-              f"with fresh pages from the kernel, zeroed, file after file, where it reuses the bare loop's. The rest "
-              f"is work the bare loop does not do: that copy, the NaN and silence checks, the clamp.")
+    con.print(f"   decode stage as the preparation's workers run it (load_audio: decode, mix-down, silence check, "
+              f"resample, clamp; glibc malloc's thresholds fixed by audiotrain.data.allocator) ÷ bare soundfile + soxr "
+              f"loop in the same process, {f['items']} files, median of 7 interleaved: {f['bare_seconds']:.3f} s / "
+              f"{f['seconds']:.3f} s = [bold]{dec_fixed:.2f}[/] (target >= 0.8: {_verdict(dec_fixed >= 0.8)})")
+    con.print(f"   the same with glibc's default malloc (a preparation in the training process, "
+              f"dataset.prepare_workers=0): {d['bare_seconds']:.3f} s / {d['seconds']:.3f} s = {dec:.2f}; minor page "
+              f"faults per file {d['faults']['ours']:.0f} (audiotrain) vs {d['faults']['bare']:.0f} (bare loop), "
+              f"{f['faults']['ours']:.0f} vs {f['faults']['bare']:.0f} with the thresholds fixed: by default glibc "
+              f"serves audiotrain's larger per-file arrays (the channels-first copy its (channels, samples) tensors "
+              f"need) with fresh pages from the kernel, zeroed, file after file, where it reuses the bare loop's. The "
+              f"rest is work the bare loop does not do: that copy, the NaN and silence checks, the clamp.")

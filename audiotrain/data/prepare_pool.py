@@ -5,7 +5,8 @@ the plugins' dataset converters (their ``--workers`` option, or the same setting
 results in order. The work and its inputs are inherited through ``fork`` (nothing is pickled on the way in: the
 frozen encoders' weights are shared with the parent page by page, not copied); only the small results come back.
 Every worker computes with one torch thread, so the bytes it writes are the same whichever worker — and however
-many workers — handled a file. ``workers=0`` runs everything in this process, at its own thread count.
+many workers — handled a file — and with glibc malloc's thresholds fixed (``audiotrain.data.allocator``: a file's
+buffers reuse the last file's pages). ``workers=0`` runs everything in this process, at its own thread count.
 
 A worker that dies (the kernel's OOM killer, a segfault in a decoder library) ends the build with one sentence
 naming the file it was working on and the fix; an exception inside the work is the work's to report (the
@@ -27,7 +28,10 @@ _WORK: Callable[[int], Any] | None = None  # set in the parent before the fork; 
 def _init_worker() -> None:
     import torch
 
+    from audiotrain.data.allocator import reuse_freed_memory
+
     torch.set_num_threads(1)
+    reuse_freed_memory()  # file after file: reuse the last file's buffers instead of fresh zeroed pages
     # Ctrl-C and a SIGTERM sent to the whole process group (timeout, SLURM) are the parent's to act on; a
     # worker whose parent is gone finds its queue closed and exits
     import signal
