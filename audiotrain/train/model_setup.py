@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
 
 from audiotrain.lora import adapter as lora_adapter
@@ -50,6 +51,10 @@ def build_model(cfg: DictConfig, plugin: Any, *, report: bool = True) -> BuiltMo
 
             quantised = quantize_base(root, str(mode), compute_dtype(str(cfg.precision.name)))
         lora_adapter.attach(root, settings)
+        if quantised:  # PEFT makes an NF4 layer's LoRA in its compute dtype: the optimizer keeps fp32 weights
+            for p in root.parameters():
+                if p.requires_grad and p.is_floating_point() and p.dtype != torch.float32:
+                    p.data = p.data.float()
     else:
         for p in root.parameters():
             p.requires_grad_(True)

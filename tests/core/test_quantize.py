@@ -56,3 +56,17 @@ def test_settings_it_refuses_in_one_sentence_each():
     assert any(p.startswith("model.quantize=nf4 cannot run under backend=deepspeed") for p in problems)
     with pytest.raises(Exception, match="not a quantisation"):
         quantize_base(Net(), "fp3")
+
+
+@pytest.mark.parametrize("mode", ["nf4", "int8"])
+def test_the_lora_weights_on_a_quantised_base_are_fp32_under_bf16_autocast(mode):
+    """PEFT makes the LoRA of an NF4 layer in the layer's compute dtype (bf16 under bf16-mixed): the run keeps every
+    trainable weight in fp32 - the optimizer's master copy - so an update below bf16's resolution (1 + 1e-4 == 1 in bf16) is not lost."""
+    from audiotrain.plugins import registry
+    from audiotrain.train.model_setup import build_model
+
+    cfg = compose(["model=valle", "model.preset=tiny", "lora.r=4", f"model.quantize={mode}", "precision=bf16-mixed"])
+    built = build_model(cfg, registry.get("valle"), report=False)
+    trainable = [(n, p) for n, p in built.backbone.named_parameters() if p.requires_grad]
+    assert built.quantised > 0 and trainable
+    assert {p.dtype for _, p in trainable} == {torch.float32}, [n for n, p in trainable if p.dtype != torch.float32]
