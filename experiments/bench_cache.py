@@ -101,10 +101,14 @@ def scaled_presets(scale: int) -> dict[str, Any]:
 def teacher_config(spec: tuple, k: int) -> dict[str, Any]:
     """HubertConfig keyword arguments of one REPA teacher with widths / ``k`` (its hidden size is then the scaled
     transformer's ssl_latent_dims entry: 1024 / k, 768 / k)."""
+    import math
+
     hidden, layers, heads, inter, norm, stable, bias = spec
-    return dict(hidden_size=hidden // k, num_hidden_layers=layers, num_attention_heads=heads,
+    width = hidden // k  # heads and the positional conv's 16 groups must divide it (768 / 32 = 24: 12 heads, 8 groups)
+    return dict(hidden_size=width, num_hidden_layers=layers, num_attention_heads=math.gcd(heads, width),
                 intermediate_size=inter // k, conv_dim=[512 // k] * 7, conv_kernel=[10, 3, 3, 3, 3, 2, 2],
-                conv_stride=[5, 2, 2, 2, 2, 2, 2], num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16,
+                conv_stride=[5, 2, 2, 2, 2, 2, 2], num_conv_pos_embeddings=128,
+                num_conv_pos_embedding_groups=math.gcd(16, width),
                 feat_extract_norm=norm, do_stable_layer_norm=stable, conv_bias=bias, vocab_size=32)
 
 
