@@ -104,16 +104,17 @@ class SongGenBackbone(Backbone):
 
     @torch.no_grad()
     def generate_tokens(self, conditions: Mapping[str, Any], *, seed: int, max_frames: int | None = None,
-                        temperature: float | None = None, progress=None) -> torch.Tensor:
+                        temperature: float | None = None, progress=None, use_cache: bool = True) -> torch.Tensor:
         """Sampled token rows ``[B, N, L]`` for a collated batch; sample ``i`` draws from its own generator seeded
-        ``seed + i`` (so it gets the same tokens in any batch)."""
+        ``seed + i`` (so it gets the same tokens in any batch). ``use_cache=False``: without the decoder's KV
+        cache (same tokens, recomputes the prefix every step)."""
         from audiotrain_songgen.generate import memory_inputs, sample
 
         b = conditions["text_hidden"].shape[0]
         gens = [torch.Generator().manual_seed(int(seed) + i) for i in range(b)]
         return sample(self, **memory_inputs(conditions), pattern=self.pattern, max_frames=self.sample_frames(max_frames),
                       temperature=self.temperature if temperature is None else float(temperature), generator=gens,
-                      progress=progress)
+                      progress=progress, use_cache=use_cache)
 
     @torch.no_grad()
     def sample_audio(self, conditions: Mapping[str, Any], *, seed: int) -> tuple[torch.Tensor, int]:

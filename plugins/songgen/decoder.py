@@ -27,13 +27,19 @@ Forward: ``h = sum_i embed_tokens[i](ids[:, i]) (/2 for parallel) + P[offset + t
 Positions (musicgen's table): with ``half = hidden // 2`` and ``f_j = exp(-j * ln(10000) / (half - 1))`` for
 ``j < half``, row ``p`` is ``[cos(p * f_0..f_{half-1}), sin(p * f_0..f_{half-1})]`` (cos half first, a zero
 column appended for an odd width). Position ids are ``offset + 0 .. S-1`` (``position_offset``, 0 for a full
-sequence; this module keeps no KV cache): no padding offset, left padding is not skipped. A sequence longer
-than the table is refused (the reference would regrow it).
+sequence; with a cache, the positions it already holds): no padding offset, left padding is not skipped. A
+sequence longer than the table is refused (the reference would regrow it).
 
 Attention uses ``F.scaled_dot_product_attention`` (scale ``head_dim ** -0.5``). A padded memory position gets
 exactly zero weight. A memory row that is entirely masked gives, for every query, the plain mean of the memory
 values (what the reference's additive ``finfo.min`` mask yields in float32; never NaN). Init: every Linear and
 Embedding normal(0, initializer_factor = 0.02), LayerNorms ones/zeros.
+
+KV cache (generation, ``kv_cache.KVCache``): ``forward(new_ids, memory, memory_mask, cache=cache)`` runs only the
+new positions; each layer's self-attention appends their projected keys/values to the cache and attends over all
+positions held (causal within the new ones), and its cross-attention projects the memory once and reuses it. The
+result equals the same positions of one uncached forward over the whole sequence (to float rounding). A cache
+takes no ``attention_mask`` (generation has no key padding) and no gradient checkpointing.
 """
 from __future__ import annotations
 
@@ -44,6 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from .kv_cache import KVCache, LayerCache
 
 
 def sinusoidal_table(num_positions: int, dim: int, device: Any = None) -> torch.Tensor:
@@ -92,12 +100,31 @@ class Attention(nn.Module):
         return x.view(b, n, self.heads, self.head_dim).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-                causal: bool = False, empty: torch.Tensor | None = None) -> torch.Tensor:
+                causal: bool = False, empty: torch.Tensor | None = None,
+                cache: LayerCache | None = None) -> torch.Tensor:
         """``x [B, S, D]``; ``memory [B, M, D]`` (None: self-attention); ``mask`` bool, True = attend,
         broadcastable to ``[B, 1, S, M]``; ``empty [B]`` bool: rows whose memory is entirely masked (their
-        output is the mean of the memory values)."""
-        src = x if memory is None else memory
-        q, k, v = self._split(self.q_proj(x)), self._split(self.k_proj(src)), self._split(self.v_proj(src))
+        output is the mean of the memory values). ``cache``: self-attention appends this call's keys/values
+        to it and attends over all it holds (``mask`` must then be None); cross-attention takes the memory's
+        from it (projected on the first call)."""
+        q = self._split(self.q_proj(x))
+        if memory is None:
+            k, v = self._split(self.k_proj(x)), self._split(self.v_proj(x))
+            if cache is not None:
+                past = cache.length
+                k, v = cache.append(k, v)
+                if past and causal:  # the new queries see every cached position and the new ones up to theirs
+                    s = q.shape[2]
+                    causal = False
+                    if s > 1:
+                        mask = (torch.arange(past + s, device=x.device)[None, :]
+                                <= torch.arange(past, past + s, device=x.device)[:, None])
+        elif cache is not None and cache.cross is not None:
+            k, v = cache.cross
+        else:
+            k, v = self._split(self.k_proj(memory)), self._split(self.v_proj(memory))
+            if cache is not None:
+                cache.cross = (k, v)
         p = self.dropout if self.training else 0.0
         if causal and mask is None:
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
@@ -125,11 +152,13 @@ class DecoderLayer(nn.Module):
         self.final_layer_norm = nn.LayerNorm(dim)
 
     def forward(self, h: torch.Tensor, self_mask: torch.Tensor | None, memory: torch.Tensor | None,
-                memory_mask: torch.Tensor | None, empty: torch.Tensor | None) -> torch.Tensor:
+                memory_mask: torch.Tensor | None, empty: torch.Tensor | None,
+                cache: LayerCache | None = None) -> torch.Tensor:
         drop = lambda x: F.dropout(x, self.dropout, self.training)  # noqa: E731
-        h = h + drop(self.self_attn(self.self_attn_layer_norm(h), mask=self_mask, causal=True))
+        h = h + drop(self.self_attn(self.self_attn_layer_norm(h), mask=self_mask, causal=True, cache=cache))
         if memory is not None:
-            h = h + drop(self.encoder_attn(self.encoder_attn_layer_norm(h), memory, memory_mask, empty=empty))
+            h = h + drop(self.encoder_attn(self.encoder_attn_layer_norm(h), memory, memory_mask, empty=empty,
+                                           cache=cache))
         ff = F.dropout(F.gelu(self.fc1(self.final_layer_norm(h))), self.activation_dropout, self.training)
         return h + drop(self.fc2(ff))
 
@@ -158,7 +187,18 @@ class SongGenDecoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, memory: torch.Tensor | None = None,
                 memory_mask: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                position_offset: int = 0) -> torch.Tensor:
+                position_offset: int = 0, cache: KVCache | None = None) -> torch.Tensor:
+        """States ``[B, S, D]`` of ``input_ids [B, N, S]``; with ``cache``, ``input_ids`` are the positions after
+        the ones it holds (see the module docstring) and it is updated in place."""
+        if cache is not None:
+            if attention_mask is not None:
+                raise ValueError("a KV cache takes no decoder attention_mask (generation has no key padding)")
+            if len(cache.layers) != len(self.layers):
+                raise ValueError(f"the KV cache has {len(cache.layers)} layers, the decoder {len(self.layers)}")
+            if position_offset not in (0, cache.length):
+                raise ValueError(f"position_offset={position_offset} disagrees with the {cache.length} positions "
+                                 f"of the KV cache (leave it 0 with a cache)")
+            position_offset = cache.length
         h = self.embed(input_ids)
         s = h.size(1)
         h = F.dropout(h + self.embed_positions(s, position_offset).to(h.dtype), self.dropout, self.training)
@@ -173,12 +213,12 @@ class SongGenDecoder(nn.Module):
             empty = ~valid.any(dim=1)
             mem_mask = (valid | empty[:, None])[:, None, None, :]  # an empty row attends all: never NaN
             memory = memory.to(h.dtype)
-        use_ckpt = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
-        for layer in self.layers:
+        use_ckpt = self.gradient_checkpointing and self.training and torch.is_grad_enabled() and cache is None
+        for i, layer in enumerate(self.layers):
             if use_ckpt:
                 h = checkpoint(layer, h, self_mask, memory, mem_mask, empty, use_reentrant=False)
             else:
-                h = layer(h, self_mask, memory, mem_mask, empty)
+                h = layer(h, self_mask, memory, mem_mask, empty, None if cache is None else cache.layers[i])
         return self.layer_norm(h)
 
 
@@ -194,7 +234,8 @@ class SongGenForCausalLM(nn.Module):
     """The decoder with its heads. ``cfg`` is a resolved preset's ``decoder`` group.
 
     ``forward(input_ids [B, N, S], memory [B, M, D] | None, memory_mask [B, M] | None, attention_mask [B, S] |
-    None)`` returns ``{"logits": [B, N, S, vocab], "vocal_logits": [B, num_codebooks, S, vocab] or None}``.
+    None, position_offset, cache: KVCache | None)`` returns ``{"logits": [B, N, S, vocab], "vocal_logits":
+    [B, num_codebooks, S, vocab] or None}``.
     """
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
@@ -230,8 +271,8 @@ class SongGenForCausalLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, memory: torch.Tensor | None = None,
                 memory_mask: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                position_offset: int = 0) -> dict[str, torch.Tensor | None]:
-        h = self.model.decoder(input_ids, memory, memory_mask, attention_mask, position_offset)
+                position_offset: int = 0, cache: KVCache | None = None) -> dict[str, torch.Tensor | None]:
+        h = self.model.decoder(input_ids, memory, memory_mask, attention_mask, position_offset, cache)
         logits = torch.stack([head(h) for head in self.lm_heads], dim=1)
         vocal = (torch.stack([head(h) for head in self.vocal_lm_heads], dim=1)
                  if self.vocal_lm_heads is not None else None)

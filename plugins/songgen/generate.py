@@ -14,10 +14,13 @@ turned into audio.
   for the dual-track patterns (each track decoded on its own, the three trimmed to the shorter track, mix = acc
   + vocal). A generation without a single valid frame gives :data:`SILENCE_FRAMES` frames of silence and a note.
 
-Cost: the decoder keeps no KV cache, so every step recomputes the whole prefix (quadratic in the length; only
-the last position goes through the heads). That is fine for the tiny preset and short songs; real-size
-generation (1500 frames of the 24-layer model, 3000 steps for interleaving) needs a KV cache: a later task.
-The cross-attention memory ([voice ;] description ; lyrics) is computed once per call.
+Cost: by default (``use_cache=True``) the decoder runs on a KV cache (``kv_cache.KVCache``): each step feeds
+only the new column, its self-attention reads the cached keys/values of the prefix, and the cross-attention
+keys/values of the memory ([voice ;] description ; lyrics, built once per call) are projected once. The same
+cache serves every pattern (the streams of one step are summed into one position; interleaving's acc/vocal
+alternation and the parallel tracks are only what the tokens of that position are) and LoRA (it caches the
+output of the wrapped projections). ``use_cache=False`` recomputes the whole prefix every step (quadratic in
+the length): the reference the cached path is tested against; both give the same tokens for the same seed.
 
 Determinism: the tokens follow from the generator(s) alone (sampling is done on the CPU in float32), so the same
 seed gives the same tokens and, the codec being deterministic, the same audio. ``generator`` may be one
@@ -31,6 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from audiotrain_songgen import patterns as P
+from audiotrain_songgen.kv_cache import KVCache
 
 #: frames of silence returned for a generation without a single valid frame (0.1 s at 50 Hz)
 SILENCE_FRAMES = 5
@@ -76,7 +80,8 @@ def sample(model: Any, text_hidden: torch.Tensor, text_mask: torch.Tensor, lyric
            lyrics_mask: torch.Tensor, mert_hidden: torch.Tensor | None = None, voice_mask: torch.Tensor | None = None,
            *, pattern: str, max_frames: int, temperature: float = 1.0,
            generator: torch.Generator | Sequence[torch.Generator] | None = None,
-           progress: Callable[[int, int], None] | None = None, min_new_tokens: int | None = None) -> torch.Tensor:
+           progress: Callable[[int, int], None] | None = None, min_new_tokens: int | None = None,
+           use_cache: bool = True) -> torch.Tensor:
     """Generated token rows ``[B, N, L]`` (LongTensor on the CPU; position 0 is the decoder-start column, ``L <=
     1 + pattern_length(max_frames)``; N = 2K for the parallel patterns).
 
@@ -85,6 +90,7 @@ def sample(model: Any, text_hidden: torch.Tensor, text_mask: torch.Tensor, lyric
     ``text_mask [B, Lt]``, ``lyrics_ids [B, Ll]``, ``lyrics_mask [B, Ll]``; optional MERT states and voice mask).
     ``temperature`` 0 is greedy (argmax). ``min_new_tokens`` (default ``K + 1``, as SongGen's eval): EOS is
     forbidden in every stream for that many steps. ``progress(done, total)`` is called after every step.
+    ``use_cache=False``: no KV cache, the whole prefix is recomputed each step (same tokens, much slower).
     """
     comp = _composite(model)
     P.check_pattern(pattern)
@@ -114,8 +120,12 @@ def sample(model: Any, text_hidden: torch.Tensor, text_mask: torch.Tensor, lyric
     group = K if pattern in P.PARALLEL else None
     decoder = comp.decoder.model.decoder
     total = max_len - 1
+    cache = KVCache(len(decoder.layers), capacity=max_len) if use_cache else None
     for t in range(1, max_len):
-        h = decoder(seq.to(device), memory, mem_mask)[:, -1]  # [B, D]: only the last position is read
+        if cache is None:
+            h = decoder(seq.to(device), memory, mem_mask)[:, -1]  # [B, D]: only the last position is read
+        else:  # the columns the cache does not hold yet (the start column, then one per step)
+            h = decoder(seq[..., cache.length:].to(device), memory, mem_mask, cache=cache)[:, -1]
         logits = torch.stack([head(h) for head in heads], dim=1).float().cpu()  # [B, N, V]
         logits = P.order_eos(logits, ended, group=group)
         if t <= min_new:
