@@ -21,6 +21,10 @@ with scale ``head_dim ** -0.5``, q/k/v the thirds of c_attn's output, heads spli
 dropout on the weights. Before the blocks the embeddings get GPT-2's embedding dropout (the zero position term
 adds nothing); after them ``ln_f``. No attention mask besides causality (DLAS passes none). Init as HF GPT-2:
 Conv1D weights N(0, 0.02), biases 0, both ``c_proj`` weights N(0, 0.02 / sqrt(2 layers)), LayerNorms 1/0.
+
+Incremental decoding: ``GPT2.forward(..., cache=KVCache(layers))`` keeps each block's projected keys and values
+(after any LoRA on ``c_attn``), so later calls feed only the new positions. Positions are the caller's business
+(UnifiedVoice adds learned position rows to the embeddings). Training passes no cache and runs as without one.
 """
 from __future__ import annotations
 
@@ -50,6 +54,29 @@ class Conv1D(HFConv1D):
         return F.linear(x, self.weight.t(), self.bias)
 
 
+class KVCache:
+    """Keys and values (B, heads, P, head_dim) of every block for the P positions seen; ``len()`` = P."""
+
+    def __init__(self, layers: int) -> None:
+        self.keys: list[torch.Tensor | None] = [None] * layers
+        self.values: list[torch.Tensor | None] = [None] * layers
+
+    def __len__(self) -> int:
+        return self.length(0)
+
+    def length(self, layer: int) -> int:
+        """Positions block ``layer`` holds (0 before the first call)."""
+        keys = self.keys[layer]
+        return 0 if keys is None else keys.shape[2]
+
+    def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append block ``layer``'s new (B, heads, T, head_dim) keys and values; returns all of them."""
+        if self.keys[layer] is not None:
+            k, v = torch.cat([self.keys[layer], k], dim=2), torch.cat([self.values[layer], v], dim=2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+
 class Attention(nn.Module):
     """Causal multi-head self-attention (``c_attn``, ``c_proj``)."""
 
@@ -60,10 +87,20 @@ class Attention(nn.Module):
         self.c_proj = Conv1D(dim, dim)
         self.resid_dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in self.c_attn(x).split(d, dim=2))
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        past = 0
+        if cache is not None:
+            past = cache.length(layer)
+            k, v = cache.extend(layer, k, v)
+        p = self.dropout if self.training else 0.0
+        if past == 0:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        else:  # new query i sits at past + i: it sees keys 0 .. past + i (all of them for one new position)
+            idx = torch.arange(past + t, device=x.device)
+            mask = None if t == 1 else (idx[None, :] <= past + torch.arange(t, device=x.device)[:, None])
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         return self.resid_dropout(self.c_proj(out.transpose(1, 2).reshape(b, t, d)))
 
 
@@ -90,14 +127,15 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(dim, eps=LN_EPS)
         self.mlp = MLP(dim, dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer)
         return x + self.mlp(self.ln_2(x))
 
 
 class GPT2(nn.Module):
     """GPT-2 fed ``inputs_embeds`` (B, T, D) → last hidden state (B, T, D); ``n_positions`` caps T as GPT-2's
-    causal mask does."""
+    causal mask does. ``cache`` (:class:`KVCache`, inference): the earlier positions' keys and values, which these
+    T positions follow (the cap then counts them too)."""
 
     def __init__(self, layers: int, dim: int, heads: int, n_positions: int, dropout: float = 0.1,
                  checkpointing: bool = False) -> None:
@@ -111,12 +149,16 @@ class GPT2(nn.Module):
             nn.init.normal_(block.attn.c_proj.weight, std=std)
             nn.init.normal_(block.mlp.c_proj.weight, std=std)
 
-    def forward(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
-        if inputs_embeds.size(1) > self.n_positions:
-            raise ValueError(f"a sequence of {inputs_embeds.size(1)} positions is longer than the model's context "
+    def forward(self, inputs_embeds: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        length = inputs_embeds.size(1) + (0 if cache is None else len(cache))
+        if length > self.n_positions:
+            raise ValueError(f"a sequence of {length} positions is longer than the model's context "
                              f"of {self.n_positions} (n_positions)")
         x = self.drop(inputs_embeds)
         grad_ckpt = self.checkpointing and self.training and torch.is_grad_enabled()
-        for block in self.h:
-            x = checkpoint(block, x, use_reentrant=False) if grad_ckpt else block(x)
+        for i, block in enumerate(self.h):
+            if cache is not None:
+                x = block(x, cache, i)
+            else:
+                x = checkpoint(block, x, use_reentrant=False) if grad_ckpt else block(x)
         return self.ln_f(x)

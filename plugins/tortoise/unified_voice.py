@@ -36,18 +36,20 @@ without tortoise_compat), as DLAS does.
 
 Inference as TorToiSe plays it: :meth:`conditioning_latents` averages the clips into one vector (B, D);
 :meth:`sample` generates mel codes after ``[latent, text]`` (greedy or temperature / top-p sampling, until
-``stop_mel_token`` or ``max_codes``; no KV cache: every step reruns the sequence, fine for previews).
+``stop_mel_token`` or ``max_codes``). It runs ``[latent, text, start]`` once into a GPT-2 KV cache, then one new
+mel code per step at its own learned position; ``use_cache=False`` reruns the whole sequence every step instead
+(the reference the cache is tested against).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .conditioning import ConditioningEncoder
-from .gpt2 import GPT2
+from .gpt2 import GPT2, KVCache
 from .presets import context_length, mel_positions, resolve_config, text_positions
 
 MEL_CHANNELS = 80
@@ -69,6 +71,11 @@ class LearnedPositions(nn.Module):
             raise ValueError(f"a {self.what} sequence of {length} tokens (with start and stop) is longer than the "
                              f"model's {self.emb.num_embeddings} {self.what} positions")
         return self.emb.weight[:length].unsqueeze(0)
+
+    def at(self, index: int) -> torch.Tensor:
+        """Row ``index`` alone, (1, 1, D): the position of one new token."""
+        self(index + 1)  # the same bound as a sequence reaching this position
+        return self.emb.weight[index].view(1, 1, -1)
 
 
 class UnifiedVoice(nn.Module):
@@ -161,20 +168,25 @@ class UnifiedVoice(nn.Module):
     @torch.no_grad()
     def sample(self, text: torch.Tensor, cond_latents: torch.Tensor, *, max_codes: int | None = None,
                temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False,
-               generator: torch.Generator | None = None) -> list[torch.Tensor]:
+               generator: torch.Generator | None = None, use_cache: bool = True) -> list[torch.Tensor]:
         """Mel codes for ``text`` ((L,) or (B, L) token ids, no start/stop, rows of one length) after
         ``cond_latents`` ((D,) or (B, D), from :meth:`conditioning_latents`): one 1-D tensor per row, the codes
         before the first stop token (at most ``max_codes``; default and cap: max_mel_tokens, or what the context
-        leaves after the text). Greedy, or sampled at ``temperature`` from the smallest top-``top_p`` set."""
+        leaves after the text). Greedy, or sampled at ``temperature`` from the smallest top-``top_p`` set.
+        ``use_cache=False``: no KV cache, the whole sequence rerun every step (same codes, slower)."""
         was_training = self.training
         self.train(False)  # no dropout in a preview, whatever mode the training loop left the model in
         try:
-            return self._sample(text, cond_latents, max_codes, temperature, top_p, greedy, generator)
+            choose = lambda logits: (logits.argmax(-1) if greedy or temperature <= 0  # noqa: E731
+                                     else _draw(logits / temperature, top_p, generator))
+            return self.sample_steps(text, cond_latents, max_codes, choose, use_cache)
         finally:
             self.train(was_training)
 
-    def _sample(self, text: torch.Tensor, cond_latents: torch.Tensor, max_codes: int | None, temperature: float,
-                top_p: float, greedy: bool, generator: torch.Generator | None) -> list[torch.Tensor]:
+    def sample_steps(self, text: torch.Tensor, cond_latents: torch.Tensor, max_codes: int | None,
+                     choose: Callable[[torch.Tensor], torch.Tensor], use_cache: bool = True) -> list[torch.Tensor]:
+        """:meth:`sample` with ``choose`` mapping each step's mel logits (B, number_mel_codes) float to the next
+        codes (B,) long; no grad, the caller sets the mode."""
         text = text.long()
         text = text[None] if text.dim() == 1 else text
         latents = cond_latents.view(-1, cond_latents.size(-1))
@@ -186,18 +198,25 @@ class UnifiedVoice(nn.Module):
         # step k runs the prefix and k mel tokens: k may reach the context left and the mel positions
         room = min(self.gpt.n_positions - prefix.size(1), self.mel_pos_embedding.emb.num_embeddings,
                    int(self.cfg["max_mel_tokens"]))
-        steps = room if max_codes is None else min(int(max_codes), room)
+        steps = max(room if max_codes is None else min(int(max_codes), room), 0)
         mel = torch.full((b, 1), self.start_mel, dtype=torch.long, device=text.device)
         done = torch.zeros(b, dtype=torch.bool, device=text.device)
-        for _ in range(max(steps, 0)):
-            hidden = self.gpt(torch.cat([prefix, self._mel_emb(mel)], dim=1))[:, -1]
-            logits = self.mel_head(self.final_norm(hidden)).float()
-            nxt = logits.argmax(-1) if greedy or temperature <= 0 else _draw(logits / temperature, top_p, generator)
-            nxt = torch.where(done, torch.full_like(nxt, self.stop_mel), nxt)
-            mel = torch.cat([mel, nxt[:, None]], dim=1)
-            done |= nxt == self.stop_mel
-            if bool(done.all()):
-                break
+        with torch.no_grad():
+            cache = KVCache(len(self.gpt.h)) if use_cache else None
+            if cache is not None and steps:
+                hidden = self.gpt(torch.cat([prefix, self._mel_emb(mel)], dim=1), cache=cache)[:, -1]
+            for step in range(steps):
+                if cache is None:
+                    hidden = self.gpt(torch.cat([prefix, self._mel_emb(mel)], dim=1))[:, -1]
+                nxt = choose(self.mel_head(self.final_norm(hidden)).float())
+                nxt = torch.where(done, torch.full_like(nxt, self.stop_mel), nxt)
+                mel = torch.cat([mel, nxt[:, None]], dim=1)
+                done |= nxt == self.stop_mel
+                if bool(done.all()):
+                    break
+                if cache is not None and step < steps - 1:  # the new code at mel position len - 1
+                    new = self.mel_embedding(nxt[:, None]) + self.mel_pos_embedding.at(mel.size(1) - 1)
+                    hidden = self.gpt(new, cache=cache)[:, -1]
         out = []
         for row in mel[:, 1:]:
             stops = (row == self.stop_mel).nonzero()

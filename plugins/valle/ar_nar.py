@@ -18,14 +18,14 @@ predicts level L there. Only resp tokens are scored (cross entropy with ignore_i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .embeddings import AudioEmbedding, join_segments, pad_batch
-from .llama import LlamaModel
+from .llama import KVCache, LlamaModel
 from .presets import resolve_config
 
 #: LoRA policy of the original for llama (self_attn and mlp, without k_proj), as PEFT suffixes.
@@ -244,28 +244,62 @@ class ARNAR(nn.Module):
         probs = torch.softmax(logits / temperature, dim=-1).reshape(-1, logits.shape[-1])
         return torch.multinomial(probs.cpu(), 1, generator=generator).reshape(logits.shape[:-1]).to(logits.device)
 
+    def ar_codes(self, phns: torch.Tensor, prom: torch.Tensor, lang: torch.Tensor | int, max_steps: int,
+                 choose: Callable[[torch.Tensor], int], use_cache: bool = True) -> torch.Tensor:
+        """The AR's level-0 codes (T,) long: ``choose`` maps each step's logits (audio_tokens + 1,) to the next
+        token, until the stop token or ``max_steps`` codes. No grad; the caller sets the mode.
+
+        ``use_cache`` (the default) runs the prompt once into a :class:`KVCache` and then one token per step, at
+        the resp segment's next position; ``use_cache=False`` re-runs the whole sequence every step (the
+        reference the cache is tested against: same logits to float rounding, same codes).
+        """
+        dev = self.sep.device
+        codes: list[int] = []
+        empty = torch.zeros(0, 1, dtype=torch.long, device=dev)
+        with torch.no_grad():
+            if not use_cache:
+                for _ in range(max_steps):
+                    token = choose(self._logits(phns, prom, lang, 0, torch.tensor(codes, device=dev).view(-1, 1)
+                                                if codes else empty, last_only=True))
+                    if token == self.stop_token:
+                        break
+                    codes.append(token)
+                return torch.tensor(codes, dtype=torch.long, device=dev)
+            emb, pos, starts = join_segments(self._sample_segments(phns, prom, lang, 0, empty), self.sep,
+                                             self.config["unified_position_ids"])
+            cache = KVCache(len(self.model.layers))
+            hidden = self.model(emb[None], pos[None], cache=cache)[0, -1]
+            r0 = starts[-1]  # the resp segment starts after the prompt's sep; positions restart there (unless unified)
+            first = 0 if self.config["unified_position_ids"] else r0
+            for step in range(max_steps):
+                token = choose(self.classifiers(hidden, head_name(0)).float())
+                if token == self.stop_token:
+                    break
+                codes.append(token)
+                if step == max_steps - 1:
+                    break
+                tok = self.resps_emb(torch.tensor([[token]], device=dev), offset=0)  # (1, D)
+                position = torch.tensor([[len(cache) - first]], device=dev)
+                hidden = self.model(tok[None], position, cache=cache)[0, -1]
+        return torch.tensor(codes, dtype=torch.long, device=dev)
+
     @torch.no_grad()
     def generate(self, phns: torch.Tensor, prom: torch.Tensor, lang: torch.Tensor | int = 0, max_ar_steps: int = 500,
                  ar_temperature: float = 1.0, nar_temperature: float = 0.0,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, use_cache: bool = True) -> torch.Tensor:
         """TTS for one sample: phns (Lp,), prom (Tp, n_levels) -> codes (T_out, n_levels) long.
 
         The AR samples level 0 until the stop token or ``max_ar_steps`` codes (so T_out <=
         max_ar_steps; T_out may be 0), then the NAR fills levels 1..n-1, one pass per level, fed
         the levels so far. Runs in eval mode (no attention dropout) and restores the mode after.
-        No KV cache: every AR step re-runs the whole sequence.
+        The AR decodes with a KV cache (one token per step, see :meth:`ar_codes`); ``use_cache=False``
+        re-runs the whole sequence every step, with the same result. The NAR passes need no cache.
         """
         was_training = self.training
         self.eval()
         try:
-            dev = self.sep.device
-            codes = torch.zeros(0, dtype=torch.long, device=dev)
-            for _ in range(max_ar_steps):
-                logits = self._logits(phns, prom, lang, 0, codes[:, None], last_only=True)
-                token = int(self._pick(logits, ar_temperature, generator))
-                if token == self.stop_token:
-                    break
-                codes = torch.cat([codes, codes.new_tensor([token])])
+            codes = self.ar_codes(phns, prom, lang, max_ar_steps,
+                                  lambda logits: int(self._pick(logits, ar_temperature, generator)), use_cache)
             out = codes[:, None]
             if out.shape[0] == 0:
                 return out.new_zeros(0, self.n_levels)

@@ -37,15 +37,16 @@ class VALLEBackbone(Backbone):
         return self._codec.get()
 
     @torch.no_grad()
-    def generate_codes(self, conditions: Mapping[str, Any], *, seed: int, max_ar_steps: int | None = None) -> list[torch.Tensor]:
-        """AR level 0, then the NAR levels, for every sample's text and prompt."""
+    def generate_codes(self, conditions: Mapping[str, Any], *, seed: int, max_ar_steps: int | None = None,
+                       use_cache: bool = True) -> list[torch.Tensor]:
+        """AR level 0 (KV-cached unless ``use_cache=False``), then the NAR levels, for every sample's text and prompt."""
         out = []
         for i, (phns, prom) in enumerate(zip(conditions["phns"], conditions["proms"])):
             gen = torch.Generator(device=phns.device).manual_seed(int(seed) + i)
             out.append(self.model.generate(phns, prom, lang=int(conditions["langs"][i]),
                                            max_ar_steps=int(max_ar_steps or self.max_ar_steps),
                                            ar_temperature=self.ar_temperature, nar_temperature=self.nar_temperature,
-                                           generator=gen))
+                                           generator=gen, use_cache=use_cache))
         return out
 
     def _decode(self, codes: list[torch.Tensor]) -> tuple[torch.Tensor, int]:

@@ -8,6 +8,10 @@ residual blocks. Module names follow the released checkpoint (``model.layers.{i}
 There is no token embedding (``vocab_size=0``) and no persistent buffer: the rotary
 frequencies are recomputed from the position ids on each call.
 
+Incremental decoding: pass a :class:`KVCache` to :meth:`LlamaModel.forward` and each attention layer keeps the
+keys (already rotated at their own positions) and values it projected, so the next call feeds only the new
+tokens, with the caller's position ids for them. Training never passes a cache and runs exactly as without one.
+
 Shapes: B batch, S sequence, D hidden size, H heads, Dh = D / H.
 """
 from __future__ import annotations
@@ -53,6 +57,33 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + _rotate_half(x) * sin
 
 
+class LayerCache:
+    """One layer's keys and values so far, (B, H, P, Dh) each (None before the first call)."""
+
+    def __init__(self) -> None:
+        self.keys: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.keys is None else self.keys.shape[2]
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append the new tokens' (B, H, S, Dh) keys and values; returns all of them (B, H, P + S, Dh)."""
+        self.keys = k if self.keys is None else torch.cat([self.keys, k], dim=2)
+        self.values = v if self.values is None else torch.cat([self.values, v], dim=2)
+        return self.keys, self.values
+
+
+class KVCache:
+    """The projected keys and values of every layer for incremental (AR) decoding; ``len()`` = tokens seen."""
+
+    def __init__(self, layers: int) -> None:
+        self.layers = [LayerCache() for _ in range(layers)]
+
+    def __len__(self) -> int:
+        return len(self.layers[0])
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with rotary positions. (B, S, D) -> (B, S, D)."""
 
@@ -67,8 +98,10 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(dim, dim, bias=False)
         self.o_proj = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """``mask``: bool (B, 1, S, S), True = may attend; None = plain causal."""
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                cache: LayerCache | None = None) -> torch.Tensor:
+        """``mask``: bool (B, 1, S, S + P), True = may attend; None = plain causal (or, after P cached tokens, one
+        query that sees them all). ``cache``: the P earlier tokens' keys and values, extended by these."""
         b, s, _ = x.shape
 
         def split(t: torch.Tensor) -> torch.Tensor:
@@ -77,8 +110,14 @@ class Attention(nn.Module):
         q = apply_rope(split(self.q_proj(x)), cos, sin)
         k = apply_rope(split(self.k_proj(x)), cos, sin)
         v = split(self.v_proj(x))
+        if cache is not None:
+            k, v = cache.extend(k, v)
         p = self.dropout if self.training else 0.0
-        if mask is None:
+        if mask is None and k.shape[2] > s:  # one new query after cached keys: it may see every key
+            if s != 1:
+                raise ValueError(f"{s} new tokens after {k.shape[2] - s} cached ones need a mask")
+            out = F.scaled_dot_product_attention(q, k, v, scale=1.0 / math.sqrt(self.head_dim))
+        elif mask is None:
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, scale=1.0 / math.sqrt(self.head_dim))
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, scale=1.0 / math.sqrt(self.head_dim))
@@ -108,8 +147,9 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(dim, eps)
         self.post_attention_layernorm = RMSNorm(dim, eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                cache: LayerCache | None = None) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -130,7 +170,8 @@ class LlamaModel(nn.Module):
     ``forward(inputs_embeds (B, S, D), position_ids (B, S) long, lengths (B,) long | None)``
     returns hidden states (B, S, D). Attention is causal; ``lengths`` adds a key padding mask
     for right-padded batches (None = every row full length). ``gradient_checkpointing`` trades
-    compute for memory while training.
+    compute for memory while training. ``cache`` (:class:`KVCache`, inference only, unpadded rows):
+    the earlier tokens' keys and values; this call's tokens attend to them and are appended.
     """
 
     def __init__(self, dim: int, heads: int, layers: int, ffn_hidden: int, dropout: float = 0.0,
@@ -141,15 +182,24 @@ class LlamaModel(nn.Module):
         self.norm = RMSNorm(dim, eps)
         self.gradient_checkpointing = False
 
-    def forward(self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor, lengths: torch.Tensor | None = None,
+                cache: KVCache | None = None) -> torch.Tensor:
         b, s, _ = inputs_embeds.shape
         cos, sin = rope_cos_sin(position_ids, self.head_dim, self.rope_theta, inputs_embeds.dtype)
         mask = None
         if lengths is not None and bool((lengths < s).any()):
+            if cache is not None:
+                raise ValueError("a KV cache decodes unpadded rows: pass lengths=None or full lengths")
             mask = causal_padding_mask(lengths.to(inputs_embeds.device), s)
+        past = 0 if cache is None else len(cache)
+        if past and s > 1:  # new query i sits at past + i: it sees keys 0 .. past + i
+            idx = torch.arange(past + s, device=inputs_embeds.device)
+            mask = (idx[None, :] <= past + torch.arange(s, device=idx.device)[:, None])[None, None]
         h = inputs_embeds
-        for layer in self.layers:
-            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+        for i, layer in enumerate(self.layers):
+            if cache is not None:
+                h = layer(h, cos, sin, mask, cache.layers[i])
+            elif self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 h = checkpoint(layer, h, cos, sin, mask, use_reentrant=False)
             else:
                 h = layer(h, cos, sin, mask)
