@@ -143,6 +143,39 @@ def silence_latent(cfg: Any, vae_factory) -> torch.Tensor:
     return data[0].transpose(0, 1).float().contiguous()
 
 
+def load_condition_encoder(cfg: Any):
+    """The released folder's condition encoder alone: only its ``encoder.*`` tensors are read (608 M of the 2B
+    file's 2.4 G parameters), strictly (missing, unexpected or mis-shaped keys are one sentence)."""
+    from safetensors import safe_open
+
+    from audiotrain.models.state_dict import load_strict
+    from audiotrain.safe_files import BadFileError, check_file
+
+    from .condition_encoder import AceStepConditionEncoder
+
+    folder = folders(cfg).dit
+    config = dit_config(cfg)
+    shards = [p for p in _files(folder, "model*.safetensors")]
+    if not shards:
+        raise BadFileError(f"model.checkpoint_dir: {folder} has no model.safetensors; pass {EXPECTED_ROOT}.")
+    state: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        check_file(shard, option="model.checkpoint_dir", expected="the DiT's model.safetensors")
+        try:
+            with safe_open(str(shard), framework="pt") as fh:
+                for key in fh.keys():
+                    if key.startswith("encoder."):
+                        state[key[len("encoder."):]] = fh.get_tensor(key).float()
+        except Exception as exc:  # safetensors' own error types for a damaged header
+            raise BadFileError(f"model.checkpoint_dir: {shard} is not a readable safetensors file ({exc}); pass a "
+                               f"complete copy of the released DiT folder.") from None
+    with torch.device("meta"):
+        encoder = AceStepConditionEncoder(config)
+    load_strict(encoder, state, f"model.checkpoint_dir: {folder}", "the condition encoder its config.json describes",
+                "give the folder of one released variant with its own config.json", assign=True)
+    return encoder
+
+
 # ---- frozen encoders -------------------------------------------------------------------------------------------
 
 def make_vae(cfg: Any):
@@ -235,7 +268,7 @@ def build_encoders(cfg: Any) -> list:
         return VaePosteriorFeature(make_vae(cfg), chunk_seconds=chunk, overlap_seconds=overlap, key=latents_key)
 
     def condition() -> ConditionFeature:
-        encoder = build_dit(cfg).encoder  # the released folder's (or the tiny seeded) condition encoder
+        encoder = build_dit(cfg).encoder if name == "tiny" else load_condition_encoder(cfg)
         return ConditionFeature(ConditionParts(make_text_encoder(cfg), encoder), cond_key, config.timbre_hidden_dim)
 
     return [VaePosteriorFeature.lazy(latents_key, latents), ConditionFeature.lazy(cond_key, condition)]
