@@ -60,7 +60,8 @@ class TimestepEmbedding(nn.Module):
         self.time_proj = nn.Linear(hidden, 6 * hidden)
 
     def forward(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        emb = timestep_sinusoid(t).to(self.linear_1.weight.dtype)
+        # the bias: a quantised base (model.quantize) holds linear_1.weight packed in uint8
+        emb = timestep_sinusoid(t).to(self.linear_1.bias.dtype)
         temb = self.linear_2(F.silu(self.linear_1(emb)))
         proj = self.time_proj(F.silu(temb))
         return temb, proj.view(t.shape[0], 6, -1)
