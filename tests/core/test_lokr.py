@@ -162,3 +162,17 @@ def test_a_lokr_run_resumes_exactly(tiny_cfg):
     a = load_file(f"{full['adapter_dir']}/peft/adapter_model.safetensors")
     b = load_file(f"{resumed['adapter_dir']}/peft/adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_lora_checkpoint_does_not_resume_a_lokr_run_nor_the_reverse():
+    from audiotrain.train.checkpoint_identity import identity, identity_problem
+
+    lora = compose(["model=acestep", "lora.r=4", "lora.alpha=8"])
+    lokr = compose(["model=acestep", "lora=lokr", "lora.r=4", "lora.alpha=8"])
+    assert identity_problem(identity(lokr), lokr, "ckpt", "or start fresh") is None
+    problem = identity_problem(identity(lora), lokr, "ckpt", "or start fresh")
+    assert problem == ("ckpt was trained with a lora adapter (lora=default), this run trains a lokr adapter: add "
+                       "lora=default (or start fresh).")
+    assert "add lora=lokr" in identity_problem(identity(lokr), lora, "ckpt", "or start fresh")
+    old = {k: v for k, v in identity(lora)["lora"].items() if k != "algo"}  # written before LoKr existed
+    assert identity_problem({**identity(lora), "lora": old}, lora, "ckpt", "or start fresh") is None
