@@ -1,4 +1,5 @@
-"""LoRAAdapter: PEFT LoRA attached in place to a backbone's adapter root.
+"""LoRAAdapter: a PEFT adapter - LoRA (``lora.algo=lora``) or LoKr (``lora=lokr``: PEFT's Kronecker-product
+adapter, ``lokr_w1``/``lokr_w2`` and their low-rank halves) - attached in place to a backbone's adapter root.
 
 Module names stay those of the original model (no ``base_model.model`` wrapper in the live model),
 so the original project's LoRA target names hit the same layers. Saved formats:
@@ -20,6 +21,16 @@ from audiotrain.errors import UserError
 
 PEFT_PREFIX = "base_model.model."
 
+#: the adapters ``lora.algo`` selects, and the name part PEFT gives each one's weights
+ALGOS = {"lora": "lora_", "lokr": "lokr_"}
+#: the PEFT config ``peft_type`` of each algo
+PEFT_TYPES = {"lora": "LORA", "lokr": "LOKR"}
+
+
+def is_adapter_key(name: str) -> bool:
+    """A parameter/state key of an adapter weight (LoRA's ``lora_A``/``lora_B``, LoKr's ``lokr_w1``...)."""
+    return any(marker in name for marker in ALGOS.values())
+
 
 class LoRAConfigError(UserError):
     """A LoRA setting a user can fix (unknown target module, bad rank)."""
@@ -32,24 +43,46 @@ class LoRASettings:
     dropout: float = 0.0
     target_modules: list[str] = field(default_factory=list)
     use_rslora: bool = False
+    #: "lora" or "lokr"; for LoKr ``dropout`` is PEFT's ``rank_dropout``, and the three fields below are PEFT's
+    algo: str = "lora"
+    module_dropout: float = 0.0
+    decompose_both: bool = False
+    decompose_factor: int = -1
 
     @property
     def scale(self) -> float:
+        """The factor PEFT multiplies the adapter's product by: alpha/r (LoRA and LoKr), alpha/sqrt(r) for rsLoRA."""
         return self.alpha / math.sqrt(self.r) if self.use_rslora else self.alpha / self.r
 
     def to_peft(self):
+        if self.algo == "lokr":
+            from peft import LoKrConfig
+
+            return LoKrConfig(r=self.r, alpha=self.alpha, rank_dropout=self.dropout, module_dropout=self.module_dropout,
+                              decompose_both=self.decompose_both, decompose_factor=self.decompose_factor,
+                              target_modules=list(self.target_modules))
         from peft import LoraConfig
 
         return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
                           target_modules=list(self.target_modules), use_rslora=self.use_rslora, bias="none")
 
     def to_json(self) -> dict[str, Any]:
+        if self.algo == "lokr":
+            return {"peft_type": "LOKR", "r": self.r, "alpha": self.alpha, "rank_dropout": self.dropout,
+                    "module_dropout": self.module_dropout, "decompose_both": self.decompose_both,
+                    "decompose_factor": self.decompose_factor, "target_modules": list(self.target_modules)}
         return {"r": self.r, "lora_alpha": self.alpha, "lora_dropout": self.dropout,
                 "target_modules": list(self.target_modules), "use_rslora": self.use_rslora}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "LoRASettings":
-        """Read an ACE-Step ``lora_config.json`` / PEFT ``adapter_config.json`` as-is."""
+        """Read an ACE-Step ``lora_config.json`` / PEFT ``adapter_config.json`` (LoRA or LoKr) as-is."""
+        if str(data.get("peft_type") or "").upper() == "LOKR":
+            return cls(r=int(data.get("r", 8)), alpha=float(data.get("alpha", 8)),
+                       dropout=float(data.get("rank_dropout", 0.0)), target_modules=list(data.get("target_modules") or []),
+                       algo="lokr", module_dropout=float(data.get("module_dropout", 0.0)),
+                       decompose_both=bool(data.get("decompose_both", False)),
+                       decompose_factor=int(data.get("decompose_factor", -1)))
         return cls(r=int(data.get("r", 8)), alpha=float(data.get("lora_alpha", data.get("alpha", 8))),
                    dropout=float(data.get("lora_dropout", 0.0)),
                    target_modules=list(data.get("target_modules") or []),
@@ -116,17 +149,24 @@ def attach(root: nn.Module, settings: LoRASettings) -> nn.Module:
     missing = check_targets(names, settings.target_modules)
     if missing:
         raise LoRAConfigError(unknown_targets_message(missing, names))
+    from transformers.pytorch_utils import Conv1D
+
+    targeted = [(n, m) for n, m in root.named_modules() if any(matches(n, t) for t in settings.target_modules)]
+    if settings.algo == "lokr":
+        from audiotrain.lora.lokr_support import lokr_problem
+
+        problem = lokr_problem(settings, targeted)
+        if problem:
+            raise LoRAConfigError(problem)
     for p in root.parameters():
         p.requires_grad_(False)
     config = settings.to_peft()
-    from transformers.pytorch_utils import Conv1D
-
-    targeted = [m for n, m in root.named_modules() if any(matches(n, t) for t in settings.target_modules)]
-    if targeted and all(isinstance(m, Conv1D) for m in targeted):
+    if settings.algo == "lora" and targeted and all(isinstance(m, Conv1D) for _, m in targeted):
         config.fan_in_fan_out = True  # GPT-2's (in, out) layers: PEFT needs to know (it would warn and set it)
     inject_adapter_in_model(config, root)
+    marker = ALGOS[settings.algo]
     for n, p in root.named_parameters():
-        p.requires_grad_("lora_" in n)
+        p.requires_grad_(marker in n)
     return root
 
 
@@ -192,8 +232,8 @@ def peft_config(directory: str | Path, option: str | None = None) -> dict[str, A
         raise BadFileError(f"{cfg_path} holds a JSON {type(data).__name__}, not a PEFT adapter config; "
                            f"pass {PEFT_EXPECTED}.")
     kind = str(data.get("peft_type") or "LORA").upper()
-    if kind != "LORA":
-        raise LoRAConfigError(f"{where} is a PEFT {kind} adapter, not a LoRA; pass {PEFT_EXPECTED}.")
+    if kind not in PEFT_TYPES.values():
+        raise LoRAConfigError(f"{where} is a PEFT {kind} adapter, not a LoRA or LoKr; pass {PEFT_EXPECTED}.")
     try:
         r = int(data.get("r", 8))
     except (TypeError, ValueError):
@@ -214,9 +254,11 @@ def load_peft(directory: str | Path, option: str | None = None) -> tuple[LoRASet
     w_path = d / "adapter_model.safetensors"
     raw = load_safetensors(w_path, expected=f"a complete copy of the adapter ({PEFT_EXPECTED})")
     state = {k[len(PEFT_PREFIX):] if k.startswith(PEFT_PREFIX) else k: v for k, v in raw.items()}
-    if not any(".lora_" in k for k in state):
-        raise BadFileError(f"{w_path} holds no LoRA weights (no lora_A / lora_B tensors; {len(state)} others); "
-                           f"pass {PEFT_EXPECTED}.")
+    marker = "." + ALGOS[settings.algo]
+    if not any(marker in k for k in state):
+        what = "LoKr weights (no lokr_w1 / lokr_w2 tensors" if settings.algo == "lokr" else \
+            "LoRA weights (no lora_A / lora_B tensors"
+        raise BadFileError(f"{w_path} holds no {what}; {len(state)} others); pass {PEFT_EXPECTED}.")
     return settings, state
 
 
@@ -230,11 +272,11 @@ def peft_base_model(directory: str | Path) -> str:
 
 
 def merge(root: nn.Module) -> nn.Module:
-    """Fold every LoRA layer into its base weight and put the plain layer back. In place."""
-    from peft.tuners.lora import LoraLayer
+    """Fold every adapter layer (LoRA or LoKr) into its base weight and put the plain layer back. In place."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
 
     for name, mod in list(root.named_modules()):
-        if isinstance(mod, LoraLayer):
+        if isinstance(mod, BaseTunerLayer):
             mod.merge(safe_merge=True)
             parent_name, _, child = name.rpartition(".")
             parent = root.get_submodule(parent_name) if parent_name else root

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from audiotrain.lora.adapter import LoRAConfigError, LoRASettings
+from audiotrain.lora.adapter import ALGOS, LoRAConfigError, LoRASettings
 
 
 def settings_from_cfg(lora: Any, default_targets: Sequence[str]) -> LoRASettings | None:
@@ -25,5 +25,11 @@ def settings_from_cfg(lora: Any, default_targets: Sequence[str]) -> LoRASettings
             s.target_modules = list(default_targets)
         return s
     targets = list(lora.target_modules) if lora.get("target_modules") else list(default_targets)
+    algo = str(lora.get("algo") or "lora")
+    if algo not in ALGOS:
+        raise LoRAConfigError(f"lora.algo={algo} is unknown: use lora=default (LoRA) or lora=lokr (LoKr).")
     return LoRASettings(r=int(lora.r), alpha=float(lora.alpha), dropout=float(lora.dropout),
-                        target_modules=targets, use_rslora=bool(lora.use_rslora))
+                        target_modules=targets, use_rslora=bool(lora.use_rslora), algo=algo,
+                        module_dropout=float(lora.get("module_dropout") or 0.0),
+                        decompose_both=bool(lora.get("decompose_both") or False),
+                        decompose_factor=int(lora.get("decompose_factor", -1)))

@@ -47,6 +47,8 @@ class NativeFormat:
     fold_scale: bool = False
     #: the header key that holds {"scale_folded_into_lora_B": s, "config": the real config} in a folded file
     fold_key: str = "audiotrain_lora"
+    #: the adapters (``LoRASettings.algo``) this file can hold; ``save`` writes nothing (None) for another one
+    algos: tuple[str, ...] = ("lora",)
 
     def to_native(self, key: str) -> str:
         s = self.drop_suffix
@@ -56,12 +58,17 @@ class NativeFormat:
         s = self.drop_suffix
         return key if not s or key.endswith(s) else key + s
 
-    def save(self, root: torch.nn.Module, settings: LoRASettings, directory: str | Path) -> Path:
+    def save(self, root: torch.nn.Module, settings: LoRASettings, directory: str | Path) -> Path | None:
         return self.save_state(adapter_state(root), settings, directory)
 
-    def save_state(self, state: Mapping[str, torch.Tensor], settings: LoRASettings, directory: str | Path) -> Path:
-        """Write PEFT-keyed LoRA tensors (``adapter_state``'s keys) as this format's file in ``directory``."""
+    def save_state(self, state: Mapping[str, torch.Tensor], settings: LoRASettings,
+                   directory: str | Path) -> Path | None:
+        """Write PEFT-keyed LoRA tensors (``adapter_state``'s keys) as this format's file in ``directory``; None
+        (nothing written) for an adapter this file cannot hold (a LoKr: the PEFT folder holds it)."""
         from safetensors.torch import save_file
+
+        if settings.algo not in self.algos:
+            return None
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)

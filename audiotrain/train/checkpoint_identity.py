@@ -31,7 +31,7 @@ def _lora(cfg: Any) -> dict[str, Any] | None:
     s = settings_from_cfg(lora, [])
     if s is None:
         return None
-    return {"r": int(s.r), "alpha": float(s.alpha), "use_rslora": bool(s.use_rslora),
+    return {"r": int(s.r), "alpha": float(s.alpha), "use_rslora": bool(s.use_rslora), "algo": s.algo,
             "target_modules": sorted(map(str, s.target_modules)) or None}  # None: the plugin's default targets
 
 
@@ -80,6 +80,11 @@ def identity_problem(saved: Mapping[str, Any], cfg: Any, where: str, fresh: str)
                 f"(lora=none): drop lora=none and add {_lora_text(theirs)} ({fresh}).")
     if mine is None:
         return None
+    algo_file, algo_run = theirs.get("algo", "lora"), mine.get("algo", "lora")  # no "algo": a LoRA checkpoint
+    if algo_file != algo_run:
+        group = {"lora": "lora=default", "lokr": "lora=lokr"}
+        return (f"{where} was trained with a {algo_file} adapter ({group.get(algo_file, algo_file)}), this run trains "
+                f"a {algo_run} adapter: add {group.get(algo_file, algo_file)} ({fresh}).")
     for key, name in (("r", "lora.r"), ("alpha", "lora.alpha"), ("use_rslora", "lora.use_rslora")):
         if theirs.get(key) != mine[key]:
             value = theirs.get(key)

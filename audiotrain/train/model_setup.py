@@ -116,7 +116,8 @@ def _writes_whole_model(plugin: Any) -> bool:
 def describe(m: BuiltModel, name: str, preset: Any) -> str:
     s = m.settings
     return (f"Model {name} ({preset}): {m.trainable:,} trainable of {m.total:,} parameters"
-            + (f"; LoRA r={s.r} alpha={s.alpha:g} on {', '.join(s.target_modules)}" if s else "; full fine-tune")
+            + (f"; {'LoKr' if s.algo == 'lokr' else 'LoRA'} r={s.r} alpha={s.alpha:g} on {', '.join(s.target_modules)}"
+               if s else "; full fine-tune")
             + (f" ({m.released:,} parameters the forward pass never reads are not kept in memory)" if m.released else "")
             + (f"; {m.quantised:,} base parameters held in {m.quantize} (model.quantize)" if m.quantised else "")
             + (f"; {m.held_bf16:,} frozen base parameters held in bf16 (model.frozen_dtype={m.frozen_dtype}"
