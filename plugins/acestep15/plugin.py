@@ -32,11 +32,17 @@ class AceStep15Plugin(Plugin):
     channels = 2
     released_presets = {"turbo": "acestep15_dit", "base": "acestep15_dit", "sft": "acestep15_dit",
                         "xl-base": "acestep15_xl_dit", "xl-sft": "acestep15_xl_dit", "xl-turbo": "acestep15_xl_dit"}
-    #: the adapter is PEFT's folder over the DiT's own module names (``decoder.layers.N.self_attn.q_proj`` ...);
-    #: ACE-Step 1.5 applies PEFT to ``model.decoder``, so its own layout (without the ``decoder.`` prefix) and the
-    #: ComfyUI file are the export's job (``adapter_format.py``, written separately): when it lands,
-    #: ``native_adapter_format`` returns it and this becomes False
+    #: audiotrain's PEFT folder holds the DiT's own module names (``decoder.layers.N.self_attn.q_proj`` ...);
+    #: ACE-Step 1.5 applies PEFT to ``model.decoder``, so its layouts - ``adapter/`` (LoRA) or
+    #: ``lokr_weights.safetensors`` (LoKr), and the ComfyUI file - are written beside it at every save by
+    #: ``save_adapter_native`` (``adapter_format.py``: a folder, which the core's one-file ``NativeFormat`` does
+    #: not describe, so ``native_adapter_format`` stays None)
     peft_is_native = True
+
+    def save_adapter_native(self, root, settings, directory):
+        from audiotrain_acestep15.adapter_format import save_native
+
+        return save_native(root, settings, directory)
 
     def config_options(self):
         return {("model", "acestep15"): CONF / "model" / "acestep15.yaml"}

@@ -45,6 +45,16 @@ def test_smoke_run_reports_the_corrupt_song_and_trains_a_decoder_lora(tmp_path):
     assert sorted(config["target_modules"]) == sorted(f"decoder.layers.{i}.{a}.{p}" for i in range(2)
                                                       for a in ("self_attn", "cross_attn")
                                                       for p in ("q_proj", "k_proj", "v_proj", "o_proj"))
+    # beside it, ACE-Step 1.5's own layout (PEFT on the bare decoder) and the ComfyUI file, at every save
+    native = run / "adapters" / "final" / "acestep15"
+    own = json.loads((native / "adapter" / "adapter_config.json").read_text())
+    assert sorted(own["target_modules"]) == ["k_proj", "o_proj", "q_proj", "v_proj"] and own["r"] == 64
+    from safetensors import safe_open
+
+    with safe_open(str(native / "adapter" / "adapter_model.safetensors"), "pt") as f:
+        keys = sorted(f.keys())
+    assert len(keys) == 2 * 2 * 2 * 4 and keys[0].startswith("base_model.model.layers.0.cross_attn.")
+    assert (native / "acestep15_comfyui.safetensors").is_file()
     wavs = sorted(run.glob("samples/step_24/pred_*.wav"))
     assert len(wavs) == 2
     info = sf.info(str(wavs[0]))
