@@ -31,8 +31,9 @@ def _lora(cfg: Any) -> dict[str, Any] | None:
     s = settings_from_cfg(lora, [])
     if s is None:
         return None
-    return {"r": int(s.r), "alpha": float(s.alpha), "use_rslora": bool(s.use_rslora), "algo": s.algo,
-            "target_modules": sorted(map(str, s.target_modules)) or None}  # None: the plugin's default targets
+    out = {"r": int(s.r), "alpha": float(s.alpha), "use_rslora": bool(s.use_rslora),
+           "target_modules": sorted(map(str, s.target_modules)) or None}  # None: the plugin's default targets
+    return out if s.algo == "lora" else {**out, "algo": s.algo}  # a LoRA's identity is as it was before LoKr
 
 
 def identity(cfg: Any) -> dict[str, Any]:
