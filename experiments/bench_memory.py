@@ -63,8 +63,8 @@ targets). The table is printed and written to ``docs/memory.md``.
 
 ACE-Step 1.5 (``--only acestep15`` the 2B ``base``, ``--only acestep15_xl`` the 4B ``xl-base``) is built from its
 package's modules one decoder layer at a time (``bench_memory_acestep15.py``: LoRA r=64 alpha=128 on the decoder's
-attention, the frozen base in bf16, cached conditions), measured at the two depths and whole (the 2B's rows, the XL's
-``lora`` row; ``--no-full`` skips that: the XL whole needs ~10 GB), and compared with the 7-17 GB its users' trainers
+attention, the frozen base in bf16, cached conditions), measured at the two depths and whole (the 2B's 60 s rows, the
+XL's ``lora`` row; ``--no-full`` skips that: the XL whole needs ~10 GB), and compared with the 7-17 GB its users' trainers
 report.
 
 Usage: ``python experiments/bench_memory.py [--only PLUGIN] [--depths 1,2] [--rows lora,full_adamw] [--no-full]

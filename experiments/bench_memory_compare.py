@@ -88,8 +88,8 @@ def acestep15_lines(system: str, rows: dict[str, Any]) -> list[str]:
                   f"song length measured: {'yes' if max(ckpt) < low else 'no'} (largest {max(ckpt):.2f} GB)."]
     elif ckpt:
         weights = rows.get("lora", {}).get("value", {}).get("param_bytes", 0) / GB
-        lines += ["", f"The XL's frozen weights alone are {weights:.2f} GB in bf16, so the 2B's {low:.0f} GB baseline is "
-                  f"no bound for it; against the built-in trainer's {high:.0f} GB, audiotrain's checkpointed XL step is "
+        lines += ["", f"The XL's weights alone are {weights:.2f} GB (bf16 base, fp32 LoRA), so the 2B's {low:.0f} GB "
+                  f"baseline is no bound for it; against the built-in trainer's {high:.0f} GB, audiotrain's checkpointed XL step is "
                   f"below at every song length measured: {'yes' if max(ckpt) < high else 'no'} (largest "
                   f"{max(ckpt):.2f} GB)."]
     return lines
