@@ -134,3 +134,76 @@ def test_bench_bucketing_part_prints_steps_per_s_of_both_orders(tmp_path: Path):
     for _, bucketed, pad_b, rand, pad_r, ratio in rows:
         assert float(pad_b) >= 1.0 and float(pad_r) >= 1.0
         assert abs(float(bucketed) / float(rand) - float(ratio)) < 0.01 + 0.01 * float(ratio)
+
+
+# ---------------------------------------------------------------------------------------------
+# make bench-memory (experiments/bench_memory*.py): fast checks of its parts, no release-size measurement
+# ---------------------------------------------------------------------------------------------
+BENCH_MEMORY = ROOT / "experiments" / "bench_memory.py"
+
+
+def _bench_memory_module(name: str):
+    if str(ROOT / "experiments") not in sys.path:  # the parts import each other by name, as the script does
+        sys.path.insert(0, str(ROOT / "experiments"))
+    return __import__(name)
+
+
+def _measurement(plugin: str, row: str, depth: int, step_gb: float, **extra) -> dict:
+    """One measurement as a child reports it (the numbers a test chooses: the table's arithmetic is under test)."""
+    return {"plugin": plugin, "row": row, "depth": depth, "threads": 1, "heap_peak_gb": step_gb + 0.5,
+            "heap_build_gb": 0.5 * depth, "heap_encode_gb": 0.01, "heap_step_gb": step_gb, "heap_built_gb": 0.4,
+            "rss_peak_gb": step_gb, "param_bytes": int(1e9) * depth, "params": 5 * 10**8 * depth,
+            "trainable": 1_835_008 * depth, "trainable_bytes": 4 * 1_835_008 * depth,
+            "grad_bytes": 4 * 1_835_008 * depth, "state_bytes": 8 * 1_835_008 * depth, "build_s": 1.0,
+            "encode_s": 0.0, "step_s": 2.0, **extra}
+
+
+def test_bench_memory_renders_extrapolated_acestep15_rows_and_the_comparison(tmp_path: Path):
+    results = [_measurement("acestep15", "lora", 2, 1.0), _measurement("acestep15", "lora", 4, 1.5),
+               _measurement("acestep15", "lora_nockpt", 2, 2.0), _measurement("acestep15", "lora_nockpt", 4, 3.0)]
+    saved = tmp_path / "m.json"
+    saved.write_text(__import__("json").dumps({"results": results, "elapsed_s": 60.0, "load_before": "1.00",
+                                               "load_after": "2.00", "note": ""}))
+    out = subprocess.run([sys.executable, str(BENCH_MEMORY), "--from-json", str(saved), "--out",
+                          str(tmp_path / "memory.md")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    md = (tmp_path / "memory.md").read_text()
+    assert "## acestep15 `base` (24 blocks) - clip 60 s" in md
+    # 1.0 + (24 - 2) * (1.5 - 1.0) / 2 = 6.50 GB; 2.0 + 22 * 0.5 = 13.00 GB; 1,835,008 * 24 = 44.0 M trainable
+    assert "| LoRA r=64 a=128, bf16, defaults (ckpt on, cached conditions, frozen base in bf16) | 6.50 | n/a |" in md
+    assert "| LoRA r=64 a=128, bf16, no gradient checkpointing | 13.00 | n/a |" in md
+    assert "| 44.0 M |" in md and "extrapolated from depths 2,4 (d2: 1.00, d4: 1.50)" in md
+    assert "| Side-Step, gradient checkpointing |" in md
+    assert "| 7 | 0.50 GB less (0.93x) | 6.00 GB more (1.86x) |" in md  # 6.50 and 13.00 GB against 7 GB
+    assert "| 17 | 10.50 GB less (0.38x) | 4.00 GB less (0.76x) |" in md
+    assert "below the lowest reported figure (7 GB) at every song length measured: yes (largest 6.50 GB)" in md
+    assert "## valle" not in md and "## Targets" not in md  # only the systems measured, none with a target
+
+
+def test_bench_memory_acestep15_lora_has_the_spec_trainable_count_per_layer():
+    """One decoder layer at release width: 688,128·r / 24 (2B) and 1,310,720·r / 32 (XL) LoRA parameters, the
+    frozen matrices held in bf16, the parts a cached step never reads left on the meta device (the bench's own
+    assertion checks the same at every depth it measures)."""
+    import torch
+
+    a15 = _bench_memory_module("bench_memory_acestep15")
+    for system, per_layer in (("acestep15", 28_672), ("acestep15_xl", 40_960)):
+        model, released = a15.build(system, 1, checkpointing=True, random_init=False)  # fast: no init
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        assert trainable == per_layer * 64 == a15.TRAINABLE_PER_R[system] * 64 // (24 if system == "acestep15" else 32)
+        assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+        assert model.decoder.layers[0].mlp.gate_proj.weight.dtype == torch.bfloat16
+        assert model.decoder.gradient_checkpointing is True
+        assert released == sum(p.numel() for p in model.encoder.parameters()) + sum(
+            p.numel() for p in model.tokenizer.parameters()) + sum(p.numel() for p in model.detokenizer.parameters())
+        assert released > 0 and all(p.device.type == "meta" for p in model.encoder.parameters())
+    b = a15.batch(60.0, 2048, torch.Generator().manual_seed(0))
+    assert [tuple(b[k].shape) for k in ("target_latents", "encoder_hidden_states", "context_latents")] == [
+        (1, 1500, 64), (1, 769, 2048), (1, 1500, 128)]
+
+
+def test_bench_memory_refuses_an_unknown_row_in_one_sentence(tmp_path: Path):
+    out = subprocess.run([sys.executable, str(BENCH_MEMORY), "--rows", "lora,lora_fast"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.startswith("bench_memory: --rows takes lora, lora_nockpt,")
+    assert list(tmp_path.iterdir()) == []
