@@ -39,6 +39,11 @@ class AceStep15Plugin(AceStep15Generation, Plugin):
     #: ``native_adapter_format`` returns it and this becomes False
     peft_is_native = True
 
+    def commands(self):
+        from audiotrain_acestep15.preprocess import preprocess
+
+        return {"acestep15-preprocess": preprocess}
+
     def config_options(self):
         return {("model", "acestep15"): CONF / "model" / "acestep15.yaml"}
 
