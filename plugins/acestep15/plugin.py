@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from audiotrain.plugins.base import Plugin
+from audiotrain_acestep15.generation import AceStep15Generation
 
 CONF = Path(__file__).resolve().parent / "conf"
 TEXT_FIELDS = ("caption", "lyrics", "language", "bpm", "keyscale", "timesignature")
@@ -26,7 +27,7 @@ def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-class AceStep15Plugin(Plugin):
+class AceStep15Plugin(AceStep15Generation, Plugin):
     name = "acestep15"
     sample_rate = 48000
     channels = 2
@@ -43,6 +44,11 @@ class AceStep15Plugin(Plugin):
         from audiotrain_acestep15.adapter_format import save_native
 
         return save_native(root, settings, directory)
+
+    def commands(self):
+        from audiotrain_acestep15.preprocess import preprocess
+
+        return {"acestep15-preprocess": preprocess}
 
     def config_options(self):
         return {("model", "acestep15"): CONF / "model" / "acestep15.yaml"}
