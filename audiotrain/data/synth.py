@@ -6,6 +6,15 @@ from __future__ import annotations
 import numpy as np
 
 TIMBRES = ("square", "harmonic", "plucked")
+MAJOR, MINOR = [0, 2, 4, 5, 7, 9, 11], [0, 2, 3, 5, 7, 8, 10]  # scale degrees in semitones
+
+
+def song_key(rng: np.random.Generator) -> tuple[int, int, bool, list[int]]:
+    """A synthetic song's ``(bpm, root semitone 0-11, minor, scale degrees)``, drawn in that order from ``rng``."""
+    bpm = int(rng.choice([90, 100, 120, 128]))
+    root = int(rng.integers(0, 12))
+    minor = bool(rng.integers(0, 2))
+    return bpm, root, minor, MINOR if minor else MAJOR
 
 
 def tone(freq: float, n: int, sr: int, timbre: str, rng: np.random.Generator) -> np.ndarray:

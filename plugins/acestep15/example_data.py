@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audiotrain.data.synth import kick, noise_burst, normalise, tone
+from audiotrain.data.synth import kick, noise_burst, normalise, song_key, tone
 
 SR = 48000
 NOTES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
@@ -21,10 +21,7 @@ TIMBRES = ("harmonic", "square", "plucked")
 def song_audio(seconds: float, seed: int) -> tuple[np.ndarray, dict]:
     """``(audio (N, 2) float32, metadata)`` of one synthetic song."""
     rng = np.random.default_rng(seed)
-    bpm = int(rng.choice([90, 100, 120, 128]))
-    root = int(rng.integers(0, 12))
-    minor = bool(rng.integers(0, 2))
-    scale = [0, 2, 3, 5, 7, 8, 10] if minor else [0, 2, 4, 5, 7, 9, 11]
+    bpm, root, minor, scale = song_key(rng)
     n = int(seconds * SR)
     beat = int(SR * 60 / bpm)
     base = 110.0 * 2 ** (root / 12)

@@ -15,7 +15,6 @@ The initial noise comes from a CPU generator seeded with ``seed`` only, so the s
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable, Mapping
 
 #: latent frames per second (48 kHz / 1920)
@@ -34,21 +33,9 @@ def _positive(value: Any) -> bool:
 
 def lyrics_text(request: Mapping[str, Any]) -> str | None:
     """``--lyrics`` as text (``@FILE`` read from a UTF-8 file), or None (an instrumental: ``[Instrumental]``)."""
-    from audiotrain.errors import UserError
+    from audiotrain.cli.text_input import text_or_file
 
-    lyrics = request.get("lyrics")
-    if lyrics is None or lyrics == "":
-        return None
-    if not isinstance(lyrics, str):
-        raise UserError(f"--lyrics {lyrics!r} is not text: pass the lyrics, or @FILE to read them from a file.")
-    if not lyrics.startswith("@"):
-        return lyrics
-    path = Path(lyrics[1:]).expanduser()
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"--lyrics {lyrics} cannot be read ({type(exc).__name__}): give @FILE of an existing UTF-8 "
-                        f"text file, or the lyrics themselves.") from None
+    return text_or_file(request.get("lyrics"), "--lyrics") or None
 
 
 def turbo(cfg) -> bool:

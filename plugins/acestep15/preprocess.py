@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -70,17 +69,9 @@ def context_of(silence: torch.Tensor, frames: int) -> torch.Tensor:
 
 
 def preprocess(argv: list[str]) -> int:
-    from audiotrain.train.console import console, quiet_libraries
+    from audiotrain.cli.command import run_command
 
-    args = _parser().parse_intermixed_args(argv)
-    try:
-        quiet_libraries()
-        written = run(args)
-    except UserError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
-    console.print(written, highlight=False)
-    return 0
+    return run_command(PROG, _parser(), run, argv, highlight=False)
 
 
 def run(args: argparse.Namespace) -> str:

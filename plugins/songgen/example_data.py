@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audiotrain.data.synth import kick, normalise, tone
+from audiotrain.data.synth import kick, normalise, song_key, tone
 
 SR = 44100
 NOTE_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
@@ -30,10 +30,7 @@ def _voice(freqs: list[float], note: int, rng: np.random.Generator) -> np.ndarra
 def write_song(folder: Path, name: str, seconds: float, seed: int, lyrics: str | None = None) -> Path:
     """One song with stems and texts; returns the mix's path."""
     rng = np.random.default_rng(seed)
-    bpm = int(rng.choice([90, 100, 120, 128]))
-    root = int(rng.integers(0, 12))
-    minor = bool(rng.integers(0, 2))
-    scale = [0, 2, 3, 5, 7, 8, 10] if minor else [0, 2, 4, 5, 7, 9, 11]
+    bpm, root, minor, scale = song_key(rng)
     n = int(seconds * SR)
     beat = int(SR * 60 / bpm)
     notes = max(1, n // beat + 1)

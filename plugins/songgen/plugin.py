@@ -228,21 +228,9 @@ class SongGenPlugin(Plugin):
     @staticmethod
     def _lyrics_text(request) -> str:
         """``--lyrics`` as text: ``@FILE`` read from the file (one sentence when it cannot be read)."""
-        from audiotrain.errors import UserError
+        from audiotrain.cli.text_input import text_or_file
 
-        lyrics = request.get("lyrics")
-        if lyrics is None:
-            return ""
-        if not isinstance(lyrics, str):
-            raise UserError(f"--lyrics {lyrics!r} is not text: pass the lyrics, or @FILE to read them from a file.")
-        if not lyrics.startswith("@"):
-            return lyrics
-        path = Path(lyrics[1:]).expanduser()
-        try:
-            return path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"--lyrics {lyrics} cannot be read ({type(exc).__name__}): give @FILE of an existing "
-                            f"UTF-8 text file, or the lyrics themselves.") from None
+        return text_or_file(request.get("lyrics"), "--lyrics") or ""
 
     def _frame_limit(self, cfg) -> tuple[int, str]:
         """The most frames a generation may have, and why (model.max_new_frames or the decoder's positions)."""

@@ -19,7 +19,6 @@ for training; the dataset written is byte for byte the same whatever their numbe
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -111,17 +110,9 @@ def _check_output(path: Path) -> None:
 
 
 def preprocess(argv: list[str]) -> int:
-    from audiotrain.train.console import console, quiet_libraries
+    from audiotrain.cli.command import run_command
 
-    args = _parser().parse_intermixed_args(argv)
-    try:
-        quiet_libraries()
-        written = run(args)
-    except UserError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
-    console.print(written)
-    return 0
+    return run_command(PROG, _parser(), run, argv)
 
 
 def run(args: argparse.Namespace) -> str:

@@ -5,40 +5,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import compose
-
 from audiotrain_acestep15.generation import sampler_settings
-
-AUDIOTRAIN = [sys.executable, "-m", "audiotrain.cli.main"]
+from tests.cli_runs import run_cli, tiny_trained_run
+from tests.conftest import compose
 
 
 def _run(args, cwd, timeout=600):
-    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", AUDIOTRAIN_CACHE=str(Path(cwd) / "cache"))
-    return subprocess.run(AUDIOTRAIN + [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return run_cli(args, cwd, timeout)
 
 
 @pytest.fixture(scope="module")
 def acestep15_run(tmp_path_factory) -> Path:
     """A tiny ACE-Step 1.5 LoRA trained by the CLI for 3 steps at a high learning rate (so the adapter matters)."""
-    from audiotrain.plugins import registry
-
-    work = tmp_path_factory.mktemp("gen_acestep15")
-    data = registry.get("acestep15").example_data(work / "songs", 2)
-    p = _run(["model=acestep15", f"data={data}", "debug=smoke", "trainer.max_steps=3", "trainer.every_plot_step=0",
-              "optimizer.lr=0.05", "scheduler.warmup_steps=0"], work)
-    assert p.returncode == 0, p.stderr[-3000:]
-    (run_dir,) = [d for d in (work / "exps" / "logs").glob("*/*") if (d / "summary.json").is_file()]
-    return run_dir
+    return tiny_trained_run("acestep15", tmp_path_factory.mktemp("gen_acestep15"))
 
 
 def _digest(path: Path) -> str:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +19,7 @@ from audiotrain_songgen.generate import max_frames_for, max_len_for, sample, sta
 from audiotrain_songgen.presets import resolve_config
 
 K = 8
-AUDIOTRAIN = [sys.executable, "-m", "audiotrain.cli.main"]
+from tests.cli_runs import run_cli, tiny_trained_run
 
 
 def _model(pattern: str = "mixed_pro") -> SongGenComposite:
@@ -155,23 +152,13 @@ def test_tokens_to_audio_is_the_codec_decoding_of_the_valid_frames():
 # --- audiotrain generate, as a user types it -------------------------------------------------------------
 
 def _run(args, cwd, timeout=300):
-    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", AUDIOTRAIN_CACHE=str(Path(cwd) / "cache"))
-    return subprocess.run(AUDIOTRAIN + [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return run_cli(args, cwd, timeout)
 
 
 @pytest.fixture(scope="module")
 def songgen_run(tmp_path_factory) -> Path:
     """A tiny SongGen LoRA trained by the CLI for 3 steps at a high learning rate (so the adapter matters)."""
-    from audiotrain.plugins import registry
-
-    work = tmp_path_factory.mktemp("gen_songgen")
-    data = registry.get("songgen").example_data(work / "songs", 2)
-    p = _run(["model=songgen", f"data={data}", "debug=smoke", "trainer.max_steps=3", "trainer.every_plot_step=0",
-              "optimizer.lr=0.05", "scheduler.warmup_steps=0"], work)
-    assert p.returncode == 0, p.stderr[-3000:]
-    (run_dir,) = [d for d in (work / "exps" / "logs").glob("*/*") if (d / "summary.json").is_file()]
-    return run_dir
+    return tiny_trained_run("songgen", tmp_path_factory.mktemp("gen_songgen"))
 
 
 def _digest(path: Path) -> str:
