@@ -7,9 +7,15 @@ and ignores a SIGTERM unless it comes from its own parent: the DataLoader ending
 (``Process.terminate``) and multiprocessing's exit still stop a worker at once, and a worker whose parent is gone
 ends too. The sender is known because SIGTERM is blocked in the worker and taken by one thread with
 ``sigwaitinfo``, which says who sent it (a Python signal handler is not told).
+
+Workers are also forked with the parent's objects frozen for the garbage collector (``gc.freeze``): an earlier
+epoch's loader iterator that is garbage in a reference cycle at that moment would otherwise be collected in the
+worker, whose ``__del__`` then prints ``AssertionError: can only test a child process`` (it may stop only its own
+workers). The parent still collects it.
 """
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import threading
@@ -43,9 +49,13 @@ def shielded_start(start):
     born with them blocked: a group signal arriving before :func:`shield_worker` runs in it (torch's own worker
     handler would die of it) waits, and is then read and ignored. This process gets any such signal once unblocked."""
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    frozen_before = gc.get_freeze_count()
+    gc.freeze()  # the workers never collect what they inherit (module docstring); the parent does, once unfrozen
     try:
         return start()
     finally:
+        if not frozen_before:  # someone froze objects on purpose before (copy-on-write): theirs stay frozen
+            gc.unfreeze()
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 

@@ -74,3 +74,40 @@ def test_without_the_shield_a_group_sigterm_kills_the_workers():
     # how the loader notices depends on timing: torch's SIGCHLD check, or the dead worker's closed queue
     assert any(s in out.stderr for s in ("is killed by signal: Terminated", "exited unexpectedly", "EOFError")), \
         out.stderr[-1500:]
+
+
+GARBAGE_SCRIPT = textwrap.dedent("""
+    import gc, sys
+    from torch.utils.data import DataLoader, Dataset
+    from audiotrain.train.worker_signals import ShieldedLoader, quiet_worker_init
+
+    class Collecting(Dataset):  # a worker whose allocations run the garbage collector
+        def __len__(self):
+            return 4
+        def __getitem__(self, i):
+            gc.collect()
+            return i
+
+    gc.disable()  # the next collection in this process is after the fork, as between two epochs it may be
+    shielded = sys.argv[1] == "shielded"
+    loader_class = ShieldedLoader if shielded else DataLoader
+    init = quiet_worker_init if shielded else None  # as every training loader has it
+    first = iter(loader_class(Collecting(), num_workers=2, worker_init_fn=init))
+    next(first)
+    cycle = {"iterator": first}
+    cycle["self"] = cycle  # last epoch's iterator, garbage in a reference cycle (as Lightning's loops leave it)
+    del first, cycle
+    print(sorted(int(x) for x in loader_class(Collecting(), num_workers=2, worker_init_fn=init)))
+    gc.enable()
+    gc.collect()  # the parent collects the earlier iterator: its own workers stop cleanly
+""")
+
+
+@pytest.mark.parametrize("mode", ["shielded", "plain"])
+def test_workers_do_not_collect_an_earlier_iterator_they_inherit(mode):
+    run = subprocess.run([sys.executable, "-c", GARBAGE_SCRIPT, mode], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "[0, 1, 2, 3]", run.stderr[-2000:]
+    if mode == "shielded":
+        assert "Traceback" not in run.stderr, run.stderr[-2000:]
+    else:  # what the freeze prevents: the inherited iterator's __del__ runs in a worker and fails
+        assert "can only test a child process" in run.stderr, run.stderr[-2000:]
