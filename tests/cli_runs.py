@@ -16,13 +16,14 @@ def run_cli(args, cwd, timeout: float = 600) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
-def tiny_trained_run(plugin: str, work: Path) -> Path:
-    """The run directory of ``debug=smoke`` cut to 3 steps at lr 0.05 on the plugin's example data, in ``work``."""
+def tiny_trained_run(plugin: str, work: Path, *extra: str) -> Path:
+    """The run directory of ``debug=smoke`` cut to 3 steps at lr 0.05 on the plugin's example data, in ``work``
+    (``extra``: more overrides)."""
     from audiotrain.plugins import registry
 
     data = registry.get(plugin).example_data(work / "songs", 2)
     p = run_cli([f"model={plugin}", f"data={data}", "debug=smoke", "trainer.max_steps=3", "trainer.every_plot_step=0",
-                 "optimizer.lr=0.05", "scheduler.warmup_steps=0"], work)
+                 "optimizer.lr=0.05", "scheduler.warmup_steps=0", *extra], work)
     assert p.returncode == 0, p.stderr[-3000:]
     (run_dir,) = [d for d in (work / "exps" / "logs").glob("*/*") if (d / "summary.json").is_file()]
     return run_dir

@@ -243,7 +243,7 @@ def _names_for_freeze(cfg: DictConfig, plugin: Any) -> list[str]:
     root = backbone.adapter_root()
     names = names_of(root)
     if settings is not None:
-        names += lora_names([n for n, _ in root.named_modules()], settings.target_modules)
+        names += lora_names([n for n, _ in root.named_modules()], settings.target_modules, settings.algo)
     return names
 
 

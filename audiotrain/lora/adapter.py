@@ -284,6 +284,16 @@ def merge(root: nn.Module) -> nn.Module:
     return root
 
 
+def algo_problem(source: str, found: LoRASettings | None, run: LoRASettings) -> str | None:
+    """One sentence when an adapter is of another kind (LoRA / LoKr) than this run's (None when they agree or the
+    file does not say)."""
+    if found is None or found.algo == run.algo:
+        return None
+    names = {"lora": "lora=default", "lokr": "lora=lokr"}
+    return (f"{source} is a {found.algo.upper()} adapter and this run trains a {run.algo.upper()} one: set "
+            f"{names.get(found.algo, 'lora.algo=' + found.algo)} to continue from it.")
+
+
 def rank_problem(source: str, found: LoRASettings, run: LoRASettings) -> str | None:
     """One sentence when an adapter's rank is not this run's ``lora.r`` (None when they agree)."""
     if int(found.r) == int(run.r):

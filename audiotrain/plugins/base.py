@@ -193,6 +193,14 @@ class Plugin(ABC):
         fmt = self.native_adapter_format()
         return fmt.save(root, settings, directory) if fmt is not None else None
 
+    def read_adapter_native(self, path: Path, root: "torch.nn.Module") -> "tuple[Any, dict] | None":
+        """``lora.init_from=path`` in an original layout that the one-file ``native_adapter_format`` does not
+        describe (written by an overridden ``save_adapter_native``): ``(LoRASettings, tensors keyed as
+        ``adapter_state(root)`` keys them)`` read as data, strictly, for the adapter attached to ``root``; None when
+        ``path`` is not in such a layout (the core then reads PEFT folders, the native file and run directories).
+        Default: None."""
+        return None
+
     # ---- audiotrain generate (optional: a plugin without these hooks cannot generate) ---------------------
     #: the input a line of a plain-text ``--prompts`` file fills (an option ``generate_options`` adds)
     generate_text_field: str = "text"

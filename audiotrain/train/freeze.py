@@ -3,7 +3,8 @@
 Patterns are matched against module and parameter names of the adapter root (the names LoRA targets use): a
 glob (``transformer_blocks.0.*``, ``*lyric*``; ``*`` crosses dots) or PEFT's suffix rule (``lyric_encoder``,
 ``to_q``, ``norm1.weight``). A module that matches freezes every parameter under it. Applied after the LoRA
-adapter is attached, so ``*lora_*`` patterns freeze LoRA weights; in a full fine-tune they freeze base weights.
+adapter is attached, so ``*lora_*`` (``*lokr_*`` with ``lora=lokr``) patterns freeze adapter weights; in a full
+fine-tune they freeze base weights.
 """
 from __future__ import annotations
 
@@ -26,14 +27,20 @@ def names_of(root: nn.Module) -> list[str]:
     return [n for n, _ in root.named_modules() if n] + [n for n, _ in root.named_parameters()]
 
 
-def lora_names(module_names: Iterable[str], targets: Sequence[str]) -> list[str]:
-    """The names PEFT gives LoRA layers on the targeted modules (``<m>.lora_A.default.weight`` ...), so a
-    pattern on LoRA weights is checked before the adapter exists."""
+#: the adapter weights PEFT may add to a targeted module, per ``lora.algo`` (LoKr's factors: a factor is one matrix
+#: or, when low-rank, its ``_a`` / ``_b`` pair)
+ADAPTER_PARTS = {"lora": ("lora_A", "lora_B"),
+                 "lokr": ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b")}
+
+
+def lora_names(module_names: Iterable[str], targets: Sequence[str], algo: str = "lora") -> list[str]:
+    """The names PEFT gives the adapter's layers on the targeted modules (``<m>.lora_A.default.weight``,
+    ``<m>.lokr_w1.default`` ...), so a pattern on adapter weights is checked before the adapter exists."""
     out = []
     for m in module_names:
         if any(matches(m, t) for t in targets):
-            for ab in ("lora_A", "lora_B"):
-                out += [f"{m}.{ab}", f"{m}.{ab}.default", f"{m}.{ab}.default.weight"]
+            for part in ADAPTER_PARTS.get(algo, ADAPTER_PARTS["lora"]):
+                out += [f"{m}.{part}", f"{m}.{part}.default", f"{m}.{part}.default.weight"]
     return out
 
 

@@ -18,6 +18,7 @@ give the run directory instead.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -169,8 +170,9 @@ def _load_lora(src: Source, root: nn.Module, run: LoRASettings | None = None) ->
     if run is not None:
         from audiotrain.lora.native_format import settings_from_shapes
 
-        problem = lora_adapter.rank_problem(f"model.init_from={src.path}", src.settings or settings_from_shapes(src.state),
-                                            run)
+        problem = lora_adapter.algo_problem(f"model.init_from={src.path}", src.settings, run) or \
+            lora_adapter.rank_problem(f"model.init_from={src.path}", src.settings or settings_from_shapes(src.state),
+                                      run)
         if problem:
             raise StateDictMismatch(problem)
     found = compare(lora_adapter.adapter_state(root), src.state)
@@ -183,7 +185,9 @@ def _load_lora(src: Source, root: nn.Module, run: LoRASettings | None = None) ->
             fixes.append("use the same model.preset and lora.r as the earlier run")
         raise StateDictMismatch(found.sentence(f"model.init_from={src.path}", "this run's LoRA adapter",
                                                " and ".join(fixes)))
-    by_key = {k.replace(".default.", "."): t for k, t in root.state_dict(keep_vars=True).items() if "lora_" in k}
+    # the adapter's own parameters by PEFT's saved names: lora_A.default.weight -> lora_A.weight (LoRA),
+    # lokr_w1.default -> lokr_w1 (LoKr)
+    by_key = {re.sub(r"\.default(?=\.|$)", "", k): t for k, t in root.state_dict(keep_vars=True).items()}
     _copy([(v, by_key[k]) for k, v in src.state.items()])
     return len(src.state)
 

@@ -23,14 +23,19 @@ def _expected(native: Any) -> str:
     return f"a PEFT adapter folder (adapter_config.json + adapter_model.safetensors){own}, or a run directory"
 
 
-def read_adapter(value: Any, plugin: Any, trust_pickle: bool = False) -> Source:
+def read_adapter(value: Any, plugin: Any, trust_pickle: bool = False, root: nn.Module | None = None) -> Source:
     """The adapter ``lora.init_from=value`` names, as PEFT-keyed tensors with its settings (None when the file
-    carries no LoRA config: an original trainer's bare file)."""
+    carries no LoRA config: an original trainer's bare file). ``root`` (the adapter root, adapter attached) lets
+    the plugin read a layout of its own first (``Plugin.read_adapter_native``)."""
     native = plugin.native_adapter_format() if hasattr(plugin, "native_adapter_format") else None
     path = Path(str(value)).expanduser()
     where = f"lora.init_from={value}"
     if not path.exists():
         raise UserError(f"{where} does not exist: give {_expected(native)}.")
+    own = plugin.read_adapter_native(path, root) if root is not None and hasattr(plugin, "read_adapter_native") \
+        else None
+    if own is not None:
+        return Source(path, "lora", own[1], own[0])
     if path.is_dir() and (path / "adapters" / "final").is_dir():
         path = path / "adapters" / "final"  # a run directory
     candidates = [path / "peft", path] if path.is_dir() else [path.parent] if path.name == "adapter_model.safetensors" else []
@@ -54,7 +59,7 @@ def load_adapter(value: Any, root: nn.Module, settings: LoRASettings | None, plu
     if settings is None:
         raise UserError(f"lora.init_from={value} needs a LoRA run, and this one is a full fine-tune (lora=none): "
                         f"drop lora=none, or use model.init_from={value} to merge the adapter into the weights.")
-    src = read_adapter(value, plugin, trust_pickle)
+    src = read_adapter(value, plugin, trust_pickle, root)
     note = None
     if src.settings is None:
         note = (f"{src.path} carries no LoRA config: its rank comes from the tensors' shapes and its alpha is this "

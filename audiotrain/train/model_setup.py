@@ -113,10 +113,20 @@ def _writes_whole_model(plugin: Any) -> bool:
     return own is not None and own is not Plugin.save_weights_native
 
 
+def targets_line(targets: Any, most: int = 8) -> str:
+    """The adapted modules for the model line: the names themselves when few, else how many layers of which kinds
+    (``192 layers: cross_attn.k_proj, cross_attn.o_proj, ...`` rather than 192 full names)."""
+    names = [str(t) for t in targets]
+    if len(names) <= most:
+        return ", ".join(names)
+    kinds = sorted({".".join(n.split(".")[-2:]) for n in names})
+    return f"{len(names)} layers: {', '.join(kinds)}"
+
+
 def describe(m: BuiltModel, name: str, preset: Any) -> str:
     s = m.settings
     return (f"Model {name} ({preset}): {m.trainable:,} trainable of {m.total:,} parameters"
-            + (f"; {'LoKr' if s.algo == 'lokr' else 'LoRA'} r={s.r} alpha={s.alpha:g} on {', '.join(s.target_modules)}"
+            + (f"; {'LoKr' if s.algo == 'lokr' else 'LoRA'} r={s.r} alpha={s.alpha:g} on {targets_line(s.target_modules)}"
                if s else "; full fine-tune")
             + (f" ({m.released:,} parameters the forward pass never reads are not kept in memory)" if m.released else "")
             + (f"; {m.quantised:,} base parameters held in {m.quantize} (model.quantize)" if m.quantised else "")

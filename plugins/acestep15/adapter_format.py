@@ -19,8 +19,9 @@ ACE-Step 1.5 applies its adapters to ``model.decoder`` alone, so its files name 
 - **ComfyUI** → ``acestep15_comfyui.safetensors`` (:mod:`.comfyui_file`): ``.alpha`` tensors so strength 1.0 is
   the trained output (ComfyUI needs 1.5–2.0 with the original files, which carry no alpha tensors).
 
-The plugin calls :func:`save_native` from ``Plugin.save_adapter_native``; :func:`load_native` reads any of the
-three back to audiotrain's PEFT-keyed tensors (for ``lora.init_from`` or a check), strictly.
+The plugin calls :func:`save_native` from ``Plugin.save_adapter_native``; :func:`load_native` reads ACE-Step 1.5's
+two back to audiotrain's PEFT-keyed tensors, strictly: ``lora.init_from`` takes them (``Plugin.read_adapter_native``
+through :func:`native_layout`), whether audiotrain or ACE-Step 1.5's trainer wrote them.
 """
 from __future__ import annotations
 
@@ -127,6 +128,35 @@ def _save_lokr(state, settings: LoRASettings, targets: list[str], directory: Pat
     return path
 
 
+def adapted_modules(state: Mapping[str, torch.Tensor]) -> list[str]:
+    """The adapted module names of a PEFT-keyed state (``decoder.layers.0.self_attn.q_proj``), LoRA or LoKr."""
+    return sorted({k.split(".lora_")[0] if ".lora_" in k else k.rpartition(".")[0] for k in state})
+
+
+def native_layout(path: str | Path) -> Path | None:
+    """``path`` when it is in one of ACE-Step 1.5's layouts (a folder holding ``adapter/`` or
+    ``lokr_weights.safetensors``, either of those, a LyCORIS LoKr file, or a PEFT folder keyed from the decoder
+    down), else None (audiotrain's own PEFT folder, keyed from the DiT, is the core's to read). Only file names and
+    safetensors headers are looked at."""
+    from safetensors import safe_open
+
+    path = Path(path).expanduser()
+    if path.is_dir() and ((path / LOKR_FILE).is_file() or (path / PEFT_DIR / "adapter_config.json").is_file()):
+        return path
+    weights = path / "adapter_model.safetensors" if path.is_dir() else path
+    if not weights.is_file() or weights.suffix != ".safetensors":
+        return None
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            header, keys = f.metadata() or {}, list(f.keys())
+    except Exception:  # not a safetensors file: the core's reader says so in one sentence
+        return None
+    if weights.name != "adapter_model.safetensors":
+        return path if header.get("algo") == "lokr" and header.get("format") == "lycoris" else None
+    own = PEFT_PREFIX + ROOT
+    return path if keys and not any(k.startswith(own) for k in keys) else None
+
+
 def load_native(path: str | Path, modules: Iterable[str]) -> tuple[LoRASettings, dict[str, torch.Tensor]]:
     """ACE-Step 1.5's adapter folder or ``lokr_weights.safetensors`` (or the folder holding either) → (settings,
     PEFT-keyed tensors under the DiT's names). ``modules``: the DiT's adapted module names the file must cover
@@ -199,8 +229,7 @@ def _load_lokr(path: Path, modules: list[str]) -> tuple[LoRASettings, dict[str, 
 def _check_covers(state: Mapping[str, torch.Tensor], modules: list[str], where: str) -> None:
     from audiotrain.safe_files import BadFileError
 
-    found = {k.split(".lora_")[0] if ".lora_" in k else k.rpartition(".")[0] for k in state}
-    missing = sorted(set(modules) - found)
+    missing = sorted(set(modules) - set(adapted_modules(state)))
     if missing:
         raise BadFileError(f"{where} lacks the adapter of {missing[0]} ({len(missing)} adapted layers missing); "
                            f"give {EXPECTED} trained for this model's preset and targets.")

@@ -8,8 +8,7 @@ condition encoder's ``encoder_hidden_states (L, enc_H)`` / ``encoder_attention_m
 - ``encoder_hidden_states (B, L_max, enc_H)`` zero-padded and ``encoder_attention_mask (B, L_max)`` (0 on padding;
   each song's valid positions come first, as the condition encoder packs them).
 
-The text features the cache also holds (``text_hidden``, ``lyric_embeds`` ...) are not batched: the decoder reads the
-condition encoder's outputs only. With one song nothing is padded and both masks are all ones.
+With one song nothing is padded and both masks are all ones.
 """
 from __future__ import annotations
 

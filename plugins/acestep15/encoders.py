@@ -216,10 +216,11 @@ class ConditionParts:
 
 
 class ConditionFeature(FrozenFeature):
-    """One song's text features (``text_hidden/_mask``, ``lyric_embeds/_mask``: the Qwen3 outputs on the inference
-    template) and the condition encoder's ``encoder_hidden_states (L, enc_H)`` / ``encoder_attention_mask (L,)``
-    (lyric + 1 timbre + text positions, valid first; all ones for one song). Reads the main stream only for the
-    song's duration (its decoded length, which is what the model hears)."""
+    """One song's condition: the Qwen3 features of the inference template (caption and metas; lyrics) through the
+    condition encoder → ``encoder_hidden_states (L, enc_H)`` / ``encoder_attention_mask (L,)`` (lyric + 1 timbre +
+    text positions, valid first; all ones for one song), the only text the decoder reads and what ACE-Step 1.5's
+    ``.pt`` files hold (the Qwen3 features themselves are not kept). Reads the main stream only for the song's
+    duration (its decoded length, which is what the model hears)."""
 
     name = "condition"
     stream = MAIN
@@ -240,11 +241,8 @@ class ConditionFeature(FrozenFeature):
             text["lyric_embeds"].to(dev, dtype), text["lyric_mask"].to(dev),
             torch.zeros(1, 1, self.timbre_width, device=dev, dtype=dtype),  # LoRA preprocessing: no reference
             torch.zeros(1, dtype=torch.long, device=dev))
-        out = {k: text[k][0].to("cpu", torch.float32 if k.endswith(("hidden", "embeds")) else torch.long)
-               for k in ("text_hidden", "text_mask", "lyric_embeds", "lyric_mask")}
-        out["encoder_hidden_states"] = states[0].to("cpu", torch.float32)
-        out["encoder_attention_mask"] = mask[0].to("cpu", torch.long)
-        return out
+        return {"encoder_hidden_states": states[0].to("cpu", torch.float32),
+                "encoder_attention_mask": mask[0].to("cpu", torch.long)}
 
 
 def build_encoders(cfg: Any) -> list:
@@ -262,7 +260,8 @@ def build_encoders(cfg: Any) -> list:
         text_key = weights_key("acestep15-qwen3", files=_files(f.text, "*.safetensors") + _files(f.text, "tokenizer*"))
         dit_key = weights_key("acestep15-dit", files=_dit_weights(f.dit))
     latents_key = stable_hash("acestep15-posterior", vae_key, chunk, overlap)
-    cond_key = stable_hash("acestep15-condition", text_key, dit_key, "timbre-zeros", "inference-template-v1")
+    cond_key = stable_hash("acestep15-condition", text_key, dit_key, "timbre-zeros", "inference-template-v1",
+                           "encoder-outputs-only")
 
     def latents() -> VaePosteriorFeature:
         return VaePosteriorFeature(make_vae(cfg), chunk_seconds=chunk, overlap_seconds=overlap, key=latents_key)

@@ -1,12 +1,9 @@
-"""ACE-Step 1.5's frozen audio and text encoders as core FrozenEncoders (what the feature cache stores per song).
+"""ACE-Step 1.5's frozen VAE as a core FrozenFeature (what the feature cache stores per song; the text side is
+``encoders.ConditionFeature``).
 
-- :class:`VaePosteriorFeature` — ``example["audio"]`` ``(2, N)`` at 48 kHz → ``latent_mean`` and ``latent_std``
-  ``(T, D)`` (time-major, ``T = N // 1920``), tiled as upstream preprocessing; a training step draws its latent
-  with :func:`audiotrain_acestep15.vae.sample` from a seeded generator (upstream samples once at preprocessing).
-- :class:`TextConditionFeature` — the song's text fields (caption, lyrics, language, bpm, keyscale,
-  timesignature, duration) → ``text_hidden (Lt, H)``, ``text_mask (Lt)``, ``lyric_embeds (Ll, H)``,
-  ``lyric_mask (Ll)`` through the one template of :mod:`.prompts` (masks all ones for a single song; batches pad
-  them with zeros on the right).
+:class:`VaePosteriorFeature` — ``example["audio"]`` ``(2, N)`` at 48 kHz → ``latent_mean`` and ``latent_std``
+``(T, D)`` (time-major, ``T = N // 1920``), tiled as upstream preprocessing; a training step draws its latent with
+:func:`audiotrain_acestep15.vae.sample` from a seeded generator (upstream samples once at preprocessing).
 """
 from __future__ import annotations
 
@@ -18,11 +15,9 @@ from audiotrain.data.streams import MAIN
 from audiotrain.encoders.base import stable_hash
 from audiotrain.encoders.frozen import FrozenFeature
 
-from .prompts import DEFAULT_DIT_INSTRUCTION, SongText
-from .text_encoder import Qwen3TextEncoder
 from .vae import OobleckVAE
 
-__all__ = ["VaePosteriorFeature", "TextConditionFeature"]
+__all__ = ["VaePosteriorFeature"]
 
 
 class VaePosteriorFeature(FrozenFeature):
@@ -43,20 +38,3 @@ class VaePosteriorFeature(FrozenFeature):
         mean, std = self.module.encode_posterior(audio[..., :length].to(self.device), chunk_seconds=self.chunk_seconds,
                                                  overlap_seconds=self.overlap_seconds)
         return {"latent_mean": mean.to("cpu", torch.float32), "latent_std": std.to("cpu", torch.float32)}
-
-
-class TextConditionFeature(FrozenFeature):
-    """Caption hidden states and lyric token embeddings of one song (see the module doc)."""
-
-    name = "text"
-    stream = None
-
-    def __init__(self, encoder: Qwen3TextEncoder, *, instruction: str = DEFAULT_DIT_INSTRUCTION,
-                 key: str | None = None):
-        self.instruction = instruction
-        super().__init__(encoder, key or stable_hash("acestep15-text", encoder.cache_key(), instruction))
-
-    def features(self, example: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        feats = self.module.encode_songs([SongText.from_mapping(example)], instruction=self.instruction)
-        return {k: feats[k][0].to("cpu", torch.float32 if k.endswith(("hidden", "embeds")) else torch.long)
-                for k in ("text_hidden", "text_mask", "lyric_embeds", "lyric_mask")}

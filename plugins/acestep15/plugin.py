@@ -37,13 +37,21 @@ class AceStep15Plugin(AceStep15Generation, Plugin):
     #: ACE-Step 1.5 applies PEFT to ``model.decoder``, so its layouts - ``adapter/`` (LoRA) or
     #: ``lokr_weights.safetensors`` (LoKr), and the ComfyUI file - are written beside it at every save by
     #: ``save_adapter_native`` (``adapter_format.py``: a folder, which the core's one-file ``NativeFormat`` does
-    #: not describe, so ``native_adapter_format`` stays None)
+    #: not describe, so ``native_adapter_format`` stays None); ``lora.init_from`` reads them back
+    #: (``read_adapter_native``)
     peft_is_native = True
 
     def save_adapter_native(self, root, settings, directory):
         from audiotrain_acestep15.adapter_format import save_native
 
         return save_native(root, settings, directory)
+
+    def read_adapter_native(self, path, root):
+        from audiotrain.lora.adapter import adapter_state
+        from audiotrain_acestep15.adapter_format import adapted_modules, load_native, native_layout
+
+        found = native_layout(path)
+        return None if found is None else load_native(found, adapted_modules(adapter_state(root)))
 
     def commands(self):
         from audiotrain_acestep15.preprocess import preprocess

@@ -1,6 +1,6 @@
 """``audiotrain acestep15-preprocess`` as a user runs it: a synthetic folder in ACE-Step 1.5's layout with one corrupt
 file -> one report line, per-song ``<id>.pt`` files that load with ``weights_only`` in the spec's keys, shapes and
-dtypes, and a manifest listing them."""
+dtypes (fp32, or bf16 with ``--dtype bfloat16``), and a manifest listing them."""
 from __future__ import annotations
 
 import json
@@ -46,6 +46,19 @@ def test_preprocess_writes_acestep15_song_files_and_manifest(tmp_path):
         assert all(data[k].dtype == torch.float32 for k in KEYS if k != "metadata")
         assert bool((data["context_latents"][:, 8:] == 1).all())  # [silence ‖ ones], never the target
         assert data["metadata"]["preprocess_mode"] == "lora" and data["metadata"]["duration"] == round(T / 25)
+    # --dtype bfloat16 (what ACE-Step 1.5 writes on CUDA): the same songs from the same cache, every tensor in bf16
+    # and equal to the fp32 file's values rounded
+    half = _run(["acestep15-preprocess", songs, "--output", tmp_path / "bf16", "--dtype", "bfloat16",
+                 "model.variant=tiny"], tmp_path)
+    assert half.returncode == 0 and "bfloat16" in half.stdout + half.stderr, half.stderr[-3000:]
+    assert sorted(json.loads((tmp_path / "bf16" / "manifest.json").read_text())["samples"]) == sorted(
+        manifest["samples"])
+    for name in manifest["samples"]:
+        full = torch.load(tmp_path / "out" / name, weights_only=True)
+        data = torch.load(tmp_path / "bf16" / name, weights_only=True)
+        assert all(data[k].dtype == torch.bfloat16 for k in KEYS if k != "metadata")
+        assert all(torch.equal(data[k], full[k].to(torch.bfloat16)) for k in KEYS if k != "metadata")
+        assert data["metadata"] == full["metadata"]
     again = _run(["acestep15-preprocess", songs, "--output", tmp_path / "out", "model.variant=tiny"], tmp_path)
     assert again.returncode == 2 and "is not an empty folder" in again.stderr and "Traceback" not in again.stderr
     h = _run(["acestep15-preprocess", "--help"], tmp_path)

@@ -175,3 +175,37 @@ def test_a_lora_checkpoint_does_not_resume_a_lokr_run_nor_the_reverse():
                        "lora=default (or start fresh).")
     assert "add lora=lokr" in identity_problem(identity(lokr), lora, "ckpt", "or start fresh")
     assert "algo" not in identity(lora)["lora"]  # a LoRA identity is the one written before LoKr existed
+
+
+def test_lokr_takes_freeze_patterns_and_model_init_from_like_lora(tmp_path):
+    """``model.freeze`` names LoKr weights (``*lokr_w1*``) or layers, checked before the model is built as after;
+    ``model.init_from`` an earlier LoKr adapter continues a LoKr run bit for bit and merges into a full fine-tune."""
+    from audiotrain.config.validate import training_plan_problems
+    from audiotrain.train.model_setup import build_model
+
+    plugin = registry.get("acestep15")
+    base = ["model=acestep15", "model.variant=tiny", "lora=lokr", "lora.r=4", "lora.alpha=8"]
+    for pattern, frozen in (("*lokr_w1*", lambda n: ".lokr_w1" in n), ("decoder.layers.0.*", lambda n: ".layers.0." in n)):
+        cfg = compose([*base, f"model.freeze=['{pattern}']"])
+        assert training_plan_problems(cfg, plugin) == []  # the early check knows LoKr's weight names
+        root = build_model(cfg, plugin, report=False).backbone.adapter_root()
+        adapter = {n: p for n, p in root.named_parameters() if "lokr_" in n}
+        assert adapter and any(frozen(n) for n in adapter) and not all(frozen(n) for n in adapter)
+        assert all(p.requires_grad != frozen(n) for n, p in adapter.items())
+    problems = training_plan_problems(compose([*base, "model.freeze=['*lokr_zz*']"]), plugin)
+    assert len(problems) == 1 and "'*lokr_zz*'" in problems[0]
+
+    first = build_model(compose(base), plugin, report=False)
+    want = _randomise(first.backbone.adapter_root())
+    lora_adapter.save_peft(first.backbone.adapter_root(), first.settings, tmp_path / "peft")
+    again = build_model(compose([*base, f"model.init_from={tmp_path / 'peft'}"]), plugin, report=False)
+    got = lora_adapter.adapter_state(again.backbone.adapter_root())
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    full = build_model(compose(["model=acestep15", "model.variant=tiny", "lora=none", f"model.init_from={tmp_path / 'peft'}"]), plugin,
+                       report=False)
+    merged = dict(full.backbone.adapter_root().named_parameters())
+    assert not any("lokr_" in n for n in merged)
+    first_root = first.backbone.adapter_root()
+    lora_adapter.merge(first_root)
+    name = "decoder.layers.0.self_attn.q_proj.weight"
+    assert torch.equal(merged[name], dict(first_root.named_parameters())[name])

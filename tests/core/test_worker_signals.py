@@ -77,7 +77,7 @@ def test_without_the_shield_a_group_sigterm_kills_the_workers():
 
 
 GARBAGE_SCRIPT = textwrap.dedent("""
-    import gc, sys
+    import gc, sys, weakref
     from torch.utils.data import DataLoader, Dataset
     from audiotrain.train.worker_signals import ShieldedLoader, quiet_worker_init
 
@@ -95,11 +95,13 @@ GARBAGE_SCRIPT = textwrap.dedent("""
     first = iter(loader_class(Collecting(), num_workers=2, worker_init_fn=init))
     next(first)
     cycle = {"iterator": first}
-    cycle["self"] = cycle  # last epoch's iterator, garbage in a reference cycle (as Lightning's loops leave it)
+    cycle["self"] = cycle  # an earlier iterator, garbage in a reference cycle when the next loader forks
+    ref = weakref.ref(first)
     del first, cycle
     print(sorted(int(x) for x in loader_class(Collecting(), num_workers=2, worker_init_fn=init)))
-    gc.enable()
-    gc.collect()  # the parent collects the earlier iterator: its own workers stop cleanly
+    ref()._shutdown_workers()  # its workers stop cleanly (a collection in this process would wait out their join
+    gc.enable()                # timeouts: the cycle's queues are finalised before the iterator)
+    gc.collect()
 """)
 
 
