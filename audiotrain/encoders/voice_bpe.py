@@ -41,8 +41,6 @@ import unicodedata
 from pathlib import Path
 from typing import Sequence
 
-import pypinyin
-from pypinyin import Style, lazy_pinyin
 from tokenizers import Tokenizer as HFTokenizer
 
 from audiotrain.encoders.base import stable_hash
@@ -222,8 +220,18 @@ def expand_numbers_zh(text: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------- pipeline
+def pinyin_version() -> str:
+    """The installed pypinyin's version (part of the cache keys: another version may romanise differently), read
+    from its metadata so that no tokenizer imports pypinyin before it meets Chinese text."""
+    from importlib.metadata import version
+
+    return version("pypinyin")
+
+
 def to_pinyin(text: str) -> str:
     """Han characters → TONE3 pinyin with neutral tone 5, syllables concatenated ("你好" → "ni3hao3")."""
+    from pypinyin import Style, lazy_pinyin  # imported for Chinese text only (0.7 s of start-up otherwise)
+
     return "".join(lazy_pinyin(text, style=Style.TONE3, neutral_tone_with_five=True))
 
 
@@ -360,7 +368,7 @@ class VoiceBpe:
     def cache_key(self, *extra: object) -> str:
         """Hash of the vocabulary content, this module's algorithm version, the pinyin library version and
         ``extra`` (a caller's own version tag)."""
-        return stable_hash(ALGO_VERSION, self.vocab_digest, pypinyin.__version__, *extra)
+        return stable_hash(ALGO_VERSION, self.vocab_digest, pinyin_version(), *extra)
 
     def clean(self, text: str, lang: str) -> str:
         """The cleaned text ``encode`` tokenises (without the language prefix)."""

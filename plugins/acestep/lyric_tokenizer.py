@@ -28,11 +28,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pypinyin
-
 from audiotrain.encoders.base import stable_hash
 from audiotrain.encoders.voice_bpe import (BASE_VOCAB_SIZE, LANG_TAG_IDS, SPACE_ID, START_ID, STOP_ID, UNK_ID,
-                                           VoiceBpe, _fallback_pieces, lang_tag)
+                                           VoiceBpe, _fallback_pieces, lang_tag, pinyin_version)
 from audiotrain.encoders.voice_bpe import build_fallback_vocab_json as _core_fallback_vocab_json
 
 from .lang_detect import canonical_lang, most_common_lang
@@ -72,7 +70,7 @@ class LyricTokenizer(VoiceBpe):
 
     def cache_key(self) -> str:
         """Hash of the vocabulary content, the algorithm version and the pinyin library version."""
-        return stable_hash(ALGO_VERSION, self.vocab_digest, pypinyin.__version__)
+        return stable_hash(ALGO_VERSION, self.vocab_digest, pinyin_version())
 
     def clean(self, text: str, lang: str) -> str:
         """The cleaned text ``encode`` tokenises (without the language prefix)."""
