@@ -92,13 +92,13 @@ def framework_overhead(args, work: Path, seconds: float) -> dict[str, Any]:
         return torch.utils.data.DataLoader(dataset, batch_size=bs, sampler=sampler, num_workers=0,
                                            collate_fn=lambda b: plugin.collate([x["features"] for x in b]))
 
-    def build_model() -> torch.nn.Module:
+    def fresh_model() -> torch.nn.Module:
         """The model run.train builds: same seed, unused weights released, LoRA attached, the plugin's
         gradient checkpointing."""
         torch.manual_seed(SEED)
         return build_model(cfg, plugin, report=False).backbone
 
-    backbone = build_model()
+    backbone = fresh_model()
     backbone.train()
     params = [p for p in backbone.parameters() if p.requires_grad]
     clip = float(cfg.trainer.gradient_clip_val)
@@ -144,7 +144,7 @@ def framework_overhead(args, work: Path, seconds: float) -> dict[str, Any]:
 
         def __init__(self) -> None:
             super().__init__()
-            self.backbone = build_model()
+            self.backbone = fresh_model()
 
         def training_step(self, batch, batch_idx):
             gen = torch.Generator().manual_seed(SEED * 1_000_003 + batch_idx)

@@ -69,6 +69,7 @@ MINIMAL = {
                       "--cache-steps", "2"],
     "xcodec-batch": ["--xcodec-scale", "16", "--xcodec-seconds", "1", "--xcodec-clips", "8", "--xcodec-rounds", "1"],
     "bucketing": ["--bucket-steps", "1", "--bucket-batch", "2", "--scale", "32"],
+    "overhead": ["--tiny-seconds", "2", "--rounds", "1", "--overhead-warmup", "1", "--overhead-steps", "3"],
 }
 RATIO = r"(\d+\.\d+)x"
 
@@ -106,6 +107,19 @@ def test_bench_plugin_cache_part_prints_its_ratios_and_targets(part: str, tmp_pa
     assert "the cached run built a frozen encoder" not in text  # the cache replaced every frozen encoder
     for target, ok in (("speed", speed[0] >= 1.5), ("memory", memory[0] <= 0.6)):
         assert (f"cause ({target}):" in text) == (not ok)  # a missed target says its measured cause
+
+
+@pytest.mark.slow
+def test_bench_overhead_part_interleaves_audiotrain_and_bare_lightning_with_the_hand_loop(tmp_path: Path):
+    import re
+
+    text = _bench("overhead", tmp_path)
+    for side in ("audiotrain", "bare Lightning"):
+        found = re.findall(r"2 s clips, round 1/1: " + side + r" +(\d+\.\d+) steps/s, hand loop +(\d+\.\d+) "
+                           r"steps/s, ratio (\d+\.\d+)", text)
+        assert len(found) == 1, text[-2000:]
+        mine, hand, ratio = map(float, found[0])
+        assert mine > 0 and hand > 0 and abs(mine / hand - ratio) < 0.002, found
 
 
 @pytest.mark.slow

@@ -70,3 +70,20 @@ def test_overfitting_one_4_second_song_drives_the_fixed_noise_loss_down_60_perce
     fixed = json.loads((run / "summary.json").read_text())["train_fixed_loss"]
     assert fixed[-1][0] == 300
     assert fixed[-1][1] <= 0.4 * fixed[0][1], fixed  # measured: 2.357 -> 0.832 (-65%)
+
+
+@pytest.mark.slow
+def test_a_lokr_run_writes_ace_step_15_lokr_file(tmp_path):
+    """``audiotrain model=acestep15 ... lora=lokr`` (the issue's XL command, on tiny): the LoKr file ACE-Step 1.5
+    loads is written (``lora.init_from`` reads it back: tests/core/test_lora_init_from.py)."""
+    from safetensors import safe_open
+
+    songs = write_song_folder(tmp_path / "songs", count=2)
+    out, run = _run(tmp_path, f"data={songs}", "debug=smoke", "lora=lokr", "trainer.max_steps=3")
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert "LoKr r=64 alpha=128 on 16 layers: cross_attn.k_proj" in out.stdout + out.stderr  # the model line
+    lokr = run / "adapters" / "final" / "acestep15" / "lokr_weights.safetensors"
+    with safe_open(str(lokr), "pt") as f:
+        header, keys = f.metadata(), list(f.keys())
+    assert header["algo"] == "lokr" and header["format"] == "lycoris"
+    assert json.loads(header["lokr_config"])["linear_dim"] == 64 and keys[0].startswith("lycoris_layers_")
