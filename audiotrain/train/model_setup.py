@@ -117,9 +117,9 @@ def targets_line(targets: Any, most: int = 8) -> str:
     """The adapted modules for the model line: the names themselves when few, else how many layers of which kinds
     (``192 layers: cross_attn.k_proj, cross_attn.o_proj, ...`` rather than 192 full names)."""
     names = [str(t) for t in targets]
-    if len(names) <= most:
-        return ", ".join(names)
     kinds = sorted({".".join(n.split(".")[-2:]) for n in names})
+    if len(names) <= most or len(kinds) == len(names):  # few, or patterns (to_q, linear_k ...) rather than layers
+        return ", ".join(names)
     return f"{len(names)} layers: {', '.join(kinds)}"
 
 
