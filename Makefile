@@ -29,13 +29,13 @@ demo: $(STAMP) ## Synthesise demo songs, train a tiny ACE-Step LoRA on CPU (abou
 
 PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider -n auto --dist loadfile
 
-test: $(STAMP) ## Run every test but the gpu ones, slow included, one worker per core (about 25 minutes on 2 CPU cores; .ci/run runs it)
+test: $(STAMP) ## Run every test but the gpu ones, slow included, one worker per core (15 min in CI, 21-23 min on a 2-core VM; .ci/run runs it)
 	$(PYTEST) --durations=10
 
 test-fast: $(STAMP) ## The edit loop: every test but the slow and gpu ones (about 4 minutes on 2 CPU cores)
 	$(PYTEST) -m "not slow and not gpu"
 
-bench: $(STAMP) ## Print ratios measured side by side (framework overhead, feature cache, data preparation, padding)
+bench: $(STAMP) ## Print ratios measured side by side (framework overhead, feature cache, data preparation, padding; 25 min on 2 cores)
 	$(BIN)/python experiments/bench.py
 
 bench-memory: $(STAMP) ## Peak memory of one training step of each released model: LoRA, full, 8-bit, original set-up (docs/memory.md)
