@@ -46,8 +46,7 @@ EXPECTED = "an ACE-Step 1.5 adapter (adapter/ with adapter_config.json + adapter
 
 def decoder_modules(state: Mapping[str, torch.Tensor]) -> list[str]:
     """The adapted modules of a PEFT-keyed state, decoder-relative (``layers.0.self_attn.q_proj``)."""
-    names = {k.split(".lora_")[0] if ".lora_" in k else k.rpartition(".")[0] for k in state}
-    return sorted(n[len(ROOT):] for n in names)
+    return [n[len(ROOT):] for n in adapted_modules(state)]
 
 
 def layout_problem(state: Mapping[str, torch.Tensor]) -> str | None:
